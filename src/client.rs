@@ -1,0 +1,472 @@
+//! The client daemon: accepts application connections and keeps the pool of
+//! links to the server.
+//!
+//! Threads: `client-accept` (the caller of [`Client::run`]) turns each
+//! application connection into a stream at once — with 0-RTT its first bytes
+//! leave on links that are already open. `pool-slot-I` threads each keep one
+//! link connected, reconnecting with capped, jittered exponential backoff.
+//! `client-pool` reacts to session events: with `enable_zero_rtt = false` it
+//! closes the pool when the last stream ends.
+
+use crate::config::{ClientConfig, Role};
+use crate::frame::{self, Frame, LinkReason, RstReason};
+use crate::link::{self, HandshakeError, PeerLimits};
+use crate::session::{Session, SessionEvent};
+use crate::shutdown::Shutdown;
+use crate::thread::{self, ThreadCount, lock};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the pool checks whether a linkless session outlived its grace.
+const GRACE_CHECK: Duration = Duration::from_millis(100);
+
+/// A bound, not yet running, client.
+pub struct Client {
+    listener: TcpListener,
+    config: ClientConfig,
+    threads: ThreadCount,
+}
+
+/// The client's current session and the machinery to replace it.
+struct Pool {
+    config: ClientConfig,
+    threads: ThreadCount,
+    current: Mutex<Option<Arc<Session>>>,
+    events: Sender<SessionEvent>,
+    shutdown: Shutdown,
+    /// Milliseconds since `epoch` of the last failed connect, 0 if the last
+    /// attempt succeeded: new streams fail fast while the server is down.
+    last_failure_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Client {
+    /// Binds the application listener; separate from [`run`](Self::run) so
+    /// callers learn the real port first.
+    pub fn bind(config: ClientConfig) -> io::Result<Client> {
+        let listener = TcpListener::bind(config.listen)?;
+        Ok(Client {
+            listener,
+            config,
+            threads: ThreadCount::default(),
+        })
+    }
+
+    /// The address applications connect to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Threads this client has running (for leak checks).
+    pub fn thread_count(&self) -> ThreadCount {
+        self.threads.clone()
+    }
+
+    /// Serves until `shutdown` fires, then lets open streams finish for up to
+    /// the drain time, resets the rest and returns once every thread ended.
+    pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
+        let addr = self.local_addr()?;
+        log::info!(
+            "client listening on {addr}, server {}, pool of {} links, 0-RTT {}",
+            self.config.server,
+            self.config.pool_size,
+            if self.config.zero_rtt { "on" } else { "off" }
+        );
+        let (events_tx, events_rx) = bounded(1024);
+        let pool = Arc::new(Pool {
+            config: self.config.clone(),
+            threads: self.threads.clone(),
+            current: Mutex::new(None),
+            events: events_tx,
+            shutdown: shutdown.clone(),
+            last_failure_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        if self.config.zero_rtt {
+            pool.session();
+        }
+        crate::server::wake_on_shutdown(&self.threads, &shutdown, addr)?;
+        let p = pool.clone();
+        thread::spawn(&self.threads, "client-pool".into(), move || {
+            p.event_loop(&events_rx);
+            Ok(())
+        })?;
+        for conn in self.listener.incoming() {
+            if shutdown.is_triggered() {
+                break;
+            }
+            match conn {
+                Ok(sock) => pool.accept(sock),
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        pool.drain();
+        if !self.threads.wait_idle(Duration::from_secs(5)) {
+            log::warn!("{} threads still running at exit", self.threads.live());
+        }
+        log::info!("client stopped");
+        Ok(())
+    }
+}
+
+/// Closes an application socket with a TCP reset, so the application sees
+/// at once that its connection failed.
+fn refuse_app(sock: TcpStream, why: &str) {
+    log::warn!(
+        "application connection from {:?} refused: {why}",
+        sock.peer_addr()
+    );
+    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+}
+
+impl Pool {
+    /// The current session, started (with its link slots) if there is none.
+    fn session(self: &Arc<Self>) -> Arc<Session> {
+        let mut current = lock(&self.current);
+        if let Some(s) = current.as_ref() {
+            return s.clone();
+        }
+        let s = self.start_session();
+        *current = Some(s.clone());
+        s
+    }
+
+    fn start_session(self: &Arc<Self>) -> Arc<Session> {
+        let id = random_u64();
+        let session = Session::new(
+            id,
+            Role::Client,
+            self.config.tunnel.clone(),
+            None,
+            self.threads.clone(),
+            Some(self.events.clone()),
+        );
+        log::info!(
+            "session {id:016x} started, connecting {} links",
+            self.config.pool_size
+        );
+        for index in 0..self.config.pool_size {
+            let (pool, s) = (self.clone(), session.clone());
+            let spawned = thread::spawn(&self.threads, format!("pool-slot-{index}"), move || {
+                pool.slot_loop(&s, index as u16);
+                Ok(())
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start link slot {index}: {e}");
+            }
+        }
+        session
+    }
+
+    fn accept(self: &Arc<Self>, sock: TcpStream) {
+        let peer = sock.peer_addr().ok();
+        // Held until the stream is in the session's table, so an idle pool
+        // cannot be closed between choosing the session and opening on it.
+        let mut current = lock(&self.current);
+        if let Some(old) = current.take_if(|s| s.is_closed() || s.peer_going_away()) {
+            old.close("server going away");
+        }
+        let session = match current.as_ref() {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.start_session();
+                *current = Some(s.clone());
+                s
+            }
+        };
+        let opened_at = Instant::now();
+        let linkless = session.link_count() == 0;
+        if linkless && self.server_failing() {
+            drop(current);
+            refuse_app(sock, "no link to the server is up");
+            return;
+        }
+        let id = match session.open_stream(sock) {
+            Ok(id) => id,
+            Err(e) => {
+                log::warn!("application connection from {peer:?} refused: {e}");
+                return;
+            }
+        };
+        drop(current);
+        log::debug!(
+            "session {:016x} stream {id}: opened for {peer:?}",
+            session.id
+        );
+        if linkless {
+            self.watch_first_link(session, id, opened_at);
+        }
+    }
+
+    /// A stream opened while no link was up is reset if none comes up within
+    /// the connect timeout, or as soon as a connect attempt fails: the
+    /// application must see a prompt failure, never a hang.
+    fn watch_first_link(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        id: frame::StreamId,
+        since: Instant,
+    ) {
+        let pool = self.clone();
+        let spawned = thread::spawn(&self.threads, format!("stream-{id}-wait"), move || {
+            let deadline = since + pool.config.connect_timeout;
+            while Instant::now() < deadline && !session.is_closed() {
+                if session.link_count() > 0 {
+                    return Ok(());
+                }
+                if pool.failed_since(since) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if session.link_count() == 0 {
+                log::warn!(
+                    "session {:016x} stream {id}: no link to the server, resetting",
+                    session.id
+                );
+                session.abort_stream_id(id, RstReason::SessionLost);
+            }
+            Ok(())
+        });
+        if let Err(e) = spawned {
+            log::warn!("cannot start watch thread: {e}");
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn server_failing(&self) -> bool {
+        self.last_failure_ms.load(Ordering::SeqCst) != 0
+    }
+
+    fn failed_since(&self, t: Instant) -> bool {
+        let at = self.last_failure_ms.load(Ordering::SeqCst);
+        at != 0 && at >= t.duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Keeps link `index` of `session` connected until the session ends.
+    fn slot_loop(self: &Arc<Self>, session: &Arc<Session>, index: u16) {
+        let mut backoff = self.config.reconnect_min;
+        let mut failures = 0u32;
+        while !session.is_closed() && !self.shutdown.is_triggered() {
+            match self.connect_link(session, index) {
+                Ok(link) => {
+                    self.last_failure_ms.store(0, Ordering::SeqCst);
+                    failures = 0;
+                    backoff = self.config.reconnect_min;
+                    select! {
+                        recv(link.dead_signal()) -> _ => {},
+                        recv(session.closed_signal()) -> _ => {},
+                        recv(self.shutdown.receiver()) -> _ => {},
+                    }
+                    continue;
+                }
+                Err(HandshakeError::Refused(LinkReason::UnknownSession)) => {
+                    self.session_lost(session);
+                    return;
+                }
+                Err(e) => {
+                    self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
+                    failures += 1;
+                    if failures == 1 {
+                        log::warn!(
+                            "session {:016x} slot {index}: cannot connect to {}: {e}; retrying with backoff",
+                            session.id,
+                            self.config.server
+                        );
+                    } else {
+                        log::debug!(
+                            "session {:016x} slot {index}: attempt {failures}: {e}",
+                            session.id
+                        );
+                    }
+                }
+            }
+            let pause = jitter(backoff);
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+            select! {
+                recv(session.closed_signal()) -> _ => {},
+                recv(self.shutdown.receiver()) -> _ => {},
+                default(pause) => {},
+            }
+        }
+    }
+
+    fn connect_link(
+        &self,
+        session: &Arc<Session>,
+        index: u16,
+    ) -> Result<Arc<link::LinkHandle>, HandshakeError> {
+        let timeout = self.config.connect_timeout;
+        let mut last = io::Error::new(
+            io::ErrorKind::NotFound,
+            "server name resolved to no address",
+        );
+        let mut sock = None;
+        for addr in self.config.server.resolve()? {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+            }
+        }
+        let mut sock = sock.ok_or(last)?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.set_write_timeout(Some(timeout))?;
+        let hello = Frame::Hello(frame::Hello {
+            version: frame::VERSION,
+            flags: if session.has_had_link() {
+                frame::HELLO_RESUME
+            } else {
+                0
+            },
+            session_id: session.id,
+            link_index: index,
+            max_payload: self.config.tunnel.buffer_size as u32,
+            window: self.config.tunnel.stream_window,
+        });
+        link::write_frame(&mut sock, &hello)?;
+        let mut buf = [0u8; 68];
+        match link::read_handshake_frame(&mut sock, &mut buf)? {
+            Frame::Welcome(w)
+                if w.version == frame::VERSION && w.max_payload >= 512 && w.window >= 512 =>
+            {
+                session.set_peer_limits(PeerLimits {
+                    max_payload: w.max_payload,
+                    window: w.window,
+                });
+            }
+            Frame::Refuse(r) => return Err(HandshakeError::Refused(r)),
+            other => {
+                return Err(HandshakeError::Protocol(format!(
+                    "expected WELCOME, got {other:?}"
+                )));
+            }
+        }
+        if session.is_closed() {
+            return Err(HandshakeError::Protocol(
+                "session closed during handshake".into(),
+            ));
+        }
+        Ok(link::start(session, sock, index, &self.threads)?)
+    }
+
+    /// The server no longer knows `session` (it restarted): its streams
+    /// cannot be saved, so the applications see a reset now, and a new
+    /// session takes over.
+    fn session_lost(self: &Arc<Self>, session: &Arc<Session>) {
+        let mut current = lock(&self.current);
+        let is_current = current.as_ref().is_some_and(|s| s.id == session.id);
+        if !session.is_closed() {
+            log::warn!(
+                "session {:016x}: lost (server restarted, or no link within the grace period); resetting {} streams",
+                session.id,
+                session.stream_count()
+            );
+            session.reset_all(RstReason::SessionLost, false);
+            session.close("lost by server");
+        }
+        if is_current {
+            *current = None;
+            if self.config.zero_rtt && !self.shutdown.is_triggered() {
+                drop(current);
+                self.session();
+            }
+        }
+    }
+
+    fn event_loop(self: &Arc<Self>, events: &Receiver<SessionEvent>) {
+        loop {
+            let event = select! {
+                recv(events) -> e => match e { Ok(e) => Some(e), Err(_) => return },
+                recv(self.shutdown.receiver()) -> _ => return,
+                default(GRACE_CHECK) => None,
+            };
+            match event {
+                Some(SessionEvent::Idle(id)) if !self.config.zero_rtt => self.close_if_idle(id),
+                _ => self.expire_if_linkless(),
+            }
+        }
+    }
+
+    /// Applications must not hang on a session whose links have all been
+    /// gone longer than the grace period: reset its streams, start afresh.
+    fn expire_if_linkless(self: &Arc<Self>) {
+        let session = lock(&self.current).clone();
+        let Some(s) = session else { return };
+        let expired = s
+            .linkless_for()
+            .is_some_and(|d| d >= self.config.session_grace);
+        if expired && s.stream_count() > 0 {
+            log::warn!(
+                "session {:016x}: no link for {:?}, resetting {} streams",
+                s.id,
+                self.config.session_grace,
+                s.stream_count()
+            );
+            self.session_lost(&s);
+        }
+    }
+
+    fn close_if_idle(&self, id: u64) {
+        let mut current = lock(&self.current);
+        let idle = current
+            .as_ref()
+            .is_some_and(|s| s.id == id && s.stream_count() == 0);
+        if idle && let Some(s) = current.take() {
+            s.close("last stream ended (0-RTT off)");
+        }
+    }
+
+    fn drain(&self) {
+        let session = lock(&self.current).clone();
+        if let Some(s) = session {
+            log::info!(
+                "shutting down: {} streams open; draining up to {:?}",
+                s.stream_count(),
+                self.config.tunnel.drain_timeout
+            );
+            let deadline = Instant::now() + self.config.tunnel.drain_timeout;
+            while Instant::now() < deadline && s.stream_count() > 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            s.reset_all(RstReason::Shutdown, true);
+            s.close("client shutting down");
+        }
+        lock(&self.current).take();
+    }
+}
+
+/// A random 64-bit number for session ids and backoff jitter; the session
+/// id must not repeat across restarts, or a restarted client could resume a
+/// stale session on the server.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// `base` scaled by a random factor in [0.5, 1.5), so a pool of slots that
+/// failed together does not reconnect in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let r = (random_u64() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + r)
+}

@@ -1,0 +1,473 @@
+//! One pooled TCP connection between client and server, and its two threads.
+//!
+//! `link-N-tx` drains the link's two outbound queues, control before data,
+//! batching whatever is queued into one `write`, and sends keepalive PINGs
+//! when idle. `link-N-rx` reads and decodes frames and hands each to the
+//! session, which routes it to its stream without ever blocking on one. Either
+//! thread that fails kills the link; the session then re-sends what the link
+//! may have lost on the links that remain.
+
+use crate::frame::{self, Frame, LinkReason, StreamId};
+use crate::session::Session;
+use crate::shutdown::Shutdown;
+use crate::thread::{self, ThreadCount};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Frames queued for a link writer. DATA shares its payload with the
+/// sender's retransmission copy instead of copying it.
+pub enum Outbound {
+    Control(Frame<'static>),
+    Data {
+        stream: StreamId,
+        offset: u64,
+        bytes: Arc<[u8]>,
+    },
+    /// Write everything queued before this, then close the link.
+    Finish,
+}
+
+/// Control frames waiting per link: ACKs, FINs and PONGs are small, so a deep
+/// queue costs little and keeps stream writers from waiting.
+const CONTROL_QUEUE: usize = 4096;
+/// DATA frames waiting per link: shallow, so that the scheduler sees which
+/// link is slow and a dead link strands little.
+const DATA_QUEUE: usize = 8;
+/// The writer stops collecting frames into one `write` past this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Counters a link keeps for logs and stats.
+#[derive(Default)]
+pub struct LinkStats {
+    pub bytes_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    /// Round-trip time of the last PING, in microseconds (0 = not measured).
+    pub rtt_us: AtomicU64,
+}
+
+/// The shared face of a live link: its queues, load and kill switch.
+pub struct LinkHandle {
+    /// Process-unique id, for logs.
+    pub id: u64,
+    /// The link's slot in its client's pool.
+    pub index: u16,
+    pub peer: SocketAddr,
+    control: Sender<Outbound>,
+    data: Sender<Outbound>,
+    queued: AtomicUsize,
+    kill: Shutdown,
+    reason: Mutex<Option<String>>,
+    socket: TcpStream,
+    pub stats: LinkStats,
+    /// Clock for PING tokens, shared by both threads so RTTs are exact.
+    born: Instant,
+}
+
+impl LinkHandle {
+    /// Bytes handed to this link and not yet written to its socket; the
+    /// least-queued scheduler's measure of load.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues a DATA frame, waiting while the link's queue is full. Fails
+    /// only when the link has died, handing the frame back.
+    pub fn send_data(&self, msg: Outbound) -> Result<(), Outbound> {
+        let size = match &msg {
+            Outbound::Data { bytes, .. } => bytes.len() + frame::DATA_OVERHEAD,
+            Outbound::Control(_) | Outbound::Finish => frame::MAX_CONTROL_BODY,
+        };
+        self.queued.fetch_add(size, Ordering::Relaxed);
+        self.data.send(msg).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// Queues a control frame ahead of all DATA.
+    pub fn send_control(&self, f: Frame<'static>) -> bool {
+        self.queued
+            .fetch_add(frame::MAX_CONTROL_BODY, Ordering::Relaxed);
+        let ok = self.control.send(Outbound::Control(f)).is_ok();
+        if !ok {
+            self.queued
+                .fetch_sub(frame::MAX_CONTROL_BODY, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Queues a control frame only if there is room now; for the link reader,
+    /// which must never block.
+    pub fn try_send_control(&self, f: Frame<'static>) -> bool {
+        self.control.try_send(Outbound::Control(f)).is_ok()
+    }
+
+    /// Closes the link once the frames queued so far are written (GOAWAY
+    /// before a deliberate close).
+    pub fn close_after_flush(&self) {
+        if self.control.try_send(Outbound::Finish).is_err() {
+            self.kill("closed");
+        }
+    }
+
+    /// Ends the link: both threads stop and the socket is shut down. The
+    /// first reason given is the one logged.
+    pub fn kill(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.to_string());
+        }
+        self.kill.trigger();
+        let _ = self.socket.shutdown(Direction::Both);
+    }
+
+    /// True once [`kill`](Self::kill) ran.
+    pub fn is_dead(&self) -> bool {
+        self.kill.is_triggered()
+    }
+
+    /// A receiver that is ready once the link is dead, for waiting on it.
+    pub fn dead_signal(&self) -> &Receiver<()> {
+        self.kill.receiver()
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| "closed".to_string())
+    }
+}
+
+/// Limits the peer announced in the handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerLimits {
+    pub max_payload: u32,
+    pub window: u32,
+}
+
+/// Starts the reader and writer threads of an established link and joins it
+/// to `session`.
+pub fn start(
+    session: &Arc<Session>,
+    socket: TcpStream,
+    index: u16,
+    threads: &ThreadCount,
+) -> io::Result<Arc<LinkHandle>> {
+    let peer = socket.peer_addr()?;
+    socket.set_nodelay(true)?;
+    let tunnel = session.tunnel();
+    socket.set_read_timeout(Some(tunnel.keepalive_timeout))?;
+    socket.set_write_timeout(Some(tunnel.keepalive_timeout))?;
+    let (control_tx, control_rx) = bounded(CONTROL_QUEUE);
+    let (data_tx, data_rx) = bounded(DATA_QUEUE);
+    let handle = Arc::new(LinkHandle {
+        id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
+        index,
+        peer,
+        control: control_tx,
+        data: data_tx,
+        queued: AtomicUsize::new(0),
+        kill: Shutdown::new(),
+        reason: Mutex::new(None),
+        socket: socket.try_clone()?,
+        stats: LinkStats::default(),
+        born: Instant::now(),
+    });
+    let writer = Writer {
+        link: handle.clone(),
+        socket: socket.try_clone()?,
+        control: control_rx,
+        data: data_rx,
+        interval: tunnel.keepalive_interval,
+    };
+    let id = handle.id;
+    let writer = thread::spawn(threads, format!("link-{id}-tx"), move || writer.run())?;
+    let reader = Reader {
+        writer: Some(writer),
+        link: handle.clone(),
+        session: session.clone(),
+        socket,
+        max_len: frame::max_frame_len(session.max_payload()),
+    };
+    if let Err(e) = thread::spawn(threads, format!("link-{id}-rx"), move || reader.run()) {
+        handle.kill("cannot start reader thread");
+        return Err(e);
+    }
+    session.add_link(handle.clone());
+    Ok(handle)
+}
+
+struct Writer {
+    link: Arc<LinkHandle>,
+    socket: TcpStream,
+    control: Receiver<Outbound>,
+    data: Receiver<Outbound>,
+    interval: Duration,
+}
+
+impl Writer {
+    fn run(mut self) -> Result<(), String> {
+        let mut out = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
+        let result = self.pump(&mut out);
+        if let Err(e) = &result {
+            self.link.kill(e);
+        }
+        result
+    }
+
+    fn pump(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let kill = self.link.kill.receiver().clone();
+        loop {
+            let first = select! {
+                recv(self.control) -> m => m.ok(),
+                recv(self.data) -> m => m.ok(),
+                recv(kill) -> _ => return Ok(()),
+                default(self.interval) => {
+                    let token = self.link.born.elapsed().as_micros() as u64;
+                    Some(Outbound::Control(Frame::Ping { token }))
+                }
+            };
+            let Some(first) = first else {
+                return Ok(());
+            };
+            let mut finish = matches!(first, Outbound::Finish);
+            let mut queued = self.encode(first, out);
+            while out.len() < BATCH_BYTES && !finish {
+                let next = match self.control.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => match self.data.try_recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                    Err(TryRecvError::Disconnected) => break,
+                };
+                finish = matches!(next, Outbound::Finish);
+                queued += self.encode(next, out);
+            }
+            let written = self.socket.write_all(out);
+            self.link.queued.fetch_sub(queued, Ordering::Relaxed);
+            written.map_err(|e| format!("write failed: {e}"))?;
+            self.link
+                .stats
+                .bytes_out
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            out.clear();
+            if finish {
+                self.link.kill("closed by us");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Encodes one queued frame; returns what it had added to the queue load.
+    fn encode(&self, msg: Outbound, out: &mut Vec<u8>) -> usize {
+        self.link.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        match msg {
+            Outbound::Control(f) => {
+                log::trace!("link {} tx {:?}", self.link.id, f);
+                frame::encode(&f, out);
+                match f {
+                    Frame::Ping { .. } | Frame::Pong { .. } => 0,
+                    _ => frame::MAX_CONTROL_BODY,
+                }
+            }
+            Outbound::Data {
+                stream,
+                offset,
+                bytes,
+            } => {
+                log::trace!(
+                    "link {} tx DATA stream {stream} offset {offset} len {}",
+                    self.link.id,
+                    bytes.len()
+                );
+                frame::encode_data_header(stream, offset, bytes.len() as u32, out);
+                out.extend_from_slice(&bytes);
+                bytes.len() + frame::DATA_OVERHEAD
+            }
+            Outbound::Finish => 0,
+        }
+    }
+}
+
+struct Reader {
+    /// Joined before the link leaves the session: once the writer is gone,
+    /// nothing can be queued on this link any more, so the re-send that
+    /// follows sees every byte the link may have stranded.
+    writer: Option<std::thread::JoinHandle<()>>,
+    link: Arc<LinkHandle>,
+    session: Arc<Session>,
+    socket: TcpStream,
+    max_len: u32,
+}
+
+impl Reader {
+    fn run(mut self) -> Result<(), String> {
+        crate::session::mark_never_block();
+        let result = self.pump();
+        let reason = match &result {
+            Ok(()) => "closed by peer".to_string(),
+            Err(e) => e.clone(),
+        };
+        self.link.kill(&reason);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.session.remove_link(&self.link, &self.link.reason());
+        result
+    }
+
+    fn pump(&mut self) -> Result<(), String> {
+        let cap = 4 * (self.max_len as usize + 4).max(64 * 1024);
+        let mut buf = vec![0u8; cap];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            if cap - end < self.max_len as usize + 4 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            let n = match self.socket.read(&mut buf[end..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) => {
+                    return Err(format!(
+                        "silent for {:?} (keepalive timeout)",
+                        self.session.tunnel().keepalive_timeout
+                    ));
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
+            };
+            if self.link.is_dead() {
+                return Ok(());
+            }
+            end += n;
+            self.link
+                .stats
+                .bytes_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+            while let Some((f, used)) = frame::decode(&buf[start..end], self.max_len)
+                .map_err(|e| format!("bad frame: {e}"))?
+            {
+                self.link.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                self.handle(f)?;
+                start += used;
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+            }
+        }
+    }
+
+    fn handle(&mut self, f: Frame<'_>) -> Result<(), String> {
+        log::trace!("link {} rx {:?}", self.link.id, TraceFrame(&f));
+        match f {
+            Frame::Ping { token } => {
+                self.link.try_send_control(Frame::Pong { token });
+                Ok(())
+            }
+            Frame::Pong { token } => {
+                let now = self.link.born.elapsed().as_micros() as u64;
+                let rtt = now.saturating_sub(token);
+                self.link.stats.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+                Ok(())
+            }
+            other => self.session.on_frame(&self.link, other),
+        }
+    }
+}
+
+/// Shows DATA without dumping its payload into the trace log.
+struct TraceFrame<'a, 'b>(&'a Frame<'b>);
+
+impl std::fmt::Debug for TraceFrame<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Frame::Data {
+                stream,
+                offset,
+                data,
+            } => write!(f, "DATA stream {stream} offset {offset} len {}", data.len()),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Why a link handshake failed; the client branches on `Refused` to start a
+/// new session when the server has forgotten the old one.
+#[derive(Debug)]
+pub enum HandshakeError {
+    Io(io::Error),
+    Refused(LinkReason),
+    Protocol(String),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Io(e) => write!(f, "{e}"),
+            HandshakeError::Refused(r) => write!(f, "refused by server: {r}"),
+            HandshakeError::Protocol(m) => write!(f, "protocol error: {m}"),
+        }
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+/// Largest frame accepted during a handshake: no handshake frame is larger,
+/// so a stranger cannot make us buffer more.
+pub const HANDSHAKE_MAX_LEN: u32 = 64;
+
+/// Reads exactly one small frame (handshake phase) with the socket's current
+/// read timeout, into `buf`, and decodes it.
+pub fn read_handshake_frame<'b>(
+    socket: &mut TcpStream,
+    buf: &'b mut [u8; 68],
+) -> Result<Frame<'b>, HandshakeError> {
+    socket.read_exact(&mut buf[..4])?;
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len == 0 || len > HANDSHAKE_MAX_LEN {
+        return Err(HandshakeError::Protocol(format!(
+            "handshake frame length {len}"
+        )));
+    }
+    let total = 4 + len as usize;
+    socket.read_exact(&mut buf[4..total])?;
+    match frame::decode(&buf[..total], HANDSHAKE_MAX_LEN) {
+        Ok(Some((f, _))) => Ok(f),
+        Ok(None) => Err(HandshakeError::Protocol("short frame".into())),
+        Err(frame::DecodeError::BadMagic) => Err(HandshakeError::Refused(LinkReason::BadMagic)),
+        Err(e) => Err(HandshakeError::Protocol(e.to_string())),
+    }
+}
+
+/// Encodes and writes one frame (handshake phase, no queue yet).
+pub fn write_frame(socket: &mut TcpStream, f: &Frame<'_>) -> io::Result<()> {
+    let mut out = Vec::with_capacity(64);
+    frame::encode(f, &mut out);
+    socket.write_all(&out)
+}

@@ -1,0 +1,317 @@
+//! The server daemon: accepts links, groups them into sessions by session
+//! id, and connects one backend connection per stream.
+//!
+//! Threads: `server-accept` (this module) takes new TCP connections and gives
+//! each to a `handshake` thread with a deadline; `server-reaper` ends
+//! sessions whose client has been gone longer than the grace period. Links
+//! and streams have their own threads (see `link` and `stream`).
+
+use crate::config::{Role, ServerConfig};
+use crate::frame::{self, Frame, LinkReason, RstReason};
+use crate::link::{self, HandshakeError, PeerLimits};
+use crate::session::{Backend, Session};
+use crate::shutdown::Shutdown;
+use crate::thread::{self, ThreadCount, lock};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Handshakes in progress at once; connections beyond are closed at once, so
+/// a flood of idle connections cannot exhaust threads.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// How often the reaper looks for abandoned sessions.
+const REAP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    config: ServerConfig,
+    threads: ThreadCount,
+}
+
+struct Registry {
+    config: ServerConfig,
+    threads: ThreadCount,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    pending: AtomicUsize,
+    shutdown: Shutdown,
+}
+
+impl Server {
+    /// Binds the link listener; separate from [`run`](Self::run) so callers
+    /// (and tests) learn the real port before anything connects.
+    pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let listener = TcpListener::bind(config.listen)?;
+        Ok(Server {
+            listener,
+            config,
+            threads: ThreadCount::default(),
+        })
+    }
+
+    /// The address links connect to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Threads this server has running (for leak checks).
+    pub fn thread_count(&self) -> ThreadCount {
+        self.threads.clone()
+    }
+
+    /// Serves until `shutdown` fires, then drains streams for up to the
+    /// configured drain time and returns once every thread has ended.
+    pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
+        let addr = self.local_addr()?;
+        log::info!(
+            "server listening on {addr}, backend {}, up to {} links per session",
+            self.config.backend,
+            self.config.max_links_per_session
+        );
+        let registry = Arc::new(Registry {
+            config: self.config.clone(),
+            threads: self.threads.clone(),
+            sessions: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            shutdown: shutdown.clone(),
+        });
+        wake_on_shutdown(&self.threads, &shutdown, addr)?;
+        let reg = registry.clone();
+        thread::spawn(&self.threads, "server-reaper".into(), move || {
+            reap_loop(&reg);
+            Ok(())
+        })?;
+        self.accept_loop(&registry, &shutdown);
+        drain(&registry);
+        if !self.threads.wait_idle(Duration::from_secs(5)) {
+            log::warn!("{} threads still running at exit", self.threads.live());
+        }
+        log::info!("server stopped");
+        Ok(())
+    }
+
+    fn accept_loop(&self, registry: &Arc<Registry>, shutdown: &Shutdown) {
+        for conn in self.listener.incoming() {
+            if shutdown.is_triggered() {
+                return;
+            }
+            let sock = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if registry.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+                registry.pending.fetch_sub(1, Ordering::SeqCst);
+                log::warn!(
+                    "too many handshakes in progress, closing connection from {:?}",
+                    sock.peer_addr()
+                );
+                continue;
+            }
+            let reg = registry.clone();
+            let spawned = thread::spawn(&self.threads, "handshake".into(), move || {
+                let result = handshake(&reg, sock);
+                reg.pending.fetch_sub(1, Ordering::SeqCst);
+                result
+            });
+            if let Err(e) = spawned {
+                registry.pending.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("cannot start handshake thread: {e}");
+            }
+        }
+    }
+}
+
+/// Unblocks `accept()` when shutdown fires by connecting to ourselves.
+pub(crate) fn wake_on_shutdown(
+    threads: &ThreadCount,
+    shutdown: &Shutdown,
+    addr: SocketAddr,
+) -> io::Result<()> {
+    let shutdown = shutdown.clone();
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    thread::spawn(threads, "accept-waker".into(), move || {
+        let _ = shutdown.receiver().recv();
+        let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn refuse(sock: &mut TcpStream, peer: SocketAddr, reason: LinkReason) -> Result<(), String> {
+    log::warn!("link from {peer} refused: {reason}");
+    let _ = link::write_frame(sock, &Frame::Refuse(reason));
+    Ok(())
+}
+
+fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
+    let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+    let deadline = reg.config.handshake_timeout;
+    let setup = sock
+        .set_read_timeout(Some(deadline))
+        .and_then(|_| sock.set_write_timeout(Some(deadline)))
+        .and_then(|_| sock.set_nodelay(true));
+    if let Err(e) = setup {
+        return Err(format!("link from {peer}: {e}"));
+    }
+    let mut buf = [0u8; 68];
+    let hello = match link::read_handshake_frame(&mut sock, &mut buf) {
+        Ok(Frame::Hello(h)) => h,
+        Ok(other) => {
+            log::warn!("link from {peer}: expected HELLO, got {other:?}");
+            return refuse(&mut sock, peer, LinkReason::Protocol);
+        }
+        Err(HandshakeError::Refused(r)) => return refuse(&mut sock, peer, r),
+        Err(HandshakeError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            log::debug!("connection from {peer} closed before its handshake");
+            return Ok(());
+        }
+        Err(HandshakeError::Io(e)) => {
+            log::info!("link from {peer}: handshake not completed: {e}");
+            return Ok(());
+        }
+        Err(e) => {
+            log::warn!("link from {peer}: bad handshake: {e}");
+            return refuse(&mut sock, peer, LinkReason::Protocol);
+        }
+    };
+    if hello.version != frame::VERSION {
+        return refuse(&mut sock, peer, LinkReason::Version);
+    }
+    if hello.max_payload < 512 || hello.window < 512 {
+        return refuse(&mut sock, peer, LinkReason::Protocol);
+    }
+    let session = match join_session(reg, &hello, peer) {
+        Ok(s) => s,
+        Err(reason) => return refuse(&mut sock, peer, reason),
+    };
+    let welcome = Frame::Welcome(frame::Welcome {
+        version: frame::VERSION,
+        max_payload: reg.config.tunnel.buffer_size as u32,
+        window: reg.config.tunnel.stream_window,
+    });
+    if let Err(e) = link::write_frame(&mut sock, &welcome) {
+        log::warn!("link from {peer}: cannot send WELCOME: {e}");
+        return Ok(());
+    }
+    session.set_peer_limits(PeerLimits {
+        max_payload: hello.max_payload,
+        window: hello.window,
+    });
+    link::start(&session, sock, hello.link_index, &reg.threads)
+        .map(|_| ())
+        .map_err(|e| format!("link from {peer}: {e}"))
+}
+
+fn join_session(
+    reg: &Registry,
+    hello: &frame::Hello,
+    peer: SocketAddr,
+) -> Result<Arc<Session>, LinkReason> {
+    if reg.shutdown.is_triggered() {
+        return Err(LinkReason::ShuttingDown);
+    }
+    let mut sessions = lock(&reg.sessions);
+    if let Some(s) = sessions.get(&hello.session_id) {
+        if s.is_closed() {
+            return Err(LinkReason::UnknownSession);
+        }
+        if s.link_count() >= reg.config.max_links_per_session {
+            return Err(LinkReason::TooManyLinks);
+        }
+        return Ok(s.clone());
+    }
+    if hello.flags & frame::HELLO_RESUME != 0 {
+        return Err(LinkReason::UnknownSession);
+    }
+    if sessions.len() >= reg.config.max_sessions {
+        return Err(LinkReason::TooManySessions);
+    }
+    let backend = Backend {
+        endpoint: reg.config.backend.clone(),
+        timeout: reg.config.backend_connect_timeout,
+    };
+    let session = Session::new(
+        hello.session_id,
+        Role::Server,
+        reg.config.tunnel.clone(),
+        Some(backend),
+        reg.threads.clone(),
+        None,
+    );
+    sessions.insert(hello.session_id, session.clone());
+    log::info!(
+        "session {:016x} started by {peer} ({} sessions)",
+        hello.session_id,
+        sessions.len()
+    );
+    Ok(session)
+}
+
+fn reap_loop(reg: &Registry) {
+    loop {
+        if reg.shutdown.receiver().recv_timeout(REAP_INTERVAL).is_err()
+            && reg.shutdown.is_triggered()
+        {
+            return;
+        }
+        let expired: Vec<Arc<Session>> = {
+            let mut sessions = lock(&reg.sessions);
+            let dead: Vec<u64> = sessions
+                .iter()
+                .filter(|(_, s)| is_expired(s, reg.config.session_grace))
+                .map(|(id, _)| *id)
+                .collect();
+            dead.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for s in expired {
+            let streams = s.stream_count();
+            s.reset_all(RstReason::SessionLost, false);
+            s.close("client gone");
+            log::info!("session {:016x} ended ({streams} streams reset)", s.id);
+        }
+    }
+}
+
+fn is_expired(s: &Session, grace: Duration) -> bool {
+    let Some(gone) = s.linkless_for() else {
+        return false;
+    };
+    (s.peer_going_away() && s.stream_count() == 0) || gone >= grace
+}
+
+fn drain(reg: &Registry) {
+    let sessions: Vec<Arc<Session>> = lock(&reg.sessions).values().cloned().collect();
+    let open: usize = sessions.iter().map(|s| s.stream_count()).sum();
+    log::info!(
+        "shutting down: {} sessions, {open} streams; draining up to {:?}",
+        sessions.len(),
+        reg.config.tunnel.drain_timeout
+    );
+    for s in &sessions {
+        s.send_goaway(LinkReason::ShuttingDown);
+    }
+    let deadline = Instant::now() + reg.config.tunnel.drain_timeout;
+    while Instant::now() < deadline && sessions.iter().any(|s| s.stream_count() > 0) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for s in &sessions {
+        s.reset_all(RstReason::Shutdown, true);
+        s.close("server shutting down");
+    }
+    lock(&reg.sessions).clear();
+}

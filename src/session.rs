@@ -1,0 +1,610 @@
+//! All links of one client process and all streams riding on them.
+//!
+//! The session is the switchboard shared by every thread of a client pool or
+//! of one client on the server: link readers hand it frames and it routes
+//! them to streams; stream readers hand it DATA and its scheduler picks a
+//! link. Its locks guard small tables only and are never held across I/O.
+//!
+//! When a link dies the session re-sends, on the links that remain (or on the
+//! next one to come up), everything a lost link may have carried: unacked
+//! bytes, pending FINs, OPENs the peer has not confirmed, and current ACKs.
+
+use crate::config::{Endpoint, Role, TunnelConfig};
+use crate::frame::{Frame, LinkReason, RstReason, StreamId};
+use crate::link::{LinkHandle, Outbound, PeerLimits};
+use crate::scheduler::Scheduler;
+use crate::shutdown::Shutdown;
+use crate::stream::{self, Resend, Stream};
+use crate::thread::{ThreadCount, lock};
+use crossbeam_channel::Sender;
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    /// Set on link reader threads, which must never block: control frames
+    /// they originate are dropped rather than waited for when queues are full.
+    static NEVER_BLOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as a link reader (see `NEVER_BLOCK`).
+pub fn mark_never_block() {
+    NEVER_BLOCK.with(|c| c.set(true));
+}
+
+/// Where the server connects the streams of a session.
+#[derive(Clone)]
+pub struct Backend {
+    pub endpoint: Endpoint,
+    pub timeout: Duration,
+}
+
+/// Something the owner of a session wants to hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The last stream ended (client: may close an on-demand pool).
+    Idle(u64),
+    /// The last link went away.
+    NoLinks(u64),
+}
+
+/// Why a new stream could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The session is closing or the peer sent GOAWAY.
+    Closing,
+    /// The configured stream limit is reached.
+    TooManyStreams(usize),
+    /// Stream ids are exhausted; a new session is needed.
+    IdsExhausted,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Closing => write!(f, "session is closing"),
+            OpenError::TooManyStreams(n) => write!(f, "stream limit {n} reached"),
+            OpenError::IdsExhausted => write!(f, "stream ids exhausted"),
+            OpenError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Stream ids a session has ever seen, so a late frame of a finished stream
+/// never re-creates it. Ids are handed out in order, so everything below
+/// `low` has been seen and only the few above it need remembering.
+#[derive(Default)]
+struct SeenIds {
+    low: u64,
+    above: BTreeSet<u64>,
+}
+
+impl SeenIds {
+    fn contains(&self, id: u64) -> bool {
+        id < self.low || self.above.contains(&id)
+    }
+
+    fn insert(&mut self, id: u64) {
+        if id < self.low {
+            return;
+        }
+        self.above.insert(id);
+        while self.above.remove(&self.low) {
+            self.low += 1;
+        }
+    }
+}
+
+struct StreamTable {
+    map: HashMap<StreamId, Arc<Stream>>,
+    seen: SeenIds,
+    next_id: u64,
+}
+
+/// Byte counters for stats lines.
+#[derive(Default)]
+pub struct SessionStats {
+    pub streams_opened: AtomicU64,
+}
+
+/// One session: its links, its streams and its scheduler.
+pub struct Session {
+    pub id: u64,
+    role: Role,
+    tunnel: TunnelConfig,
+    backend: Option<Backend>,
+    threads: ThreadCount,
+    peer_max_payload: AtomicU32,
+    peer_window: AtomicU32,
+    links: Mutex<Vec<Arc<LinkHandle>>>,
+    link_up: Condvar,
+    streams: Mutex<StreamTable>,
+    scheduler: Scheduler,
+    reinject_pending: AtomicBool,
+    had_link: AtomicBool,
+    peer_goaway: AtomicBool,
+    closed: Shutdown,
+    events: Option<Sender<SessionEvent>>,
+    no_links_since: Mutex<Option<Instant>>,
+    pub stats: SessionStats,
+}
+
+impl Session {
+    /// A session with no links yet. `backend` is set on the server only.
+    pub fn new(
+        id: u64,
+        role: Role,
+        tunnel: TunnelConfig,
+        backend: Option<Backend>,
+        threads: ThreadCount,
+        events: Option<Sender<SessionEvent>>,
+    ) -> Arc<Session> {
+        let scheduler = Scheduler::new(tunnel.scheduler);
+        let max_payload = tunnel.buffer_size as u32;
+        let window = tunnel.stream_window;
+        Arc::new(Session {
+            id,
+            role,
+            tunnel,
+            backend,
+            threads,
+            peer_max_payload: AtomicU32::new(max_payload),
+            peer_window: AtomicU32::new(window),
+            links: Mutex::new(Vec::new()),
+            link_up: Condvar::new(),
+            streams: Mutex::new(StreamTable {
+                map: HashMap::new(),
+                seen: SeenIds::default(),
+                next_id: 1,
+            }),
+            scheduler,
+            reinject_pending: AtomicBool::new(false),
+            had_link: AtomicBool::new(false),
+            peer_goaway: AtomicBool::new(false),
+            closed: Shutdown::new(),
+            events,
+            no_links_since: Mutex::new(Some(Instant::now())),
+            stats: SessionStats::default(),
+        })
+    }
+
+    /// The tunables this session runs with.
+    pub fn tunnel(&self) -> &TunnelConfig {
+        &self.tunnel
+    }
+
+    /// Largest DATA payload we accept (what we announced).
+    pub fn max_payload(&self) -> u32 {
+        self.tunnel.buffer_size as u32
+    }
+
+    /// Records the limits the peer announced in its handshake.
+    pub fn set_peer_limits(&self, limits: PeerLimits) {
+        self.peer_max_payload
+            .store(limits.max_payload, Ordering::SeqCst);
+        self.peer_window.store(limits.window, Ordering::SeqCst);
+    }
+
+    /// Bytes a stream may have unacknowledged towards the peer.
+    pub fn peer_window(&self) -> u32 {
+        self.peer_window.load(Ordering::SeqCst)
+    }
+
+    /// Largest DATA payload to send: ours to read, the peer's to accept.
+    pub fn send_payload_limit(&self) -> usize {
+        (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst)) as usize
+    }
+
+    /// Ready once the session is closed, for `select!`.
+    pub fn closed_signal(&self) -> &crossbeam_channel::Receiver<()> {
+        self.closed.receiver()
+    }
+
+    /// True once the session is over; stream threads stop.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_triggered()
+    }
+
+    /// True once a link has ever joined: the client then asks to resume.
+    pub fn has_had_link(&self) -> bool {
+        self.had_link.load(Ordering::SeqCst)
+    }
+
+    /// True once the peer sent GOAWAY.
+    pub fn peer_going_away(&self) -> bool {
+        self.peer_goaway.load(Ordering::SeqCst)
+    }
+
+    /// Links alive now.
+    pub fn link_count(&self) -> usize {
+        lock(&self.links).len()
+    }
+
+    /// Streams open now.
+    pub fn stream_count(&self) -> usize {
+        lock(&self.streams).map.len()
+    }
+
+    /// How long the session has had no link, if it has none.
+    pub fn linkless_for(&self) -> Option<Duration> {
+        lock(&self.no_links_since).map(|t| t.elapsed())
+    }
+
+    /// Snapshot of the live links, for stats.
+    pub fn links(&self) -> Vec<Arc<LinkHandle>> {
+        lock(&self.links).clone()
+    }
+
+    /// Waits until at least one link is up, the session closes, or `limit`.
+    pub fn wait_for_link(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut links = lock(&self.links);
+        while links.is_empty() && !self.is_closed() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            links = match self.link_up.wait_timeout(links, deadline - now) {
+                Ok((l, _)) => l,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        !links.is_empty()
+    }
+
+    /// Joins a link that finished its handshake; re-sends what earlier links
+    /// may have lost if any link died since the last re-send.
+    pub fn add_link(&self, link: Arc<LinkHandle>) {
+        let count = {
+            let mut links = lock(&self.links);
+            links.push(link.clone());
+            links.len()
+        };
+        self.had_link.store(true, Ordering::SeqCst);
+        *lock(&self.no_links_since) = None;
+        self.link_up.notify_all();
+        log::info!(
+            "session {:016x}: link {} up (slot {}, peer {}), {count} live",
+            self.id,
+            link.id,
+            link.index,
+            link.peer
+        );
+        if self.reinject_pending.swap(false, Ordering::SeqCst) {
+            self.reinject();
+        }
+    }
+
+    /// Removes a dead link (its writer has stopped) and re-sends what it may
+    /// have carried.
+    pub fn remove_link(&self, link: &LinkHandle, reason: &str) {
+        let remaining = {
+            let mut links = lock(&self.links);
+            let before = links.len();
+            links.retain(|l| l.id != link.id);
+            if before == links.len() {
+                return;
+            }
+            links.len()
+        };
+        log::info!(
+            "session {:016x}: link {} down (slot {}, peer {}): {reason}; {remaining} live",
+            self.id,
+            link.id,
+            link.index,
+            link.peer
+        );
+        if self.is_closed() {
+            return;
+        }
+        if remaining == 0 {
+            *lock(&self.no_links_since) = Some(Instant::now());
+            self.reinject_pending.store(true, Ordering::SeqCst);
+            self.notify(SessionEvent::NoLinks(self.id));
+        } else {
+            self.reinject();
+        }
+    }
+
+    fn reinject(&self) {
+        let streams: Vec<Arc<Stream>> = lock(&self.streams).map.values().cloned().collect();
+        let mut frames = Vec::new();
+        for s in &streams {
+            s.resend_frames(&mut frames);
+        }
+        if frames.is_empty() {
+            return;
+        }
+        log::debug!(
+            "session {:016x}: re-sending {} frames of {} streams",
+            self.id,
+            frames.len(),
+            streams.len()
+        );
+        for f in frames {
+            match f {
+                Resend::Control(c) => self.send_control(c),
+                Resend::Data(stream, offset, bytes) => self.send_data(stream, offset, bytes),
+            }
+        }
+    }
+
+    fn notify(&self, event: SessionEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(event);
+        }
+    }
+
+    /// Queues a control frame on the least loaded link. Dropped when there is
+    /// no link: the re-send after the next link comes up covers it.
+    pub fn send_control(&self, f: Frame<'static>) {
+        let never_block = NEVER_BLOCK.with(|c| c.get());
+        loop {
+            let Some(link) = self.scheduler.pick_control(&lock(&self.links)) else {
+                self.reinject_pending.store(true, Ordering::SeqCst);
+                return;
+            };
+            if link.try_send_control(f) {
+                return;
+            }
+            if never_block {
+                log::warn!("link {}: control queue full, frame dropped", link.id);
+                return;
+            }
+            if link.send_control(f) {
+                return;
+            }
+            // The link died while we waited; try another.
+        }
+    }
+
+    /// Queues a DATA frame on the link the scheduler picks. Without a live
+    /// link the bytes stay in the stream's retransmission copy and go out
+    /// when a link comes up.
+    pub fn send_data(&self, stream: StreamId, offset: u64, bytes: Arc<[u8]>) {
+        let mut msg = Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        };
+        loop {
+            let Some(link) = self.scheduler.pick(&lock(&self.links)) else {
+                self.reinject_pending.store(true, Ordering::SeqCst);
+                // A link may have come up between the pick and the flag.
+                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
+                    self.reinject();
+                }
+                return;
+            };
+            match link.send_data(msg) {
+                Ok(()) => return,
+                Err(back) => msg = back,
+            }
+        }
+    }
+
+    /// Routes one frame from a link reader. An `Err` closes that link.
+    pub fn on_frame(self: &Arc<Self>, link: &LinkHandle, f: Frame<'_>) -> Result<(), String> {
+        match f {
+            Frame::Open { stream } => {
+                self.stream_for(stream, true);
+            }
+            Frame::Data {
+                stream,
+                offset,
+                data,
+            } => {
+                if let Some(s) = self.stream_for(stream, true)
+                    && let Err(v) = s.on_data(offset, data)
+                {
+                    self.violation(&s, &v.0);
+                }
+            }
+            Frame::Fin { stream, offset } => {
+                if let Some(s) = self.stream_for(stream, true)
+                    && let Err(v) = s.on_fin(offset)
+                {
+                    self.violation(&s, &v.0);
+                }
+            }
+            Frame::Ack { stream, delivered } => {
+                if let Some(s) = self.stream_for(stream, false) {
+                    match s.on_ack(delivered) {
+                        Ok(out) if out.send_finished => self.forget_stream(stream),
+                        Ok(_) => {}
+                        Err(v) => self.violation(&s, &v.0),
+                    }
+                }
+            }
+            Frame::Rst { stream, reason } => {
+                if let Some(s) = self.stream_for(stream, false) {
+                    log::debug!(
+                        "session {:016x} stream {stream}: reset by peer: {reason}",
+                        self.id
+                    );
+                    self.abort_stream(&s, reason, false, true);
+                } else if self.role == Role::Server {
+                    lock(&self.streams).seen.insert(u64::from(stream));
+                }
+            }
+            Frame::GoAway(reason) => {
+                if !self.peer_goaway.swap(true, Ordering::SeqCst) {
+                    log::info!(
+                        "session {:016x}: peer going away ({reason}), said on link {}",
+                        self.id,
+                        link.id
+                    );
+                }
+            }
+            other => return Err(format!("unexpected frame after handshake: {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn violation(&self, s: &Arc<Stream>, what: &str) {
+        log::warn!(
+            "session {:016x} stream {}: peer broke protocol: {what}",
+            self.id,
+            s.id
+        );
+        self.abort_stream(s, RstReason::Protocol, true, true);
+    }
+
+    /// The stream a frame is for. On the server a frame for a stream id never
+    /// seen before opens the stream (`create`); a late frame for a finished
+    /// one is dropped.
+    fn stream_for(self: &Arc<Self>, id: StreamId, create: bool) -> Option<Arc<Stream>> {
+        let mut table = lock(&self.streams);
+        if let Some(s) = table.map.get(&id) {
+            return Some(s.clone());
+        }
+        if !create || self.role != Role::Server || table.seen.contains(u64::from(id)) {
+            return None;
+        }
+        table.seen.insert(u64::from(id));
+        let limit = self.tunnel.max_streams;
+        if table.map.len() >= limit || self.is_closed() || self.peer_going_away() {
+            drop(table);
+            log::warn!(
+                "session {:016x} stream {id}: refused ({} streams open, limit {limit})",
+                self.id,
+                self.stream_count()
+            );
+            self.send_control(Frame::Rst {
+                stream: id,
+                reason: RstReason::Refused,
+            });
+            return None;
+        }
+        let s = Stream::new(id, self.tunnel.stream_window);
+        table.map.insert(id, s.clone());
+        drop(table);
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        log::debug!("session {:016x} stream {id}: opened by peer", self.id);
+        if let Err(e) = stream::start_backend(self, &s, &self.threads) {
+            log::warn!(
+                "session {:016x} stream {id}: cannot start thread: {e}",
+                self.id
+            );
+            self.abort_stream(&s, RstReason::Refused, true, true);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Opens a stream for an accepted application connection (client).
+    pub fn open_stream(self: &Arc<Self>, socket: TcpStream) -> Result<StreamId, OpenError> {
+        let (id, s) = {
+            let mut table = lock(&self.streams);
+            if self.is_closed() || self.peer_going_away() {
+                return Err(OpenError::Closing);
+            }
+            if table.map.len() >= self.tunnel.max_streams {
+                return Err(OpenError::TooManyStreams(self.tunnel.max_streams));
+            }
+            let id = StreamId::try_from(table.next_id).map_err(|_| OpenError::IdsExhausted)?;
+            table.next_id += 1;
+            let s = Stream::new(id, self.tunnel.stream_window);
+            table.map.insert(id, s.clone());
+            (id, s)
+        };
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        self.send_control(Frame::Open { stream: id });
+        if let Err(e) = stream::start(self, &s, socket, &self.threads) {
+            self.abort_stream(&s, RstReason::Refused, true, true);
+            return Err(OpenError::Io(e));
+        }
+        Ok(id)
+    }
+
+    /// Resets a stream: tells the peer (`tell_peer`), closes the local socket
+    /// (`hard`: with a TCP reset), and forgets the stream.
+    pub fn abort_stream(&self, s: &Arc<Stream>, reason: RstReason, tell_peer: bool, hard: bool) {
+        if !s.reset(hard) {
+            return;
+        }
+        log::debug!("session {:016x} stream {}: reset ({reason})", self.id, s.id);
+        if tell_peer {
+            self.send_control(Frame::Rst {
+                stream: s.id,
+                reason,
+            });
+        }
+        self.forget_stream(s.id);
+    }
+
+    /// Resets the stream `id` if it is still open.
+    pub fn abort_stream_id(&self, id: StreamId, reason: RstReason) {
+        let s = lock(&self.streams).map.get(&id).cloned();
+        if let Some(s) = s {
+            self.abort_stream(&s, reason, true, true);
+        }
+    }
+
+    /// Drops a finished stream from the table.
+    pub fn forget_stream(&self, id: StreamId) {
+        let left = {
+            let mut table = lock(&self.streams);
+            if table.map.remove(&id).is_none() {
+                return;
+            }
+            table.map.len()
+        };
+        log::debug!("session {:016x} stream {id}: closed, {left} open", self.id);
+        if left == 0 {
+            self.notify(SessionEvent::Idle(self.id));
+        }
+    }
+
+    /// Resets every stream (session lost or drain time over).
+    pub fn reset_all(&self, reason: RstReason, tell_peer: bool) {
+        let streams: Vec<Arc<Stream>> = lock(&self.streams).map.values().cloned().collect();
+        for s in streams {
+            self.abort_stream(&s, reason, tell_peer, true);
+        }
+    }
+
+    /// Tells the peer we are going away, so it opens no new streams here.
+    pub fn send_goaway(&self, reason: LinkReason) {
+        for link in self.links() {
+            link.try_send_control(Frame::GoAway(reason));
+        }
+    }
+
+    /// Ends the session: stream threads stop, the peer hears GOAWAY (so it
+    /// can forget the session at once), links flush and close.
+    pub fn close(&self, reason: &str) {
+        if self.closed.is_triggered() {
+            return;
+        }
+        log::info!("session {:016x}: closing: {reason}", self.id);
+        self.closed.trigger();
+        for link in self.links() {
+            link.try_send_control(Frame::GoAway(LinkReason::ShuttingDown));
+            link.close_after_flush();
+        }
+        self.link_up.notify_all();
+    }
+
+    /// Connects this session's backend, trying each resolved address within
+    /// the configured timeout (server).
+    pub fn connect_backend(&self) -> io::Result<TcpStream> {
+        let Some(backend) = &self.backend else {
+            return Err(io::Error::other("no backend on a client session"));
+        };
+        let addrs = backend.endpoint.resolve()?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "backend resolved to no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, backend.timeout) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+            }
+        }
+        Err(last)
+    }
+}

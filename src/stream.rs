@@ -1,0 +1,596 @@
+//! One application connection paired with one backend connection, and the two
+//! threads that own its local socket.
+//!
+//! `stream-N-rx` reads the local socket (application on the client, backend
+//! on the server), waits for send credit, and hands DATA to the session's
+//! scheduler. It keeps every byte until the peer acknowledges it, so that a
+//! link failure loses nothing: the session re-sends the unacknowledged bytes.
+//!
+//! `stream-N-tx` owns nothing but the socket: link readers put arriving bytes
+//! into the stream's reorder buffer under a short lock and ring a bell; the
+//! writer takes whatever is contiguous, writes it, and returns credit (ACK).
+//! The buffer never holds more than the window the peer was granted, so a
+//! link reader can always accept bytes at once and never waits on a slow
+//! application.
+
+use crate::frame::{Frame, RstReason, StreamId};
+use crate::session::Session;
+use crate::thread::{self, Bell, ThreadCount, lock};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Direction, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often a waiting stream thread looks at the session's shutdown flag.
+const POLL: Duration = Duration::from_millis(200);
+/// Most out-of-order pieces one stream may hold; an honest sender stays far
+/// below (pieces merge as gaps fill), a hostile one is reset.
+const MAX_OOO_PIECES: usize = 4096;
+
+const SEND_DONE: u8 = 1;
+const RECV_DONE: u8 = 2;
+
+/// Why the peer's frame broke this stream's rules; the stream is reset.
+#[derive(Debug)]
+pub struct Violation(pub String);
+
+/// Shared state of one stream, reached by its two threads and by link readers.
+pub struct Stream {
+    pub id: StreamId,
+    send: Mutex<SendState>,
+    send_bell: Bell,
+    recv: Mutex<RecvState>,
+    recv_bell: Bell,
+    socket: OnceLock<TcpStream>,
+    done: AtomicU8,
+    reset: AtomicBool,
+    writer_busy: AtomicBool,
+}
+
+/// The sending direction: what was sent, what the peer has, what to re-send.
+struct SendState {
+    next: u64,
+    /// Peer's cumulative delivered offset; FIN counts as one byte.
+    acked: u64,
+    fin: Option<u64>,
+    unacked: VecDeque<(u64, Arc<[u8]>)>,
+}
+
+/// The receiving direction: the reorder buffer.
+struct RecvState {
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Contiguous bytes not yet taken by the writer.
+    buf: Vec<u8>,
+    /// Bytes that arrived ahead of a gap, by offset.
+    ooo: BTreeMap<u64, Vec<u8>>,
+    fin: Option<u64>,
+    /// Highest delivered offset announced to the peer; the window is counted
+    /// from here, as the peer counts it.
+    ack_sent: u64,
+    window: u64,
+}
+
+impl RecvState {
+    fn contiguous_end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+}
+
+/// What [`Stream::on_ack`] changed.
+pub struct AckOutcome {
+    /// Every byte and the FIN are delivered: the sending side is finished.
+    pub send_finished: bool,
+}
+
+impl Stream {
+    /// A stream with nothing sent or received; `window` is what we grant the
+    /// peer (our receive buffer limit).
+    pub fn new(id: StreamId, window: u32) -> Arc<Stream> {
+        Arc::new(Stream {
+            id,
+            send: Mutex::new(SendState {
+                next: 0,
+                acked: 0,
+                fin: None,
+                unacked: VecDeque::new(),
+            }),
+            send_bell: Bell::new(),
+            recv: Mutex::new(RecvState {
+                base: 0,
+                buf: Vec::new(),
+                ooo: BTreeMap::new(),
+                fin: None,
+                ack_sent: 0,
+                window: u64::from(window),
+            }),
+            recv_bell: Bell::new(),
+            socket: OnceLock::new(),
+            done: AtomicU8::new(0),
+            reset: AtomicBool::new(false),
+            writer_busy: AtomicBool::new(false),
+        })
+    }
+
+    /// True once the stream was reset by either side.
+    pub fn is_reset(&self) -> bool {
+        self.reset.load(Ordering::SeqCst)
+    }
+
+    /// Stores an arriving DATA frame in the reorder buffer (link reader).
+    pub fn on_data(&self, offset: u64, data: &[u8]) -> Result<(), Violation> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Violation("offset overflow".into()))?;
+        let mut st = lock(&self.recv);
+        if end > st.ack_sent + st.window {
+            return Err(Violation(format!(
+                "DATA up to {end} beyond window (acked {} + {})",
+                st.ack_sent, st.window
+            )));
+        }
+        if let Some(fin) = st.fin
+            && end > fin
+        {
+            return Err(Violation(format!("DATA up to {end} past FIN {fin}")));
+        }
+        let contig = st.contiguous_end();
+        if end <= contig {
+            return Ok(());
+        }
+        if offset <= contig {
+            let skip = (contig - offset) as usize;
+            st.buf.extend_from_slice(&data[skip..]);
+            drain_ooo(&mut st);
+            drop(st);
+            self.recv_bell.ring();
+            return Ok(());
+        }
+        let longer = st
+            .ooo
+            .get(&offset)
+            .is_none_or(|have| have.len() < data.len());
+        if longer {
+            if st.ooo.len() >= MAX_OOO_PIECES {
+                return Err(Violation("too many out-of-order pieces".into()));
+            }
+            st.ooo.insert(offset, data.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Records the peer's FIN (link reader).
+    pub fn on_fin(&self, offset: u64) -> Result<(), Violation> {
+        let mut st = lock(&self.recv);
+        match st.fin {
+            Some(f) if f != offset => {
+                return Err(Violation(format!("FIN at {offset} after FIN at {f}")));
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        let highest = st
+            .ooo
+            .iter()
+            .next_back()
+            .map(|(o, d)| o + d.len() as u64)
+            .unwrap_or(0)
+            .max(st.contiguous_end());
+        if offset < highest {
+            return Err(Violation(format!(
+                "FIN at {offset} below data at {highest}"
+            )));
+        }
+        st.fin = Some(offset);
+        drop(st);
+        self.recv_bell.ring();
+        Ok(())
+    }
+
+    /// Applies the peer's cumulative ACK (link reader): frees credit and
+    /// retransmission copies.
+    pub fn on_ack(&self, delivered: u64) -> Result<AckOutcome, Violation> {
+        let mut st = lock(&self.send);
+        let limit = st.next + u64::from(st.fin.is_some());
+        if delivered > limit {
+            return Err(Violation(format!(
+                "ACK {delivered} beyond what was sent ({limit})"
+            )));
+        }
+        if delivered <= st.acked {
+            return Ok(AckOutcome {
+                send_finished: false,
+            });
+        }
+        st.acked = delivered;
+        while let Some((off, bytes)) = st.unacked.front() {
+            if off + bytes.len() as u64 <= delivered {
+                st.unacked.pop_front();
+            } else {
+                break;
+            }
+        }
+        let finished = st.fin.is_some_and(|f| delivered == f + 1);
+        drop(st);
+        self.send_bell.ring();
+        Ok(AckOutcome {
+            send_finished: finished && self.mark_done(SEND_DONE),
+        })
+    }
+
+    /// Sets a done bit; true when this call completed the stream (both bits).
+    pub fn mark_done(&self, bit: u8) -> bool {
+        let before = self.done.fetch_or(bit, Ordering::SeqCst);
+        before & bit == 0 && (before | bit) == SEND_DONE | RECV_DONE
+    }
+
+    /// Marks the stream reset and wakes both its threads. `hard` makes the
+    /// local socket close with a TCP reset, so the application or backend
+    /// sees an abort rather than a clean end. Returns false if the stream
+    /// was already reset.
+    pub fn reset(&self, hard: bool) -> bool {
+        if self.reset.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(sock) = self.socket.get() {
+            if hard {
+                let _ = socket2::SockRef::from(sock).set_linger(Some(Duration::ZERO));
+            }
+            // Waking a reader must not send a FIN ahead of the reset, so only
+            // a writer stuck in `write` gets the write side shut too.
+            let how = if self.writer_busy.load(Ordering::SeqCst) || !hard {
+                Direction::Both
+            } else {
+                Direction::Read
+            };
+            let _ = sock.shutdown(how);
+        }
+        self.send_bell.ring();
+        self.recv_bell.ring();
+        true
+    }
+
+    /// Frames that re-create what a failed link may have lost for this
+    /// stream: OPEN if the peer has acknowledged nothing, every
+    /// unacknowledged byte, a pending FIN, and our current ACK.
+    pub fn resend_frames(&self, out: &mut Vec<Resend>) {
+        if self.is_reset() {
+            return;
+        }
+        {
+            let st = lock(&self.send);
+            if st.acked == 0 {
+                out.push(Resend::Control(Frame::Open { stream: self.id }));
+            }
+            for (offset, bytes) in &st.unacked {
+                out.push(Resend::Data(self.id, *offset, bytes.clone()));
+            }
+            if let Some(f) = st.fin
+                && st.acked <= f
+            {
+                out.push(Resend::Control(Frame::Fin {
+                    stream: self.id,
+                    offset: f,
+                }));
+            }
+        }
+        let ack = lock(&self.recv).ack_sent;
+        if ack > 0 {
+            out.push(Resend::Control(Frame::Ack {
+                stream: self.id,
+                delivered: ack,
+            }));
+        }
+    }
+
+    /// Bytes acknowledged and sent, for stats and drain decisions.
+    pub fn progress(&self) -> (u64, u64) {
+        let st = lock(&self.send);
+        (st.acked, st.next)
+    }
+}
+
+/// A frame to send again after a link failure.
+pub enum Resend {
+    Control(Frame<'static>),
+    Data(StreamId, u64, Arc<[u8]>),
+}
+
+fn drain_ooo(st: &mut RecvState) {
+    loop {
+        let contig = st.contiguous_end();
+        let Some((&off, _)) = st.ooo.iter().next() else {
+            return;
+        };
+        if off > contig {
+            return;
+        }
+        let Some(piece) = st.ooo.remove(&off) else {
+            return;
+        };
+        let end = off + piece.len() as u64;
+        if end > contig {
+            let skip = (contig - off) as usize;
+            st.buf.extend_from_slice(&piece[skip..]);
+        }
+    }
+}
+
+/// Starts both threads of a stream whose local socket is connected
+/// (an accepted application connection on the client).
+pub fn start(
+    session: &Arc<Session>,
+    stream: &Arc<Stream>,
+    socket: TcpStream,
+    threads: &ThreadCount,
+) -> io::Result<()> {
+    attach(stream, &socket)?;
+    let reader_sock = socket.try_clone()?;
+    let (s, st) = (session.clone(), stream.clone());
+    let id = stream.id;
+    thread::spawn(threads, format!("stream-{id}-tx"), move || {
+        write_loop(&s, &st, socket)
+    })?;
+    let (s, st) = (session.clone(), stream.clone());
+    thread::spawn(threads, format!("stream-{id}-rx"), move || {
+        read_loop(&s, &st, reader_sock)
+    })?;
+    Ok(())
+}
+
+/// Connects the backend for a stream the peer opened (server), then runs
+/// as its writer. Bytes that arrive meanwhile wait in the reorder buffer.
+pub fn start_backend(
+    session: &Arc<Session>,
+    stream: &Arc<Stream>,
+    threads: &ThreadCount,
+) -> io::Result<()> {
+    let (s, st, t) = (session.clone(), stream.clone(), threads.clone());
+    let id = stream.id;
+    thread::spawn(threads, format!("stream-{id}-tx"), move || {
+        let socket = match s.connect_backend() {
+            Ok(sock) => sock,
+            Err(e) => {
+                log::warn!(
+                    "session {:016x} stream {id}: backend connect failed: {e}",
+                    s.id
+                );
+                s.abort_stream(&st, RstReason::ConnectFailed, true, true);
+                return Ok(());
+            }
+        };
+        attach(&st, &socket).map_err(|e| e.to_string())?;
+        if st.is_reset() {
+            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            return Ok(());
+        }
+        let reader_sock = socket.try_clone().map_err(|e| e.to_string())?;
+        let (s2, st2) = (s.clone(), st.clone());
+        if let Err(e) = thread::spawn(&t, format!("stream-{id}-rx"), move || {
+            read_loop(&s2, &st2, reader_sock)
+        }) {
+            s.abort_stream(&st, RstReason::Refused, true, true);
+            return Err(e.to_string());
+        }
+        write_loop(&s, &st, socket)
+    })?;
+    Ok(())
+}
+
+fn attach(stream: &Stream, socket: &TcpStream) -> io::Result<()> {
+    socket.set_nodelay(true)?;
+    let _ = stream.socket.set(socket.try_clone()?);
+    Ok(())
+}
+
+/// Local socket → DATA frames, within the peer's window.
+fn read_loop(
+    session: &Arc<Session>,
+    stream: &Arc<Stream>,
+    mut socket: TcpStream,
+) -> Result<(), String> {
+    let id = stream.id;
+    let max = session.send_payload_limit();
+    let mut buf = vec![0u8; max];
+    loop {
+        let Some(credit) = wait_credit(session, stream) else {
+            return Ok(());
+        };
+        let want = credit.min(max);
+        let n = match socket.read(&mut buf[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if !stream.is_reset() {
+                    log::debug!("stream {id}: local read failed: {e}");
+                    session.abort_stream(stream, RstReason::Reset, true, false);
+                }
+                return Ok(());
+            }
+        };
+        if stream.is_reset() {
+            return Ok(());
+        }
+        if n == 0 {
+            send_fin(session, stream);
+            return Ok(());
+        }
+        let bytes: Arc<[u8]> = Arc::from(&buf[..n]);
+        let offset = {
+            let mut st = lock(&stream.send);
+            let offset = st.next;
+            st.next += n as u64;
+            st.unacked.push_back((offset, bytes.clone()));
+            offset
+        };
+        session.send_data(id, offset, bytes);
+    }
+}
+
+/// Waits until the peer's window allows sending; `None` when the stream or
+/// session ends meanwhile.
+fn wait_credit(session: &Session, stream: &Stream) -> Option<usize> {
+    let window = u64::from(session.peer_window());
+    loop {
+        if stream.is_reset() || session.is_closed() {
+            return None;
+        }
+        let in_flight = {
+            let st = lock(&stream.send);
+            st.next - st.acked.min(st.next)
+        };
+        if in_flight < window {
+            return Some((window - in_flight) as usize);
+        }
+        stream.send_bell.wait(POLL);
+    }
+}
+
+fn send_fin(session: &Session, stream: &Stream) {
+    let offset = {
+        let mut st = lock(&stream.send);
+        st.fin = Some(st.next);
+        st.next
+    };
+    log::debug!(
+        "stream {}: local end closed at {offset}, sending FIN",
+        stream.id
+    );
+    session.send_control(Frame::Fin {
+        stream: stream.id,
+        offset,
+    });
+}
+
+/// What the writer found in the reorder buffer.
+enum Next {
+    Write,
+    Finish(u64),
+    Wait,
+    Stop,
+}
+
+/// Reorder buffer → local socket, returning credit as bytes leave.
+fn write_loop(
+    session: &Arc<Session>,
+    stream: &Arc<Stream>,
+    mut socket: TcpStream,
+) -> Result<(), String> {
+    let mut chunk = Vec::new();
+    let mut written = 0u64;
+    loop {
+        match take_next(stream, &mut chunk) {
+            Next::Stop => return Ok(()),
+            Next::Wait => {
+                if session.is_closed() {
+                    return Ok(());
+                }
+                stream.recv_bell.wait(POLL);
+            }
+            Next::Write => {
+                stream.writer_busy.store(true, Ordering::SeqCst);
+                let result = socket.write_all(&chunk);
+                stream.writer_busy.store(false, Ordering::SeqCst);
+                if let Err(e) = result {
+                    if !stream.is_reset() {
+                        log::debug!("stream {}: local write failed: {e}", stream.id);
+                        session.abort_stream(stream, RstReason::Reset, true, false);
+                    }
+                    return Ok(());
+                }
+                written += chunk.len() as u64;
+                chunk.clear();
+                maybe_ack(session, stream, written);
+            }
+            Next::Finish(fin) => {
+                let _ = socket.shutdown(Direction::Write);
+                log::debug!(
+                    "stream {}: peer finished at {fin}, local write side shut",
+                    stream.id
+                );
+                ack(session, stream, fin + 1);
+                if stream.mark_done(RECV_DONE) {
+                    session.forget_stream(stream.id);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn take_next(stream: &Stream, chunk: &mut Vec<u8>) -> Next {
+    if stream.is_reset() {
+        return Next::Stop;
+    }
+    let mut st = lock(&stream.recv);
+    if !st.buf.is_empty() {
+        std::mem::swap(&mut st.buf, chunk);
+        st.base += chunk.len() as u64;
+        return Next::Write;
+    }
+    match st.fin {
+        Some(f) if f == st.base => Next::Finish(f),
+        _ => Next::Wait,
+    }
+}
+
+/// Returns credit when a quarter window has been written, or when the
+/// buffer is empty (the peer may be waiting for exactly this).
+fn maybe_ack(session: &Session, stream: &Stream, written: u64) {
+    let due = {
+        let st = lock(&stream.recv);
+        written - st.ack_sent >= st.window / 4 || st.buf.is_empty()
+    };
+    if due {
+        ack(session, stream, written);
+    }
+}
+
+fn ack(session: &Session, stream: &Stream, delivered: u64) {
+    lock(&stream.recv).ack_sent = delivered;
+    session.send_control(Frame::Ack {
+        stream: stream.id,
+        delivered,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reorders_and_drops_duplicates() {
+        let s = Stream::new(1, 1000);
+        s.on_data(5, b"fghij").unwrap();
+        s.on_data(0, b"abc").unwrap();
+        s.on_data(0, b"abc").unwrap();
+        s.on_data(3, b"de").unwrap();
+        s.on_data(2, b"cdefgh").unwrap();
+        let st = lock(&s.recv);
+        assert_eq!(st.buf, b"abcdefghij");
+        assert!(st.ooo.is_empty());
+    }
+
+    #[test]
+    fn window_is_enforced() {
+        let s = Stream::new(1, 4);
+        assert!(s.on_data(0, b"abcd").is_ok());
+        assert!(s.on_data(4, b"e").is_err());
+    }
+
+    #[test]
+    fn data_past_fin_is_a_violation() {
+        let s = Stream::new(1, 100);
+        s.on_fin(3).unwrap();
+        assert!(s.on_data(0, b"abcd").is_err());
+        assert!(s.on_fin(4).is_err());
+    }
+
+    #[test]
+    fn ack_beyond_sent_is_a_violation() {
+        let s = Stream::new(1, 100);
+        assert!(s.on_ack(1).is_err());
+    }
+}

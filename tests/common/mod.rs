@@ -1,0 +1,593 @@
+//! Test harness: a real backend, a real server and a real client on
+//! 127.0.0.1 with ephemeral ports, in this process, plus helpers that bound
+//! every wait in time.
+#![allow(dead_code)]
+
+use mtcp::client::Client;
+use mtcp::config::{self, Config};
+use mtcp::server::Server;
+use mtcp::shutdown::Shutdown;
+use sha2::{Digest, Sha256};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Longest any single socket operation in a test may block.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn init_logging() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// Runs `f` on a thread and fails the test if it takes longer than `limit`.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("worker ended without a result"),
+        },
+        Err(_) => panic!("test step did not finish within {limit:?}"),
+    }
+}
+
+/// Polls `cond` until true or `limit` passes; returns the final value.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so both ends of a test
+/// can produce or check the same stream without holding it in memory.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `len` pattern bytes into `w`, returning their sha256.
+pub fn send_pattern(w: &mut impl Write, seed: u64, len: u64) -> io::Result<[u8; 32]> {
+    let mut p = Pattern::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        p.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Reads until EOF, returning (byte count, sha256).
+pub fn read_to_end_hash(r: &mut impl Read) -> io::Result<(u64, [u8; 32])> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, h.finalize().into()));
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// sha256 of `len` pattern bytes with `seed`.
+pub fn pattern_hash(seed: u64, len: u64) -> [u8; 32] {
+    send_pattern(&mut io::sink(), seed, len).expect("sink never fails")
+}
+
+/// The test backend. Each connection starts with a one-byte command:
+/// - `U`: read to EOF, reply with the 32-byte sha256 of what came, close.
+/// - `D` + u64 len + u64 seed: send `len` pattern bytes, close.
+/// - `E`: echo everything; on EOF shut down the write side.
+/// - `R` + u64 len + u64 seed: read to EOF, reply sha256 then `len` pattern bytes (half-close test).
+/// - `X`: read the command, then reset the connection (SO_LINGER 0).
+/// - `S`: never read anything; send forever (stalled-reader test).
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    /// Connections whose handler has not returned yet.
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (count, live) = (accepted.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(sock) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                live.fetch_add(1, Ordering::SeqCst);
+                let live = live.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(sock);
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Backend {
+            addr,
+            accepted,
+            open,
+        }
+    }
+}
+
+fn read_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn serve(mut sock: TcpStream) -> io::Result<()> {
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut cmd = [0u8; 1];
+    sock.read_exact(&mut cmd)?;
+    match cmd[0] {
+        b'U' => {
+            let (_, hash) = read_to_end_hash(&mut sock)?;
+            sock.write_all(&hash)?;
+        }
+        b'D' => {
+            let len = read_u64(&mut sock)?;
+            let seed = read_u64(&mut sock)?;
+            send_pattern(&mut sock, seed, len)?;
+        }
+        b'E' => {
+            let mut reader = sock.try_clone()?;
+            io::copy(&mut reader, &mut sock)?;
+            sock.shutdown(Direction::Write)?;
+            // Keep the socket until the peer closes, like a real server.
+            let _ = reader.read(&mut [0u8; 1]);
+            return Ok(());
+        }
+        b'R' => {
+            let len = read_u64(&mut sock)?;
+            let seed = read_u64(&mut sock)?;
+            let (_, hash) = read_to_end_hash(&mut sock)?;
+            sock.write_all(&hash)?;
+            send_pattern(&mut sock, seed, len)?;
+        }
+        b'X' => {
+            socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO))?;
+            return Ok(());
+        }
+        b'S' => {
+            sock.set_write_timeout(Some(Duration::from_secs(120)))?;
+            let buf = vec![0x5a; 64 * 1024];
+            loop {
+                sock.write_all(&buf)?;
+            }
+        }
+        _ => {}
+    }
+    sock.shutdown(Direction::Write)?;
+    Ok(())
+}
+
+/// A running server daemon (in this process).
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub threads: mtcp::thread::ThreadCount,
+    join: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    pub fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running client daemon (in this process).
+pub struct ClientHandle {
+    pub addr: SocketAddr,
+    pub shutdown: Shutdown,
+    pub threads: mtcp::thread::ThreadCount,
+    join: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ClientHandle {
+    pub fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+
+    /// Connects an application socket with test timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect to client");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Server config text for `backend`, with `extra` keys appended to `[server]`.
+pub fn server_toml(backend: SocketAddr, pool: usize, extra: &str) -> String {
+    format!(
+        "mode = \"server\"\n[server]\nlisten_ip = \"127.0.0.1\"\nlisten_port = 0\n\
+         backend_ip = \"{}\"\nbackend_port = {}\nconnection_pool_size = {pool}\n\
+         buffer_size = 65536\n{extra}\n",
+        backend.ip(),
+        backend.port()
+    )
+}
+
+/// Client config text for `server`, with `extra` keys appended to `[client]`.
+pub fn client_toml(server: SocketAddr, pool: usize, zero_rtt: bool, extra: &str) -> String {
+    format!(
+        "mode = \"client\"\n[client]\nlocal_listen_ip = \"127.0.0.1\"\nlocal_listen_port = 0\n\
+         server_ip = \"{}\"\nserver_port = {}\nconnection_pool_size = {pool}\n\
+         buffer_size = 65536\nenable_zero_rtt = {zero_rtt}\n{extra}\n",
+        server.ip(),
+        server.port()
+    )
+}
+
+pub fn start_server_toml(text: &str) -> ServerHandle {
+    let Config::Server(cfg) =
+        config::parse(text, Path::new("test-server.toml")).expect("server config")
+    else {
+        panic!("not a server config");
+    };
+    let server = Server::bind(cfg).expect("bind server");
+    let addr = server.local_addr().expect("server addr");
+    let threads = server.thread_count();
+    let shutdown = Shutdown::new();
+    let sd = shutdown.clone();
+    let join = std::thread::spawn(move || server.run(sd));
+    ServerHandle {
+        addr,
+        shutdown,
+        threads,
+        join: Some(join),
+    }
+}
+
+pub fn start_client_toml(text: &str) -> ClientHandle {
+    let Config::Client(cfg) =
+        config::parse(text, Path::new("test-client.toml")).expect("client config")
+    else {
+        panic!("not a client config");
+    };
+    let client = Client::bind(cfg).expect("bind client");
+    let addr = client.local_addr().expect("client addr");
+    let threads = client.thread_count();
+    let shutdown = Shutdown::new();
+    let sd = shutdown.clone();
+    let join = std::thread::spawn(move || client.run(sd));
+    ClientHandle {
+        addr,
+        shutdown,
+        threads,
+        join: Some(join),
+    }
+}
+
+/// Backend, server and client wired together.
+pub struct Tunnel {
+    pub backend: Backend,
+    pub server: ServerHandle,
+    pub client: ClientHandle,
+}
+
+impl Tunnel {
+    pub fn start(pool: usize, zero_rtt: bool) -> Tunnel {
+        Tunnel::start_with(pool, zero_rtt, "", "")
+    }
+
+    pub fn start_with(
+        pool: usize,
+        zero_rtt: bool,
+        server_extra: &str,
+        client_extra: &str,
+    ) -> Tunnel {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, pool, server_extra));
+        let client = start_client_toml(&client_toml(server.addr, pool, zero_rtt, client_extra));
+        Tunnel {
+            backend,
+            server,
+            client,
+        }
+    }
+}
+
+/// A TCP relay between the client and the server that counts connections and
+/// can cut them, for observing and breaking links from outside the daemons.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub open: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (acc, op) = (accepted.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(inbound) = conn else { continue };
+                acc.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = TcpStream::connect(target) else {
+                    continue;
+                };
+                op.fetch_add(1, Ordering::SeqCst);
+                let op = op.clone();
+                std::thread::spawn(move || {
+                    relay(inbound, outbound);
+                    op.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Proxy {
+            addr,
+            accepted,
+            open,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+fn relay(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let t = std::thread::spawn(move || pipe(a2, b2));
+    pipe(b, a);
+    let _ = t.join();
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let _ = io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Direction::Write);
+    let _ = from.shutdown(Direction::Read);
+}
+
+/// Resident memory of this process in KiB, from /proc.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Uploads `len` pattern bytes through the tunnel (`U` command), half-closes,
+/// and checks the backend's checksum of what it received.
+pub fn upload(client: &ClientHandle, seed: u64, len: u64) {
+    let mut app = client.connect();
+    app.write_all(b"U").expect("send command");
+    let sent = send_pattern(&mut app, seed, len).expect("upload");
+    app.shutdown(Direction::Write).expect("half-close");
+    let mut reply = [0u8; 32];
+    app.read_exact(&mut reply).expect("read checksum");
+    assert_eq!(reply, sent, "backend received different bytes");
+    assert_eq!(
+        app.read(&mut [0u8; 1]).expect("read EOF"),
+        0,
+        "expected EOF after reply"
+    );
+}
+
+/// Downloads `len` pattern bytes through the tunnel (`D` command) and checks
+/// their checksum.
+pub fn download(client: &ClientHandle, seed: u64, len: u64) {
+    let mut app = client.connect();
+    app.write_all(b"D").expect("send command");
+    app.write_all(&len.to_be_bytes()).expect("send length");
+    app.write_all(&seed.to_be_bytes()).expect("send seed");
+    let (n, hash) = read_to_end_hash(&mut app).expect("download");
+    assert_eq!(n, len, "download length");
+    assert_eq!(
+        hash,
+        pattern_hash(seed, len),
+        "application received different bytes"
+    );
+}
+
+/// One relayed connection of a [`FaultProxy`].
+struct Relayed {
+    inbound: TcpStream,
+    outbound: TcpStream,
+    blackholed: std::sync::atomic::AtomicBool,
+}
+
+/// A relay between client and server that injects faults from outside the
+/// daemons: cut links with a TCP reset, blackhole them (bytes vanish, no FIN
+/// or RST), refuse new connections (outage), or point at another server.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<Arc<Relayed>>>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl FaultProxy {
+    pub fn start(target: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let proxy = FaultProxy {
+            addr,
+            conns: Arc::default(),
+            refusing: Arc::default(),
+            target: Arc::new(std::sync::Mutex::new(target)),
+            accepted: Arc::default(),
+        };
+        let (conns, refusing, target, accepted) = (
+            proxy.conns.clone(),
+            proxy.refusing.clone(),
+            proxy.target.clone(),
+            proxy.accepted.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(inbound) = conn else { continue };
+                if refusing.load(Ordering::SeqCst) {
+                    let _ = socket2::SockRef::from(&inbound).set_linger(Some(Duration::ZERO));
+                    continue;
+                }
+                let to = *target.lock().unwrap();
+                let Ok(outbound) = TcpStream::connect(to) else {
+                    continue;
+                };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let r = Arc::new(Relayed {
+                    inbound,
+                    outbound,
+                    blackholed: Default::default(),
+                });
+                conns.lock().unwrap().push(r.clone());
+                let conns = conns.clone();
+                std::thread::spawn(move || {
+                    let (r1, r2) = (r.clone(), r.clone());
+                    let t = std::thread::spawn(move || fault_pipe(&r1, &r1.inbound, &r1.outbound));
+                    fault_pipe(&r2, &r2.outbound, &r2.inbound);
+                    let _ = t.join();
+                    conns.lock().unwrap().retain(|c| !Arc::ptr_eq(c, &r));
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Links relayed now.
+    pub fn open(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// Resets one relayed link (both sides see a TCP reset).
+    pub fn cut_one(&self) -> bool {
+        let c = self.conns.lock().unwrap().first().cloned();
+        c.map(|c| cut(&c)).is_some()
+    }
+
+    /// Resets every relayed link.
+    pub fn cut_all(&self) -> usize {
+        let all: Vec<_> = self.conns.lock().unwrap().clone();
+        all.iter().for_each(|c| cut(c));
+        all.len()
+    }
+
+    /// Makes one link swallow every byte in both directions without closing.
+    pub fn blackhole_one(&self) -> bool {
+        let c = self.conns.lock().unwrap().first().cloned();
+        c.map(|c| c.blackholed.store(true, Ordering::SeqCst))
+            .is_some()
+    }
+
+    /// While true, new connections are reset at once (an outage).
+    pub fn set_refusing(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
+    }
+
+    /// New connections go to `addr` (a restarted server elsewhere).
+    pub fn set_target(&self, addr: SocketAddr) {
+        *self.target.lock().unwrap() = addr;
+    }
+}
+
+fn cut(c: &Relayed) {
+    for s in [&c.inbound, &c.outbound] {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        let _ = s.shutdown(Direction::Both);
+    }
+}
+
+fn fault_pipe(r: &Relayed, mut from: &TcpStream, mut to: &TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let clean = loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break true,
+            Err(_) => break false,
+            Ok(n) => n,
+        };
+        if r.blackholed.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break false;
+        }
+    };
+    if clean && !r.blackholed.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Direction::Write);
+    } else {
+        cut(r);
+    }
+}
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

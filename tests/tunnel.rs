@@ -1,0 +1,314 @@
+//! The data path end to end: real backend, server and client on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown as Direction, TcpStream};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn upload_and_download_64mib_pool_1() {
+    within(Duration::from_secs(120), || {
+        let t = Tunnel::start(1, true);
+        upload(&t.client, 1, 64 * MIB);
+        download(&t.client, 2, 64 * MIB);
+    });
+}
+
+#[test]
+fn upload_and_download_64mib_pool_4() {
+    within(Duration::from_secs(120), || {
+        let t = Tunnel::start(4, true);
+        upload(&t.client, 3, 64 * MIB);
+        download(&t.client, 4, 64 * MIB);
+    });
+}
+
+#[test]
+fn least_queued_scheduler_moves_data_intact() {
+    within(Duration::from_secs(120), || {
+        let t = Tunnel::start_with(
+            3,
+            true,
+            "scheduler = \"least_queued\"",
+            "scheduler = \"least_queued\"",
+        );
+        upload(&t.client, 5, 16 * MIB);
+        download(&t.client, 6, 16 * MIB);
+    });
+}
+
+#[test]
+fn two_hundred_concurrent_echo_streams() {
+    within(Duration::from_secs(180), || {
+        let t = std::sync::Arc::new(Tunnel::start(4, true));
+        let workers: Vec<_> = (0..200u64)
+            .map(|i| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut app = t.client.connect();
+                    app.write_all(b"E").unwrap();
+                    let mut reader = app.try_clone().unwrap();
+                    let check = std::thread::spawn(move || read_to_end_hash(&mut reader).unwrap());
+                    let sent = send_pattern(&mut app, 100 + i, MIB).unwrap();
+                    app.shutdown(Direction::Write).unwrap();
+                    let (n, hash) = check.join().unwrap();
+                    assert_eq!(n, MIB, "stream {i} length");
+                    assert_eq!(hash, sent, "stream {i} checksum");
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("echo stream failed");
+        }
+    });
+}
+
+#[test]
+fn half_close_then_read_whole_reply() {
+    within(Duration::from_secs(60), || {
+        let t = Tunnel::start(4, true);
+        let mut app = t.client.connect();
+        app.write_all(b"R").unwrap();
+        app.write_all(&MIB.to_be_bytes()).unwrap();
+        app.write_all(&9u64.to_be_bytes()).unwrap();
+        let sent = send_pattern(&mut app, 8, MIB).unwrap();
+        app.shutdown(Direction::Write).unwrap();
+        let mut got = [0u8; 32];
+        app.read_exact(&mut got).unwrap();
+        assert_eq!(got, sent, "backend saw different request bytes");
+        let (n, hash) = read_to_end_hash(&mut app).unwrap();
+        assert_eq!(n, MIB);
+        assert_eq!(hash, pattern_hash(9, MIB));
+    });
+}
+
+fn expect_reset_or_close(app: &mut TcpStream, limit: Duration) {
+    app.set_read_timeout(Some(limit)).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match app.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "expected close or reset, got {e} after {:?}",
+                start.elapsed()
+            ),
+        }
+    }
+    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn backend_down_reaches_application_within_two_seconds() {
+    within(Duration::from_secs(30), || {
+        init_logging();
+        // A port with nothing listening: bind, learn the port, close.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let server = start_server_toml(&server_toml(dead, 4, ""));
+        let client = start_client_toml(&client_toml(server.addr, 4, true, ""));
+        let mut app = client.connect();
+        let _ = app.write_all(b"hello");
+        expect_reset_or_close(&mut app, Duration::from_secs(2));
+    });
+}
+
+#[test]
+fn backend_reset_reaches_application_as_reset() {
+    within(Duration::from_secs(30), || {
+        let t = Tunnel::start(2, true);
+        let mut app = t.client.connect();
+        app.write_all(b"X").unwrap();
+        app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let err = app
+            .read(&mut [0u8; 16])
+            .expect_err("expected a reset, got data or EOF");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+    });
+}
+
+#[test]
+fn application_reset_reaches_backend() {
+    within(Duration::from_secs(30), || {
+        let t = Tunnel::start(2, true);
+        let app = t.client.connect();
+        {
+            let mut a = &app;
+            a.write_all(b"E").unwrap();
+            a.write_all(b"ping").unwrap();
+            let mut four = [0u8; 4];
+            (&app).read_exact(&mut four).unwrap();
+        }
+        // The echo backend holds the socket until its peer goes away; an
+        // application reset must end the backend connection too.
+        let backend_open = || t.backend.open.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(backend_open(), 1);
+        socket2::SockRef::from(&app)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(app);
+        assert!(
+            wait_until(Duration::from_secs(5), || backend_open() == 0),
+            "backend connection still open after the application reset"
+        );
+    });
+}
+
+#[test]
+fn backend_close_reaches_application_as_eof() {
+    within(Duration::from_secs(30), || {
+        let t = Tunnel::start(2, true);
+        let mut app = t.client.connect();
+        app.write_all(b"D").unwrap();
+        app.write_all(&10u64.to_be_bytes()).unwrap();
+        app.write_all(&1u64.to_be_bytes()).unwrap();
+        let (n, _) = read_to_end_hash(&mut app).unwrap();
+        assert_eq!(n, 10);
+    });
+}
+
+#[test]
+fn pool_is_preconnected_and_reused() {
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 4, ""));
+        let proxy = Proxy::start(server.addr);
+        let client = start_client_toml(&client_toml(proxy.addr, 4, true, ""));
+        assert!(
+            wait_until(Duration::from_secs(5), || proxy.open() == 4),
+            "expected 4 links before any application, saw {}",
+            proxy.open()
+        );
+        assert_eq!(
+            backend.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        for i in 0..50u64 {
+            let mut app = client.connect();
+            app.write_all(b"D").unwrap();
+            app.write_all(&1000u64.to_be_bytes()).unwrap();
+            app.write_all(&i.to_be_bytes()).unwrap();
+            let (n, hash) = read_to_end_hash(&mut app).unwrap();
+            assert_eq!((n, hash), (1000, pattern_hash(i, 1000)));
+        }
+        assert_eq!(
+            proxy.accepted(),
+            4,
+            "application connections opened new links"
+        );
+    });
+}
+
+#[test]
+fn pool_on_demand_without_zero_rtt() {
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 3, ""));
+        let proxy = Proxy::start(server.addr);
+        let client = start_client_toml(&client_toml(proxy.addr, 3, false, ""));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(proxy.accepted(), 0, "0-RTT off must not pre-connect");
+        let mut app = client.connect();
+        app.write_all(b"D").unwrap();
+        app.write_all(&(MIB).to_be_bytes()).unwrap();
+        app.write_all(&5u64.to_be_bytes()).unwrap();
+        let (n, hash) = read_to_end_hash(&mut app).unwrap();
+        assert_eq!((n, hash), (MIB, pattern_hash(5, MIB)));
+        assert!(wait_until(Duration::from_secs(5), || proxy.accepted() == 3));
+        drop(app);
+        assert!(
+            wait_until(Duration::from_secs(5), || proxy.open() == 0),
+            "pool not closed after the last stream; {} links open",
+            proxy.open()
+        );
+        // And it comes back for the next application connection.
+        upload(&client, 6, MIB);
+        assert_eq!(proxy.accepted(), 6);
+    });
+}
+
+#[test]
+fn server_down_at_start_fails_fast_then_recovers() {
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        // Reserve a port for the server, but start it later.
+        let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = port_holder.local_addr().unwrap();
+        drop(port_holder);
+        let client = start_client_toml(&client_toml(
+            server_addr,
+            2,
+            true,
+            "reconnect_min_ms = 50\nreconnect_max_ms = 200",
+        ));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut app = client.connect();
+        let _ = app.write_all(b"D");
+        expect_reset_or_close(&mut app, Duration::from_secs(2));
+        let text = server_toml(backend.addr, 2, "").replace(
+            "listen_port = 0",
+            &format!("listen_port = {}", server_addr.port()),
+        );
+        let _server = start_server_toml(&text);
+        let ok = wait_until(Duration::from_secs(5), || {
+            let mut app = client.connect();
+            if app.write_all(b"U").is_err() || app.write_all(b"abc").is_err() {
+                return false;
+            }
+            let _ = app.shutdown(Direction::Write);
+            let mut reply = [0u8; 32];
+            app.read_exact(&mut reply).is_ok()
+        });
+        assert!(ok, "client did not recover after the server came up");
+    });
+}
+
+#[test]
+fn two_clients_are_isolated_sessions() {
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 2, ""));
+        let a = start_client_toml(&client_toml(server.addr, 2, true, ""));
+        let b = start_client_toml(&client_toml(server.addr, 2, true, ""));
+        let ta = std::thread::spawn(move || {
+            upload(&a, 21, 8 * MIB);
+            a
+        });
+        upload(&b, 22, 8 * MIB);
+        let _a = ta.join().unwrap();
+    });
+}
+
+#[test]
+fn ipv6_loopback_end_to_end() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let text = server_toml(backend.addr, 2, "")
+            .replace("listen_ip = \"127.0.0.1\"", "listen_ip = \"::1\"");
+        let server = start_server_toml(&text);
+        let text = client_toml(server.addr, 2, true, "").replace(
+            "local_listen_ip = \"127.0.0.1\"",
+            "local_listen_ip = \"::1\"",
+        );
+        let client = start_client_toml(&text);
+        assert!(client.addr.is_ipv6() && server.addr.is_ipv6());
+        upload(&client, 31, MIB);
+    });
+}
