@@ -34,8 +34,17 @@ pub const EXIT_OSERR: u8 = 71;
         are put back in order on the far side, which helps where every single TCP flow is \
         rate-limited or loss-limited. With enable_zero_rtt the links are connected before any \
         application arrives, so a new connection costs no handshake across the long path.\n\n\
-        Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to change the level \
-        (default: info).\n\n\
+        Logging goes to stderr at the config file's log_level (default: info); RUST_LOG \
+        (e.g. RUST_LOG=debug), when set, overrides it. Under systemd (JOURNAL_STREAM set) \
+        lines carry a syslog priority and no timestamp.\n\n\
+        Signals: SIGINT or SIGTERM stops gracefully (new connections are refused, open ones \
+        may finish for up to drain_timeout_ms); a second one exits at once. SIGHUP re-reads \
+        the config file: log_level and stats_interval_ms are applied, every other changed key \
+        is logged as waiting for a restart, and an invalid file is logged and ignored. \
+        SIGUSR1 logs per-session and per-link statistics.\n\n\
+        Under systemd (NOTIFY_SOCKET set) the daemon reports READY=1 once it listens (a \
+        client with enable_zero_rtt once its first link is up, or after connect_timeout_ms), \
+        STOPPING=1 on shutdown, and WATCHDOG=1 at half of WatchdogSec.\n\n\
         Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 78 for an invalid config \
         file, 71 when the listening socket cannot be opened, 1 for other failures or a second \
         SIGINT/SIGTERM during shutdown, 2 for a bad command line."
@@ -53,6 +62,11 @@ pub enum Command {
     Server(ServerArgs),
     /// Run the client daemon: accept application connections, stripe them to a server.
     Client(ClientArgs),
+    /// Run the daemon the config file's `mode` names (server or client).
+    ///
+    /// For service managers: one unit template runs either role, chosen by
+    /// the file, e.g. mtcp@server.service runs `mtcp run -c /etc/mtcp/server.toml`.
+    Run(RunArgs),
     /// Check a config file (either mode) and print its effective settings.
     ///
     /// Prints every key with the value that will be used, defaults included,
@@ -80,12 +94,26 @@ pub struct ClientArgs {
     pub config: PathBuf,
 }
 
+/// Options of `mtcp run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config file; its `mode` ("server" or "client") picks the daemon.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
 /// Options of `mtcp check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Config file to check (server or client).
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Print nothing when the file is valid; errors still go to stderr.
+    ///
+    /// For ExecStartPre= and ExecReload= in a service unit, where the
+    /// effective settings would only fill the journal.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[cfg(test)]
@@ -122,6 +150,18 @@ mod tests {
         }
         // `check` has no default: checking a file one did not name is a trap.
         assert!(Cli::try_parse_from(["mtcp", "check"]).is_err());
+        let cli = Cli::try_parse_from(["mtcp", "check", "-q", "-c", "a.toml"]).unwrap();
+        match cli.command {
+            Command::Check(a) => assert!(a.quiet),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["mtcp", "run", "-c", "/etc/mtcp/server.toml"]).unwrap();
+        match cli.command {
+            Command::Run(a) => assert_eq!(a.config, PathBuf::from("/etc/mtcp/server.toml")),
+            other => panic!("{other:?}"),
+        }
+        // Neither has `run`: its role comes from the file, which must be named.
+        assert!(Cli::try_parse_from(["mtcp", "run"]).is_err());
         assert!(Cli::try_parse_from(["mtcp"]).is_err());
     }
 

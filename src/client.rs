@@ -11,8 +11,10 @@
 use crate::config::{ClientConfig, Role};
 use crate::frame::{self, Frame, LinkReason, RstReason};
 use crate::link::{self, HandshakeError, PeerLimits};
+use crate::secure;
 use crate::session::{Session, SessionEvent};
 use crate::shutdown::Shutdown;
+use crate::stats::Monitor;
 use crate::thread::{self, ThreadCount, lock};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::io;
@@ -29,6 +31,7 @@ pub struct Client {
     listener: TcpListener,
     config: ClientConfig,
     threads: ThreadCount,
+    monitor: Monitor,
 }
 
 /// The client's current session and the machinery to replace it.
@@ -36,6 +39,9 @@ struct Pool {
     config: ClientConfig,
     threads: ThreadCount,
     current: Mutex<Option<Arc<Session>>>,
+    /// Sessions whose server said GOAWAY: no new streams go there, but their
+    /// open streams finish; each is closed when its last stream ends.
+    retiring: Mutex<Vec<Arc<Session>>>,
     events: Sender<SessionEvent>,
     shutdown: Shutdown,
     /// Milliseconds since `epoch` of the last failed connect, 0 if the last
@@ -53,6 +59,7 @@ impl Client {
             listener,
             config,
             threads: ThreadCount::default(),
+            monitor: Monitor::new(),
         })
     }
 
@@ -64,6 +71,12 @@ impl Client {
     /// Threads this client has running (for leak checks).
     pub fn thread_count(&self) -> ThreadCount {
         self.threads.clone()
+    }
+
+    /// A window onto the client's sessions (current and retiring) for stats,
+    /// readiness and the watchdog; it sees them while [`run`](Self::run) runs.
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     /// Serves until `shutdown` fires, then lets open streams finish for up to
@@ -81,10 +94,17 @@ impl Client {
             config: self.config.clone(),
             threads: self.threads.clone(),
             current: Mutex::new(None),
+            retiring: Mutex::new(Vec::new()),
             events: events_tx,
             shutdown: shutdown.clone(),
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+        });
+        let p = pool.clone();
+        self.monitor.attach(move || {
+            let mut sessions = lock(&p.retiring).clone();
+            sessions.extend(lock(&p.current).clone());
+            sessions
         });
         if self.config.zero_rtt {
             pool.session();
@@ -108,6 +128,7 @@ impl Client {
             }
         }
         pool.drain();
+        self.monitor.detach();
         if !self.threads.wait_idle(Duration::from_secs(5)) {
             log::warn!("{} threads still running at exit", self.threads.live());
         }
@@ -171,7 +192,7 @@ impl Pool {
         // cannot be closed between choosing the session and opening on it.
         let mut current = lock(&self.current);
         if let Some(old) = current.take_if(|s| s.is_closed() || s.peer_going_away()) {
-            old.close("server going away");
+            self.retire(old);
         }
         let session = match current.as_ref() {
             Some(s) => s.clone(),
@@ -258,6 +279,12 @@ impl Pool {
         let mut backoff = self.config.reconnect_min;
         let mut failures = 0u32;
         while !session.is_closed() && !self.shutdown.is_triggered() {
+            if session.peer_going_away() && session.link_count() == 0 {
+                // Its server is gone for good; nothing left to carry.
+                if session.stream_count() == 0 {
+                    return;
+                }
+            }
             match self.connect_link(session, index) {
                 Ok(link) => {
                     self.last_failure_ms.store(0, Ordering::SeqCst);
@@ -325,6 +352,11 @@ impl Pool {
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
+        let tunnel = &self.config.tunnel;
+        let (mut sealer, mut opener) = match &tunnel.secret {
+            Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt)?,
+            None => secure::plain(),
+        };
         let hello = Frame::Hello(frame::Hello {
             version: frame::VERSION,
             flags: if session.has_had_link() {
@@ -337,9 +369,9 @@ impl Pool {
             max_payload: self.config.tunnel.buffer_size as u32,
             window: self.config.tunnel.stream_window,
         });
-        link::write_frame(&mut sock, &hello)?;
+        sealer.send_frame(&mut sock, &hello)?;
         let mut buf = [0u8; 68];
-        match link::read_handshake_frame(&mut sock, &mut buf)? {
+        match opener.recv_frame(&mut sock, None, &mut buf)? {
             Frame::Welcome(w)
                 if w.version == frame::VERSION && w.max_payload >= 512 && w.window >= 512 =>
             {
@@ -360,7 +392,13 @@ impl Pool {
                 "session closed during handshake".into(),
             ));
         }
-        Ok(link::start(session, sock, index, &self.threads)?)
+        Ok(link::start(
+            session,
+            sock,
+            index,
+            &self.threads,
+            (sealer, opener),
+        )?)
     }
 
     /// The server no longer knows `session` (it restarted): its streams
@@ -387,6 +425,34 @@ impl Pool {
         }
     }
 
+    /// Lets a session whose server is going away finish its streams.
+    fn retire(&self, old: Arc<Session>) {
+        if old.is_closed() {
+            return;
+        }
+        if old.stream_count() == 0 {
+            old.close("server going away");
+            return;
+        }
+        log::info!(
+            "session {:016x}: server going away; {} streams finish there, new ones use a new session",
+            old.id,
+            old.stream_count()
+        );
+        lock(&self.retiring).push(old);
+    }
+
+    fn close_retired_if_idle(&self, id: u64) {
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|s| {
+            let done = s.id == id && s.stream_count() == 0;
+            if done {
+                s.close("retired session finished its streams");
+            }
+            !done
+        });
+    }
+
     fn event_loop(self: &Arc<Self>, events: &Receiver<SessionEvent>) {
         loop {
             let event = select! {
@@ -395,7 +461,12 @@ impl Pool {
                 default(GRACE_CHECK) => None,
             };
             match event {
-                Some(SessionEvent::Idle(id)) if !self.config.zero_rtt => self.close_if_idle(id),
+                Some(SessionEvent::Idle(id)) => {
+                    self.close_retired_if_idle(id);
+                    if !self.config.zero_rtt {
+                        self.close_if_idle(id);
+                    }
+                }
                 _ => self.expire_if_linkless(),
             }
         }
@@ -431,21 +502,21 @@ impl Pool {
     }
 
     fn drain(&self) {
-        let session = lock(&self.current).clone();
-        if let Some(s) = session {
-            log::info!(
-                "shutting down: {} streams open; draining up to {:?}",
-                s.stream_count(),
-                self.config.tunnel.drain_timeout
-            );
-            let deadline = Instant::now() + self.config.tunnel.drain_timeout;
-            while Instant::now() < deadline && s.stream_count() > 0 {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let mut sessions: Vec<Arc<Session>> = lock(&self.retiring).drain(..).collect();
+        sessions.extend(lock(&self.current).take());
+        let open: usize = sessions.iter().map(|s| s.stream_count()).sum();
+        log::info!(
+            "shutting down: {open} streams open; draining up to {:?}",
+            self.config.tunnel.drain_timeout
+        );
+        let deadline = Instant::now() + self.config.tunnel.drain_timeout;
+        while Instant::now() < deadline && sessions.iter().any(|s| s.stream_count() > 0) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for s in sessions {
             s.reset_all(RstReason::Shutdown, true);
             s.close("client shutting down");
         }
-        lock(&self.current).take();
     }
 }
 

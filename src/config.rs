@@ -14,10 +14,11 @@
 //! keys. Every error is a single line naming the file and the `table.key`, so a
 //! user can fix it without reading the source.
 
+use crate::secure::Secret;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------
@@ -42,10 +43,16 @@ const MAX_STREAMS_DEFAULT: u64 = 4096;
 const BACKEND_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 1500;
 const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5000;
 const MAX_SESSIONS_DEFAULT: u64 = 1024;
+const MAX_TOTAL_STREAMS_DEFAULT: u64 = 16384;
+const MAX_PENDING_HANDSHAKES_DEFAULT: u64 = 1024;
 const SESSION_GRACE_MS_DEFAULT: u64 = 30_000;
 const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5000;
 const RECONNECT_MIN_MS_DEFAULT: u64 = 100;
 const RECONNECT_MAX_MS_DEFAULT: u64 = 5000;
+const STATS_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// Smallest non-zero `stats_interval_ms`: a report per link more often than
+/// this would flood the journal rather than inform.
+const STATS_INTERVAL_MS_MIN: u64 = 100;
 /// Upper bound for every `*_ms` key (one day). Deadlines are computed as
 /// `Instant + Duration`, which panics on overflow; a cap keeps any value a user
 /// can write far away from that.
@@ -92,6 +99,83 @@ impl fmt::Display for SchedulerKind {
             SchedulerKind::RoundRobin => "round_robin",
             SchedulerKind::LeastQueued => "least_queued",
         })
+    }
+}
+
+/// How much the daemon logs (`log_level`), unless `RUST_LOG` is set.
+///
+/// A key in the file rather than only an environment variable so that a
+/// service's verbosity lives with the rest of its settings and can be
+/// changed with SIGHUP, without a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only failures.
+    Error,
+    /// Failures and things an operator should look at.
+    Warn,
+    /// Life-cycle events and stats (the default).
+    Info,
+    /// One line per stream.
+    Debug,
+    /// One line per frame.
+    Trace,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
+/// Settings about running the daemon rather than moving bytes; the same keys
+/// on both sides, and the ones a SIGHUP can change without a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpsConfig {
+    /// `log_level`: verbosity when `RUST_LOG` is not set.
+    pub log_level: LogLevel,
+    /// `stats_interval_ms`: how often per-session and per-link counters are
+    /// logged; `None` (key = 0) turns the periodic report off (SIGUSR1 still
+    /// logs one).
+    pub stats_interval: Option<Duration>,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            log_level: LogLevel::Info,
+            stats_interval: Some(Duration::from_millis(STATS_INTERVAL_MS_DEFAULT)),
+        }
+    }
+}
+
+impl OpsConfig {
+    fn describe_into(&self, out: &mut String) {
+        push_kv(out, "log_level", format!("\"{}\"", self.log_level));
+        push_kv(
+            out,
+            "stats_interval_ms",
+            self.stats_interval.map_or(0, |d| d.as_millis()),
+        );
     }
 }
 
@@ -160,6 +244,13 @@ pub struct TunnelConfig {
     /// `max_streams`: open streams allowed (server: per session; client: total),
     /// so a flood of connections cannot exhaust threads or memory.
     pub max_streams: usize,
+    /// `secret` or `secret_file`: the pre-shared secret that authenticates
+    /// links (Noise PSK); `None` leaves links unauthenticated.
+    pub secret: Option<Secret>,
+    /// Where the secret came from, for `mtcp check` (never the secret).
+    pub secret_file: Option<PathBuf>,
+    /// `encrypt`: seal link traffic (default: on when a secret is set).
+    pub encrypt: bool,
 }
 
 impl TunnelConfig {
@@ -176,6 +267,9 @@ impl TunnelConfig {
             keepalive_timeout: Duration::from_millis(KEEPALIVE_TIMEOUT_MS_DEFAULT),
             drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS_DEFAULT),
             max_streams: MAX_STREAMS_DEFAULT as usize,
+            secret: None,
+            secret_file: None,
+            encrypt: false,
         }
     }
 
@@ -195,6 +289,18 @@ impl TunnelConfig {
         );
         push_kv(out, "drain_timeout_ms", self.drain_timeout.as_millis());
         push_kv(out, "max_streams", self.max_streams);
+        match (&self.secret, &self.secret_file) {
+            (Some(_), Some(path)) => push_kv(
+                out,
+                "secret_file",
+                format!("{:?}", path.display().to_string()),
+            ),
+            (Some(_), None) => out.push_str("# secret = (set inline, not shown)\n"),
+            (None, _) => {
+                out.push_str("# no secret: links are neither authenticated nor encrypted\n")
+            }
+        }
+        push_kv(out, "encrypt", self.encrypt);
     }
 }
 
@@ -217,11 +323,20 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// `max_sessions`: client sessions served at once.
     pub max_sessions: usize,
+    /// `max_total_streams`: streams open at once over all sessions, so many
+    /// sessions together cannot exhaust threads either.
+    pub max_total_streams: usize,
+    /// `max_pending_handshakes`: connections allowed to be in their handshake
+    /// at once; more are closed at once, so a flood of idle connections
+    /// cannot exhaust threads.
+    pub max_pending_handshakes: usize,
     /// `session_grace_ms`: how long a session whose links all died is kept, so
     /// a client that reconnects finds its streams still there.
     pub session_grace: Duration,
     /// Settings shared with the client side.
     pub tunnel: TunnelConfig,
+    /// Logging and stats; reloadable with SIGHUP.
+    pub ops: OpsConfig,
 }
 
 impl ServerConfig {
@@ -247,7 +362,14 @@ impl ServerConfig {
             self.handshake_timeout.as_millis(),
         );
         push_kv(&mut out, "max_sessions", self.max_sessions);
+        push_kv(&mut out, "max_total_streams", self.max_total_streams);
+        push_kv(
+            &mut out,
+            "max_pending_handshakes",
+            self.max_pending_handshakes,
+        );
         push_kv(&mut out, "session_grace_ms", self.session_grace.as_millis());
+        self.ops.describe_into(&mut out);
         out
     }
 }
@@ -277,6 +399,8 @@ pub struct ClientConfig {
     pub session_grace: Duration,
     /// Settings shared with the server side.
     pub tunnel: TunnelConfig,
+    /// Logging and stats; reloadable with SIGHUP.
+    pub ops: OpsConfig,
 }
 
 impl ClientConfig {
@@ -304,6 +428,7 @@ impl ClientConfig {
         push_kv(&mut out, "reconnect_min_ms", self.reconnect_min.as_millis());
         push_kv(&mut out, "reconnect_max_ms", self.reconnect_max.as_millis());
         push_kv(&mut out, "session_grace_ms", self.session_grace.as_millis());
+        self.ops.describe_into(&mut out);
         out
     }
 }
@@ -327,6 +452,23 @@ impl Config {
         match self {
             Config::Server(_) => Role::Server,
             Config::Client(_) => Role::Client,
+        }
+    }
+
+    /// The logging and stats settings of whichever kind this is.
+    pub fn ops(&self) -> &OpsConfig {
+        match self {
+            Config::Server(c) => &c.ops,
+            Config::Client(c) => &c.ops,
+        }
+    }
+
+    /// The same config with `ops` replaced: what a SIGHUP applies while
+    /// every other key keeps its running value.
+    pub fn with_ops(&self, ops: OpsConfig) -> Config {
+        match self {
+            Config::Server(c) => Config::Server(ServerConfig { ops, ..c.clone() }),
+            Config::Client(c) => Config::Client(ClientConfig { ops, ..c.clone() }),
         }
     }
 
@@ -581,7 +723,14 @@ struct RawServer {
     backend_connect_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     max_sessions: Option<u64>,
+    max_total_streams: Option<u64>,
+    max_pending_handshakes: Option<u64>,
     session_grace_ms: Option<u64>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    encrypt: Option<bool>,
+    log_level: Option<LogLevel>,
+    stats_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -604,6 +753,11 @@ struct RawClient {
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     session_grace_ms: Option<u64>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    encrypt: Option<bool>,
+    log_level: Option<LogLevel>,
+    stats_interval_ms: Option<u64>,
 }
 
 /// The tunnel keys, gathered from either table (serde's `flatten` cannot be
@@ -616,6 +770,9 @@ struct RawTunnel {
     keepalive_timeout_ms: Option<u64>,
     drain_timeout_ms: Option<u64>,
     max_streams: Option<u64>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    encrypt: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------
@@ -703,6 +860,68 @@ impl Ctx<'_> {
         Ok(Endpoint { host, port })
     }
 
+    fn ops(
+        &self,
+        log_level: Option<LogLevel>,
+        stats_interval_ms: Option<u64>,
+    ) -> Result<OpsConfig, ConfigError> {
+        let key = "stats_interval_ms";
+        let interval = self.millis(key, stats_interval_ms, STATS_INTERVAL_MS_DEFAULT, 0)?;
+        if !interval.is_zero() && interval < Duration::from_millis(STATS_INTERVAL_MS_MIN) {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} is too short: must be 0 (off) or at least {STATS_INTERVAL_MS_MIN}",
+                    interval.as_millis()
+                ),
+            ));
+        }
+        Ok(OpsConfig {
+            log_level: log_level.unwrap_or(LogLevel::Info),
+            stats_interval: (!interval.is_zero()).then_some(interval),
+        })
+    }
+
+    /// Reads the secret inline or from its file. A relative `secret_file` is
+    /// looked up in `$CREDENTIALS_DIRECTORY` when systemd provides one
+    /// (`LoadCredential=`), so units need not make the file readable to the
+    /// service user, and otherwise next to the config file. A file others
+    /// can read is refused: the secret is the only thing standing between
+    /// the internet and the backend.
+    fn secret(
+        &self,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Result<(Option<Secret>, Option<PathBuf>), ConfigError> {
+        match (inline, file) {
+            (Some(_), Some(_)) => Err(self.err(
+                "secret_file",
+                "set either `secret` or `secret_file`, not both".into(),
+            )),
+            (Some(text), None) => Secret::from_text(&text)
+                .map(|s| (Some(s), None))
+                .map_err(|e| self.err("secret", e)),
+            (None, Some(path)) => {
+                let mut full = PathBuf::from(&path);
+                if full.is_relative() {
+                    let base = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                        Some(dir) => PathBuf::from(dir),
+                        None => Path::new(self.file)
+                            .parent()
+                            .map(Path::to_path_buf)
+                            .unwrap_or_default(),
+                    };
+                    full = base.join(full);
+                }
+                let text = read_private(&full).map_err(|e| self.err("secret_file", e))?;
+                Secret::from_text(&text)
+                    .map(|s| (Some(s), Some(full)))
+                    .map_err(|e| self.err("secret_file", e))
+            }
+            (None, None) => Ok((None, None)),
+        }
+    }
+
     fn tunnel(&self, raw: RawTunnel) -> Result<TunnelConfig, ConfigError> {
         let buffer_size = self.count(
             "buffer_size",
@@ -745,7 +964,18 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        let (secret, secret_file) = self.secret(raw.secret, raw.secret_file)?;
+        if raw.encrypt == Some(true) && secret.is_none() {
+            return Err(self.err(
+                "encrypt",
+                "true needs a `secret` or `secret_file`: the cipher keys come from it".into(),
+            ));
+        }
+        let encrypt = raw.encrypt.unwrap_or(secret.is_some());
         Ok(TunnelConfig {
+            secret,
+            secret_file,
+            encrypt,
             buffer_size,
             stream_window,
             scheduler: raw.scheduler.unwrap_or(SchedulerKind::RoundRobin),
@@ -790,6 +1020,9 @@ impl RawServer {
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_streams: self.max_streams,
+            secret: self.secret,
+            secret_file: self.secret_file,
+            encrypt: self.encrypt,
         })?;
         Ok(ServerConfig {
             listen,
@@ -813,6 +1046,19 @@ impl RawServer {
                 1,
                 u64::from(u32::MAX),
             )?,
+            max_total_streams: ctx.count(
+                "max_total_streams",
+                self.max_total_streams.unwrap_or(MAX_TOTAL_STREAMS_DEFAULT),
+                1,
+                u64::from(u32::MAX),
+            )?,
+            max_pending_handshakes: ctx.count(
+                "max_pending_handshakes",
+                self.max_pending_handshakes
+                    .unwrap_or(MAX_PENDING_HANDSHAKES_DEFAULT),
+                1,
+                u64::from(u32::MAX),
+            )?,
             session_grace: ctx.millis(
                 "session_grace_ms",
                 self.session_grace_ms,
@@ -820,6 +1066,7 @@ impl RawServer {
                 0,
             )?,
             tunnel,
+            ops: ctx.ops(self.log_level, self.stats_interval_ms)?,
         })
     }
 }
@@ -851,6 +1098,9 @@ impl RawClient {
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             max_streams: self.max_streams,
+            secret: self.secret,
+            secret_file: self.secret_file,
+            encrypt: self.encrypt,
         })?;
         let connect_timeout = ctx.millis(
             "connect_timeout_ms",
@@ -898,8 +1148,23 @@ impl RawClient {
             reconnect_max,
             session_grace,
             tunnel,
+            ops: ctx.ops(self.log_level, self.stats_interval_ms)?,
         })
     }
+}
+
+/// Reads a secret file, refusing one that group or others may read.
+fn read_private(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:04o}); run `chmod 600` on it",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// An IP literal; IPv6 may be written with or without brackets.
@@ -1153,10 +1418,43 @@ enable_zero_rtt = true          # 启用 0-RTT
         assert_eq!(c.tunnel.buffer_size, 65536);
     }
 
+    /// Parses `text` as if it were a file in a directory that also holds
+    /// `mtcp.secret`, as the examples expect.
+    fn parse_beside_secret(text: &str) -> Config {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mtcp-config-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("mtcp.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let parsed = parse(text, &dir.join("example.toml")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        parsed
+    }
+
+    fn without_secret(mut t: TunnelConfig) -> TunnelConfig {
+        assert!(
+            t.secret.is_some() && t.encrypt,
+            "the examples use an encrypting secret"
+        );
+        t.secret = None;
+        t.secret_file = None;
+        t.encrypt = false;
+        t
+    }
+
     #[test]
     fn etc_examples_parse() {
-        let s = server(include_str!("../etc/config.server.toml")).unwrap();
-        let c = client(include_str!("../etc/config.client.toml")).unwrap();
+        let Config::Server(mut s) = parse_beside_secret(include_str!("../etc/config.server.toml"))
+        else {
+            panic!("server example is not a server config");
+        };
+        let Config::Client(mut c) = parse_beside_secret(include_str!("../etc/config.client.toml"))
+        else {
+            panic!("client example is not a client config");
+        };
+        s.tunnel = without_secret(s.tunnel);
+        c.tunnel = without_secret(c.tunnel);
         // The examples spell out every default; they must agree with the code.
         assert_eq!(s, server(SEED_SERVER).unwrap());
         assert_eq!(c, client(SEED_CLIENT).unwrap());
@@ -1210,6 +1508,41 @@ enable_zero_rtt = true          # 启用 0-RTT
         assert_eq!(c.connect_timeout, Duration::from_millis(50));
         assert_eq!(c.reconnect_min, Duration::from_millis(10));
         assert_eq!(c.reconnect_max, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn ops_keys() {
+        for text in [MIN_SERVER, MIN_CLIENT] {
+            let c = parse(text, Path::new("x.toml")).unwrap();
+            assert_eq!(c.ops(), &OpsConfig::default());
+            assert_eq!(c.ops().log_level, LogLevel::Info);
+            assert_eq!(c.ops().stats_interval, Some(Duration::from_millis(60_000)));
+            assert!(c.describe().contains("\nlog_level = \"info\"\n"));
+            assert!(c.describe().contains("\nstats_interval_ms = 60000\n"));
+        }
+        let s = server_with("log_level = \"debug\"\nstats_interval_ms = 0").unwrap();
+        assert_eq!(s.ops.log_level, LogLevel::Debug);
+        assert_eq!(s.ops.stats_interval, None);
+        assert!(s.describe().contains("\nstats_interval_ms = 0\n"));
+        assert_eq!(server(&s.describe()).unwrap(), s);
+        let c = client_with("log_level = \"trace\"\nstats_interval_ms = 100").unwrap();
+        assert_eq!(c.ops.log_level.filter(), log::LevelFilter::Trace);
+        assert_eq!(c.ops.stats_interval, Some(Duration::from_millis(100)));
+        let e = err_of(server_with("stats_interval_ms = 99"));
+        assert_eq!(e.key(), Some("server.stats_interval_ms"));
+        assert!(e.to_string().contains("0 (off)"), "{e}");
+        let e = err_of(client_with("log_level = \"loud\""));
+        assert_eq!(e.key(), Some("client.log_level"));
+        let running = Config::Server(server(MIN_SERVER).unwrap());
+        let ops = OpsConfig {
+            log_level: LogLevel::Warn,
+            stats_interval: None,
+        };
+        assert_eq!(running.with_ops(ops.clone()).ops(), &ops);
+        for level in ["error", "warn", "info", "debug", "trace"] {
+            let s = server_with(&format!("log_level = \"{level}\"")).unwrap();
+            assert_eq!(s.ops.log_level.to_string(), level);
+        }
     }
 
     #[test]

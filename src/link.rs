@@ -8,11 +8,12 @@
 //! may have lost on the links that remain.
 
 use crate::frame::{self, Frame, LinkReason, StreamId};
+use crate::secure::{self, Opener, Sealer};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::thread::{self, ThreadCount};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +164,9 @@ pub fn start(
     socket: TcpStream,
     index: u16,
     threads: &ThreadCount,
+    channel: (Sealer, Opener),
 ) -> io::Result<Arc<LinkHandle>> {
+    let (sealer, opener) = channel;
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
     let tunnel = session.tunnel();
@@ -186,6 +189,7 @@ pub fn start(
     });
     let writer = Writer {
         link: handle.clone(),
+        sealer,
         socket: socket.try_clone()?,
         control: control_rx,
         data: data_rx,
@@ -197,6 +201,7 @@ pub fn start(
         writer: Some(writer),
         link: handle.clone(),
         session: session.clone(),
+        opener,
         socket,
         max_len: frame::max_frame_len(session.max_payload()),
     };
@@ -210,6 +215,7 @@ pub fn start(
 
 struct Writer {
     link: Arc<LinkHandle>,
+    sealer: Sealer,
     socket: TcpStream,
     control: Receiver<Outbound>,
     data: Receiver<Outbound>,
@@ -255,7 +261,7 @@ impl Writer {
                 finish = matches!(next, Outbound::Finish);
                 queued += self.encode(next, out);
             }
-            let written = self.socket.write_all(out);
+            let written = self.sealer.write_all(&mut self.socket, out);
             self.link.queued.fetch_sub(queued, Ordering::Relaxed);
             written.map_err(|e| format!("write failed: {e}"))?;
             self.link
@@ -308,13 +314,14 @@ struct Reader {
     writer: Option<std::thread::JoinHandle<()>>,
     link: Arc<LinkHandle>,
     session: Arc<Session>,
+    opener: Opener,
     socket: TcpStream,
     max_len: u32,
 }
 
 impl Reader {
     fn run(mut self) -> Result<(), String> {
-        crate::session::mark_never_block();
+        crate::session::set_never_block(true);
         let result = self.pump();
         let reason = match &result {
             Ok(()) => "closed by peer".to_string(),
@@ -324,21 +331,24 @@ impl Reader {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        crate::session::set_never_block(false);
         self.session.remove_link(&self.link, &self.link.reason());
         result
     }
 
     fn pump(&mut self) -> Result<(), String> {
-        let cap = 4 * (self.max_len as usize + 4).max(64 * 1024);
+        // Room for a whole frame, and for a whole decrypted record.
+        let room = (self.max_len as usize + 4).max(secure::MAX_PLAIN);
+        let cap = 4 * room;
         let mut buf = vec![0u8; cap];
         let (mut start, mut end) = (0usize, 0usize);
         loop {
-            if cap - end < self.max_len as usize + 4 {
+            if cap - end < room {
                 buf.copy_within(start..end, 0);
                 end -= start;
                 start = 0;
             }
-            let n = match self.socket.read(&mut buf[end..]) {
+            let n = match self.opener.read(&mut self.socket, &mut buf[end..]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -441,33 +451,3 @@ impl From<io::Error> for HandshakeError {
 /// Largest frame accepted during a handshake: no handshake frame is larger,
 /// so a stranger cannot make us buffer more.
 pub const HANDSHAKE_MAX_LEN: u32 = 64;
-
-/// Reads exactly one small frame (handshake phase) with the socket's current
-/// read timeout, into `buf`, and decodes it.
-pub fn read_handshake_frame<'b>(
-    socket: &mut TcpStream,
-    buf: &'b mut [u8; 68],
-) -> Result<Frame<'b>, HandshakeError> {
-    socket.read_exact(&mut buf[..4])?;
-    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    if len == 0 || len > HANDSHAKE_MAX_LEN {
-        return Err(HandshakeError::Protocol(format!(
-            "handshake frame length {len}"
-        )));
-    }
-    let total = 4 + len as usize;
-    socket.read_exact(&mut buf[4..total])?;
-    match frame::decode(&buf[..total], HANDSHAKE_MAX_LEN) {
-        Ok(Some((f, _))) => Ok(f),
-        Ok(None) => Err(HandshakeError::Protocol("short frame".into())),
-        Err(frame::DecodeError::BadMagic) => Err(HandshakeError::Refused(LinkReason::BadMagic)),
-        Err(e) => Err(HandshakeError::Protocol(e.to_string())),
-    }
-}
-
-/// Encodes and writes one frame (handshake phase, no queue yet).
-pub fn write_frame(socket: &mut TcpStream, f: &Frame<'_>) -> io::Result<()> {
-    let mut out = Vec::with_capacity(64);
-    frame::encode(f, &mut out);
-    socket.write_all(&out)
-}

@@ -1,63 +1,66 @@
-//! The `mtcp` binary: command line, logging, signals and exit codes.
+//! The `mtcp` binary: command line, logging, signals, service-manager
+//! protocol and exit codes.
 //!
 //! Deliberately thin: everything that moves bytes lives in the library so
 //! that tests can run it in-process. This file only decides what the process
-//! does and how it reports failure to whoever started it.
+//! does and how it reports to whoever started it (a shell or systemd).
 
 use clap::Parser;
+use crossbeam_channel::Sender;
 use log::{info, warn};
-use mtcp::cli::{Cli, Command, EXIT_CONFIG, EXIT_OSERR};
+use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR};
 use mtcp::client::Client;
-use mtcp::config::{self, Config, Role};
+use mtcp::config::{self, Config, ConfigError};
+use mtcp::ops::{LogControl, Ops, Request};
 use mtcp::server::Server;
 use mtcp::shutdown::Shutdown;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use mtcp::stats::Monitor;
+use mtcp::systemd::{self, Notifier, Readiness};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Beyond `drain_timeout_ms`, how long shutdown may take (threads ending,
+/// sockets closing) before systemd should consider it hung.
+const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let logs = init_logging();
     match cli.command {
-        Command::Server(args) => match config::load_server(&args.config) {
-            Ok(cfg) => {
-                let listen = cfg.listen;
-                daemon(
-                    Role::Server,
-                    listen,
-                    || Server::bind(cfg),
-                    |s, sd| s.run(sd),
-                )
-            }
-            Err(e) => config_error(&e),
-        },
-        Command::Client(args) => match config::load_client(&args.config) {
-            Ok(cfg) => {
-                let listen = cfg.listen;
-                daemon(
-                    Role::Client,
-                    listen,
-                    || Client::bind(cfg),
-                    |c, sd| c.run(sd),
-                )
-            }
-            Err(e) => config_error(&e),
-        },
-        Command::Check(args) => match config::load(&args.config) {
-            Ok(cfg) => {
+        Command::Server(args) => {
+            let loaded = config::load_server(&args.config).map(Config::Server);
+            serve(&args.config, loaded, logs)
+        }
+        Command::Client(args) => {
+            let loaded = config::load_client(&args.config).map(Config::Client);
+            serve(&args.config, loaded, logs)
+        }
+        Command::Run(args) => serve(&args.config, config::load(&args.config), logs),
+        Command::Check(args) => check(&args),
+    }
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    match config::load(&args.config) {
+        Ok(cfg) => {
+            if !args.quiet {
                 check_report(&args.config, &cfg);
-                ExitCode::SUCCESS
             }
-            Err(e) => config_error(&e),
-        },
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_error(&e),
     }
 }
 
 /// Prints the effective settings as a config file (comments first), so the
 /// output of `mtcp check` can itself be saved and used.
-fn check_report(path: &std::path::Path, cfg: &Config) {
+fn check_report(path: &Path, cfg: &Config) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (e.g. `| head -0`) must not turn a valid file into a
     // failure, so write errors are ignored.
@@ -71,79 +74,264 @@ fn check_report(path: &std::path::Path, cfg: &Config) {
     let _ = out.flush();
 }
 
-fn config_error(e: &config::ConfigError) -> ExitCode {
-    eprintln!("mtcp: {e}");
+fn config_error(e: &ConfigError) -> ExitCode {
+    fatal(e);
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// Installs signal handling, binds and runs one daemon until shutdown.
-///
-/// Generic over the daemon type because server and client have the same
-/// shape (`bind`, `run`) but no shared trait. The daemons log their own
-/// "listening on" line with the details; this only adds the version.
-fn daemon<D>(
-    role: Role,
+/// Prints a one-line reason for exiting to stderr. Under journald it gets
+/// the `err` priority, so `journalctl -p err` finds why a service stopped.
+fn fatal(msg: impl std::fmt::Display) {
+    let priority = if under_journald() { "<3>" } else { "" };
+    eprintln!("{priority}mtcp: {msg}");
+}
+
+fn under_journald() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// What the two daemons have in common, so one start-up path serves both.
+trait Daemon: Sized {
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    fn monitor(&self) -> Monitor;
+    fn run(self, shutdown: Shutdown) -> std::io::Result<()>;
+}
+
+impl Daemon for Server {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Server::local_addr(self)
+    }
+    fn monitor(&self) -> Monitor {
+        Server::monitor(self)
+    }
+    fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
+        Server::run(self, shutdown)
+    }
+}
+
+impl Daemon for Client {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Client::local_addr(self)
+    }
+    fn monitor(&self) -> Monitor {
+        Client::monitor(self)
+    }
+    fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
+        Client::run(self, shutdown)
+    }
+}
+
+/// Everything the start-up path carries besides the daemon itself.
+struct Context {
+    path: PathBuf,
+    config: Config,
+    logs: LogControl,
+    notifier: Option<Arc<Notifier>>,
+}
+
+/// Starts whichever daemon the loaded config is for.
+fn serve(path: &Path, loaded: Result<Config, ConfigError>, logs: LogControl) -> ExitCode {
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    logs.apply(config.ops());
+    let ctx = Context {
+        path: path.to_owned(),
+        config: config.clone(),
+        logs,
+        notifier: Notifier::from_env(),
+    };
+    match config {
+        Config::Server(c) => {
+            let listen = c.listen;
+            daemon(ctx, listen, Readiness::Listening, || Server::bind(c))
+        }
+        Config::Client(c) => {
+            let readiness = if c.zero_rtt {
+                Readiness::FirstLink {
+                    within: c.connect_timeout,
+                }
+            } else {
+                Readiness::Listening
+            };
+            let listen = c.listen;
+            daemon(ctx, listen, readiness, || Client::bind(c))
+        }
+    }
+}
+
+/// Installs signal handling, binds, tells systemd, and runs one daemon until
+/// shutdown.
+fn daemon<D: Daemon>(
+    ctx: Context,
     listen: SocketAddr,
+    readiness: Readiness,
     bind: impl FnOnce() -> std::io::Result<D>,
-    run: impl FnOnce(D, Shutdown) -> std::io::Result<()>,
 ) -> ExitCode {
-    info!("mtcp {} starting as {role}", env!("CARGO_PKG_VERSION"));
+    let role = ctx.config.role();
+    info!(
+        "mtcp {} starting as {role} with {}",
+        env!("CARGO_PKG_VERSION"),
+        ctx.path.display()
+    );
     let shutdown = Shutdown::new();
+    let (requests, pending) = crossbeam_channel::bounded(16);
+    let stop_within = drain_timeout(&ctx.config) + STOP_MARGIN;
     // Installed before binding so that a signal arriving during start-up
-    // still ends in an orderly shutdown (the signal is sticky).
-    if let Err(e) = install_signal_handler(shutdown.clone()) {
-        eprintln!("mtcp: cannot install signal handlers: {e}");
+    // still ends in an orderly shutdown (the signal is sticky), and a SIGHUP
+    // waits in the queue instead of killing the process.
+    let signals = SignalContext {
+        shutdown: shutdown.clone(),
+        requests,
+        notifier: ctx.notifier.clone(),
+        stop_within,
+    };
+    if let Err(e) = install_signal_handler(signals) {
+        fatal(format_args!("cannot install signal handlers: {e}"));
         return ExitCode::from(EXIT_OSERR);
     }
     let d = match bind() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("mtcp: cannot listen on {listen}: {e}");
+            fatal(format_args!("cannot listen on {listen}: {e}"));
             return ExitCode::from(EXIT_OSERR);
         }
     };
-    match run(d, shutdown) {
-        Ok(()) => {
-            info!("mtcp {role} stopped");
-            ExitCode::SUCCESS
-        }
+    let addr = d.local_addr().unwrap_or(listen);
+    start_operations(ctx, &d, addr, readiness, &shutdown, pending);
+    match d.run(shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mtcp: {role} failed: {e}");
+            fatal(format_args!("{role} failed: {e}"));
             ExitCode::FAILURE
         }
     }
 }
 
+fn drain_timeout(cfg: &Config) -> Duration {
+    match cfg {
+        Config::Server(c) => c.tunnel.drain_timeout,
+        Config::Client(c) => c.tunnel.drain_timeout,
+    }
+}
+
+/// Starts the helpers that run beside the daemon: the ops thread (reload,
+/// stats), the readiness notification and the watchdog. A failure to start
+/// one is logged and the daemon runs without it: they serve the operator,
+/// not the traffic.
+fn start_operations<D: Daemon>(
+    ctx: Context,
+    d: &D,
+    addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: &Shutdown,
+    pending: crossbeam_channel::Receiver<Request>,
+) {
+    let monitor = d.monitor();
+    let notifier = ctx.notifier.clone();
+    let ops = Ops {
+        path: ctx.path,
+        running: ctx.config,
+        logs: ctx.logs,
+        monitor: monitor.clone(),
+        notifier: notifier.clone(),
+    };
+    if let Err(e) = ops.spawn(pending) {
+        warn!("cannot start the ops thread (no reload, no stats): {e}");
+    }
+    let status = format!("listening on {addr}");
+    let ready = systemd::announce_ready(
+        notifier.clone(),
+        readiness,
+        status,
+        monitor.clone(),
+        shutdown.clone(),
+    );
+    if let Err(e) = ready {
+        warn!("cannot start the readiness thread: {e}");
+    }
+    if let (Some(n), Some(every)) = (notifier, systemd::watchdog_interval_from_env())
+        && let Err(e) = systemd::start_watchdog(n, every, monitor)
+    {
+        warn!("cannot start the watchdog thread: {e}");
+    }
+}
+
+/// What the signal thread needs.
+struct SignalContext {
+    shutdown: Shutdown,
+    requests: Sender<Request>,
+    notifier: Option<Arc<Notifier>>,
+    /// How long a graceful stop may take; told to systemd so it does not
+    /// kill a long drain.
+    stop_within: Duration,
+}
+
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once, so
-/// an operator is never stuck waiting for a drain.
-fn install_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+/// an operator is never stuck waiting for a drain. SIGHUP and SIGUSR1 become
+/// requests to the ops thread (reload, stats report); neither can stop the
+/// daemon.
+fn install_signal_handler(ctx: SignalContext) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut seen = false;
+            let mut stopping = false;
             for sig in signals.forever() {
-                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-                if seen {
-                    warn!("{name} received during shutdown, exiting now");
-                    std::process::exit(1);
+                match sig {
+                    SIGHUP => {
+                        info!("SIGHUP received, reloading the config file");
+                        let _ = ctx.requests.try_send(Request::Reload);
+                    }
+                    SIGUSR1 => {
+                        let _ = ctx.requests.try_send(Request::Stats);
+                    }
+                    _ => {
+                        on_stop_signal(sig, stopping, &ctx);
+                        stopping = true;
+                    }
                 }
-                seen = true;
-                info!("{name} received, shutting down (send it again to exit at once)");
-                shutdown.trigger();
             }
         })?;
     Ok(())
 }
 
-/// Logs to stderr at `info` unless RUST_LOG says otherwise. Under systemd
-/// (JOURNAL_STREAM set) timestamps are left out because journald adds its
-/// own, and each line starts with a syslog `<N>` priority so journald records
-/// the right level.
-fn init_logging() {
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+fn on_stop_signal(sig: i32, stopping: bool, ctx: &SignalContext) {
+    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+    if stopping {
+        warn!("{name} received during shutdown, exiting now");
+        std::process::exit(1);
+    }
+    info!("{name} received, shutting down (send it again to exit at once)");
+    systemd::notify(
+        ctx.notifier.as_ref(),
+        &format!(
+            "STOPPING=1\nSTATUS=draining open streams\n{}",
+            systemd::extend_timeout(ctx.stop_within)
+        ),
+    );
+    ctx.shutdown.trigger();
+}
+
+/// Logs to stderr. Without `RUST_LOG` the level is the config file's
+/// `log_level` (info until the file is read), changeable by SIGHUP; with
+/// `RUST_LOG` the environment decides, module filters included, and the key
+/// is ignored. Under systemd (JOURNAL_STREAM set) timestamps are left out
+/// because journald adds its own, and each line starts with a syslog `<N>`
+/// priority so journald records the right level.
+fn init_logging() -> LogControl {
+    let env_override = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+    let mut builder = if env_override {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    } else {
+        // Everything passes the logger; `log::set_max_level` is the one knob,
+        // which is what lets a reload change the level.
+        let mut b = env_logger::Builder::new();
+        b.filter_level(log::LevelFilter::Trace);
+        b
+    };
+    if under_journald() {
         builder.format(|buf, record| {
             let priority = match record.level() {
                 log::Level::Error => 3,
@@ -162,4 +350,8 @@ fn init_logging() {
     }
     // Only fails if a logger is already set, which cannot happen here.
     let _ = builder.try_init();
+    if !env_override {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    LogControl { env_override }
 }

@@ -9,8 +9,10 @@
 use crate::config::{Role, ServerConfig};
 use crate::frame::{self, Frame, LinkReason, RstReason};
 use crate::link::{self, HandshakeError, PeerLimits};
-use crate::session::{Backend, Session};
+use crate::secure::{self, Sealer};
+use crate::session::{Backend, Session, StreamBudget};
 use crate::shutdown::Shutdown;
+use crate::stats::Monitor;
 use crate::thread::{self, ThreadCount, lock};
 use std::collections::HashMap;
 use std::io;
@@ -19,9 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Handshakes in progress at once; connections beyond are closed at once, so
-/// a flood of idle connections cannot exhaust threads.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// How often the reaper looks for abandoned sessions.
 const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -30,6 +29,7 @@ pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
     threads: ThreadCount,
+    monitor: Monitor,
 }
 
 struct Registry {
@@ -38,6 +38,7 @@ struct Registry {
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
     pending: AtomicUsize,
     shutdown: Shutdown,
+    budget: Arc<StreamBudget>,
 }
 
 impl Server {
@@ -49,6 +50,7 @@ impl Server {
             listener,
             config,
             threads: ThreadCount::default(),
+            monitor: Monitor::new(),
         })
     }
 
@@ -62,6 +64,12 @@ impl Server {
         self.threads.clone()
     }
 
+    /// A window onto the server's sessions for stats and the watchdog; it
+    /// sees them while [`run`](Self::run) runs.
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
+    }
+
     /// Serves until `shutdown` fires, then drains streams for up to the
     /// configured drain time and returns once every thread has ended.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
@@ -71,13 +79,18 @@ impl Server {
             self.config.backend,
             self.config.max_links_per_session
         );
+        warn_if_open(&self.config, addr);
         let registry = Arc::new(Registry {
             config: self.config.clone(),
             threads: self.threads.clone(),
             sessions: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
+            budget: Arc::new(StreamBudget::new(self.config.max_total_streams)),
         });
+        let reg = registry.clone();
+        self.monitor
+            .attach(move || lock(&reg.sessions).values().cloned().collect());
         wake_on_shutdown(&self.threads, &shutdown, addr)?;
         let reg = registry.clone();
         thread::spawn(&self.threads, "server-reaper".into(), move || {
@@ -86,6 +99,7 @@ impl Server {
         })?;
         self.accept_loop(&registry, &shutdown);
         drain(&registry);
+        self.monitor.detach();
         if !self.threads.wait_idle(Duration::from_secs(5)) {
             log::warn!("{} threads still running at exit", self.threads.live());
         }
@@ -106,7 +120,8 @@ impl Server {
                     continue;
                 }
             };
-            if registry.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+            if registry.pending.fetch_add(1, Ordering::SeqCst) >= self.config.max_pending_handshakes
+            {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
                 log::warn!(
                     "too many handshakes in progress, closing connection from {:?}",
@@ -125,6 +140,20 @@ impl Server {
                 log::warn!("cannot start handshake thread: {e}");
             }
         }
+    }
+}
+
+/// An unauthenticated server on a public address lets anyone who reaches
+/// it open connections to the backend: say so loudly at start-up.
+fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
+    if config.tunnel.secret.is_none() && !addr.ip().is_loopback() {
+        log::warn!(
+            "no secret configured and listening on {addr}: anyone who can reach this port can \
+             open connections to {} through it; set `secret_file` (see README, Security)",
+            config.backend
+        );
+    } else if config.tunnel.secret.is_some() && !config.tunnel.encrypt {
+        log::warn!("links are authenticated but not encrypted (encrypt = false)");
     }
 }
 
@@ -152,9 +181,25 @@ pub(crate) fn wake_on_shutdown(
     Ok(())
 }
 
-fn refuse(sock: &mut TcpStream, peer: SocketAddr, reason: LinkReason) -> Result<(), String> {
+fn refuse(
+    sock: &mut TcpStream,
+    sealer: &mut Sealer,
+    peer: SocketAddr,
+    reason: LinkReason,
+) -> Result<(), String> {
     log::warn!("link from {peer} refused: {reason}");
-    let _ = link::write_frame(sock, &Frame::Refuse(reason));
+    let _ = sealer.send_frame(sock, &Frame::Refuse(reason));
+    Ok(())
+}
+
+/// A connection that closes before its handshake is routine (port probes,
+/// health checks); one that times out or breaks is worth an info line.
+fn log_unfinished(peer: SocketAddr, e: &io::Error) -> Result<(), String> {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        log::debug!("connection from {peer} closed before its handshake");
+    } else {
+        log::info!("link from {peer}: handshake not completed: {e}");
+    }
     Ok(())
 }
 
@@ -168,43 +213,46 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
     if let Err(e) = setup {
         return Err(format!("link from {peer}: {e}"));
     }
+    let tunnel = &reg.config.tunnel;
+    let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
+    let (mut sealer, mut opener, prefix) = match channel {
+        Ok(channel) => channel,
+        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e),
+        Err(e) => {
+            log::warn!("link from {peer} refused: {e}");
+            return Ok(());
+        }
+    };
     let mut buf = [0u8; 68];
-    let hello = match link::read_handshake_frame(&mut sock, &mut buf) {
+    let hello = match opener.recv_frame(&mut sock, prefix, &mut buf) {
         Ok(Frame::Hello(h)) => h,
         Ok(other) => {
             log::warn!("link from {peer}: expected HELLO, got {other:?}");
-            return refuse(&mut sock, peer, LinkReason::Protocol);
+            return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
-        Err(HandshakeError::Refused(r)) => return refuse(&mut sock, peer, r),
-        Err(HandshakeError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            log::debug!("connection from {peer} closed before its handshake");
-            return Ok(());
-        }
-        Err(HandshakeError::Io(e)) => {
-            log::info!("link from {peer}: handshake not completed: {e}");
-            return Ok(());
-        }
+        Err(HandshakeError::Refused(r)) => return refuse(&mut sock, &mut sealer, peer, r),
+        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e),
         Err(e) => {
             log::warn!("link from {peer}: bad handshake: {e}");
-            return refuse(&mut sock, peer, LinkReason::Protocol);
+            return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
     };
     if hello.version != frame::VERSION {
-        return refuse(&mut sock, peer, LinkReason::Version);
+        return refuse(&mut sock, &mut sealer, peer, LinkReason::Version);
     }
     if hello.max_payload < 512 || hello.window < 512 {
-        return refuse(&mut sock, peer, LinkReason::Protocol);
+        return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
     }
     let session = match join_session(reg, &hello, peer) {
         Ok(s) => s,
-        Err(reason) => return refuse(&mut sock, peer, reason),
+        Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
     };
     let welcome = Frame::Welcome(frame::Welcome {
         version: frame::VERSION,
         max_payload: reg.config.tunnel.buffer_size as u32,
         window: reg.config.tunnel.stream_window,
     });
-    if let Err(e) = link::write_frame(&mut sock, &welcome) {
+    if let Err(e) = sealer.send_frame(&mut sock, &welcome) {
         log::warn!("link from {peer}: cannot send WELCOME: {e}");
         return Ok(());
     }
@@ -212,9 +260,15 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
         max_payload: hello.max_payload,
         window: hello.window,
     });
-    link::start(&session, sock, hello.link_index, &reg.threads)
-        .map(|_| ())
-        .map_err(|e| format!("link from {peer}: {e}"))
+    link::start(
+        &session,
+        sock,
+        hello.link_index,
+        &reg.threads,
+        (sealer, opener),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("link from {peer}: {e}"))
 }
 
 fn join_session(
@@ -244,6 +298,7 @@ fn join_session(
     let backend = Backend {
         endpoint: reg.config.backend.clone(),
         timeout: reg.config.backend_connect_timeout,
+        budget: reg.budget.clone(),
     };
     let session = Session::new(
         hello.session_id,

@@ -18,10 +18,10 @@ use crate::stream::{self, Resend, Stream};
 use crate::thread::{ThreadCount, lock};
 use crossbeam_channel::Sender;
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,11 @@ thread_local! {
     static NEVER_BLOCK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks the calling thread as a link reader (see `NEVER_BLOCK`).
-pub fn mark_never_block() {
-    NEVER_BLOCK.with(|c| c.set(true));
+/// Marks the calling thread as a link reader (see `NEVER_BLOCK`), or, with
+/// `false`, as one that may block again (a dead link's reader re-sending what
+/// its link lost must not drop any of it).
+pub fn set_never_block(on: bool) {
+    NEVER_BLOCK.with(|c| c.set(on));
 }
 
 /// Where the server connects the streams of a session.
@@ -41,6 +43,44 @@ pub fn mark_never_block() {
 pub struct Backend {
     pub endpoint: Endpoint,
     pub timeout: Duration,
+    /// Streams of all sessions together, against `max_total_streams`.
+    pub budget: Arc<StreamBudget>,
+}
+
+/// A count of streams shared by all sessions of a server, so that many
+/// sessions together stay within one limit.
+pub struct StreamBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl StreamBudget {
+    /// A budget of `limit` streams.
+    pub fn new(limit: usize) -> Self {
+        StreamBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Streams counted now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
 }
 
 /// Something the owner of a session wants to hear about.
@@ -78,10 +118,19 @@ impl std::fmt::Display for OpenError {
 /// Stream ids a session has ever seen, so a late frame of a finished stream
 /// never re-creates it. Ids are handed out in order, so everything below
 /// `low` has been seen and only the few above it need remembering.
-#[derive(Default)]
 struct SeenIds {
     low: u64,
     above: BTreeSet<u64>,
+}
+
+impl Default for SeenIds {
+    /// Stream ids start at 1; 0 is never valid and counts as seen.
+    fn default() -> Self {
+        SeenIds {
+            low: 1,
+            above: BTreeSet::new(),
+        }
+    }
 }
 
 impl SeenIds {
@@ -100,16 +149,49 @@ impl SeenIds {
     }
 }
 
+/// How a stream that left the table ended, remembered for a while because
+/// the frame that told the peer (its last ACK, or an RST) may have died with
+/// a link: a peer that re-sends FIN gets the answer again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Finished,
+    /// Reset; `told` when we sent the RST (so it is ours to repeat).
+    Reset {
+        reason: RstReason,
+        told: bool,
+    },
+}
+
+/// Most recently closed streams remembered per session.
+const RECENTLY_CLOSED: usize = 1024;
+
 struct StreamTable {
     map: HashMap<StreamId, Arc<Stream>>,
     seen: SeenIds,
     next_id: u64,
+    closed: VecDeque<StreamId>,
+    outcomes: HashMap<StreamId, Outcome>,
 }
 
-/// Byte counters for stats lines.
+impl StreamTable {
+    fn remember(&mut self, id: StreamId, outcome: Outcome) {
+        if self.outcomes.insert(id, outcome).is_none() {
+            self.closed.push_back(id);
+        }
+        while self.closed.len() > RECENTLY_CLOSED {
+            if let Some(old) = self.closed.pop_front() {
+                self.outcomes.remove(&old);
+            }
+        }
+    }
+}
+
+/// Counters for stats lines.
 #[derive(Default)]
 pub struct SessionStats {
     pub streams_opened: AtomicU64,
+    /// Frames sent again after a link failure (retransmissions).
+    pub frames_resent: AtomicU64,
 }
 
 /// One session: its links, its streams and its scheduler.
@@ -161,6 +243,8 @@ impl Session {
                 map: HashMap::new(),
                 seen: SeenIds::default(),
                 next_id: 1,
+                closed: VecDeque::new(),
+                outcomes: HashMap::new(),
             }),
             scheduler,
             reinject_pending: AtomicBool::new(false),
@@ -312,8 +396,19 @@ impl Session {
     }
 
     fn reinject(&self) {
-        let streams: Vec<Arc<Stream>> = lock(&self.streams).map.values().cloned().collect();
         let mut frames = Vec::new();
+        let streams: Vec<Arc<Stream>> = {
+            let table = lock(&self.streams);
+            for (id, outcome) in &table.outcomes {
+                if let Outcome::Reset { reason, told: true } = outcome {
+                    frames.push(Resend::Control(Frame::Rst {
+                        stream: *id,
+                        reason: *reason,
+                    }));
+                }
+            }
+            table.map.values().cloned().collect()
+        };
         for s in &streams {
             s.resend_frames(&mut frames);
         }
@@ -326,6 +421,9 @@ impl Session {
             frames.len(),
             streams.len()
         );
+        self.stats
+            .frames_resent
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
         for f in frames {
             match f {
                 Resend::Control(c) => self.send_control(c),
@@ -405,13 +503,14 @@ impl Session {
                     self.violation(&s, &v.0);
                 }
             }
-            Frame::Fin { stream, offset } => {
-                if let Some(s) = self.stream_for(stream, true)
-                    && let Err(v) = s.on_fin(offset)
-                {
-                    self.violation(&s, &v.0);
+            Frame::Fin { stream, offset } => match self.stream_for(stream, true) {
+                Some(s) => {
+                    if let Err(v) = s.on_fin(offset) {
+                        self.violation(&s, &v.0);
+                    }
                 }
-            }
+                None => self.answer_late_fin(stream, offset),
+            },
             Frame::Ack { stream, delivered } => {
                 if let Some(s) = self.stream_for(stream, false) {
                     match s.on_ack(delivered) {
@@ -429,7 +528,11 @@ impl Session {
                     );
                     self.abort_stream(&s, reason, false, true);
                 } else if self.role == Role::Server {
-                    lock(&self.streams).seen.insert(u64::from(stream));
+                    // A stream reset before it reached us must not open later.
+                    let mut table = lock(&self.streams);
+                    if table.seen.above.len() < 4 * self.tunnel.max_streams + 1024 {
+                        table.seen.insert(u64::from(stream));
+                    }
                 }
             }
             Frame::GoAway(reason) => {
@@ -444,6 +547,21 @@ impl Session {
             other => return Err(format!("unexpected frame after handshake: {other:?}")),
         }
         Ok(())
+    }
+
+    /// A FIN for a stream that already left the table: its final ACK (or
+    /// our RST) was lost with a link, and the peer is asking again.
+    fn answer_late_fin(&self, stream: StreamId, offset: u64) {
+        let outcome = lock(&self.streams).outcomes.get(&stream).copied();
+        let reply = match outcome {
+            Some(Outcome::Finished) => Frame::Ack {
+                stream,
+                delivered: offset + 1,
+            },
+            Some(Outcome::Reset { reason, .. }) => Frame::Rst { stream, reason },
+            None => return,
+        };
+        self.send_control(reply);
     }
 
     fn violation(&self, s: &Arc<Stream>, what: &str) {
@@ -466,14 +584,32 @@ impl Session {
         if !create || self.role != Role::Server || table.seen.contains(u64::from(id)) {
             return None;
         }
-        table.seen.insert(u64::from(id));
         let limit = self.tunnel.max_streams;
-        if table.map.len() >= limit || self.is_closed() || self.peer_going_away() {
+        // Ids are handed out in order, so only a hostile peer leaves this
+        // many gaps; refusing keeps the set of seen ids bounded.
+        let gaps_ok = table.seen.above.len() < 4 * limit + 1024;
+        if gaps_ok {
+            table.seen.insert(u64::from(id));
+        }
+        let budget = self.backend.as_ref().map(|b| &b.budget);
+        let refused = !gaps_ok
+            || table.map.len() >= limit
+            || self.is_closed()
+            || self.peer_going_away()
+            || budget.is_some_and(|b| !b.try_take());
+        if refused {
             drop(table);
+            let total = budget.map(|b| format!(", server-wide {} of {}", b.used(), b.limit));
             log::warn!(
-                "session {:016x} stream {id}: refused ({} streams open, limit {limit})",
+                "session {:016x} stream {id}: refused ({} of {limit} streams open in session{}{})",
                 self.id,
-                self.stream_count()
+                self.stream_count(),
+                total.unwrap_or_default(),
+                if self.peer_going_away() || self.is_closed() {
+                    ", closing"
+                } else {
+                    ""
+                }
             );
             self.send_control(Frame::Rst {
                 stream: id,
@@ -535,7 +671,13 @@ impl Session {
                 reason,
             });
         }
-        self.forget_stream(s.id);
+        self.drop_stream(
+            s.id,
+            Outcome::Reset {
+                reason,
+                told: tell_peer,
+            },
+        );
     }
 
     /// Resets the stream `id` if it is still open.
@@ -546,13 +688,21 @@ impl Session {
         }
     }
 
-    /// Drops a finished stream from the table.
+    /// Drops a stream whose both directions finished from the table.
     pub fn forget_stream(&self, id: StreamId) {
+        self.drop_stream(id, Outcome::Finished);
+    }
+
+    fn drop_stream(&self, id: StreamId, outcome: Outcome) {
         let left = {
             let mut table = lock(&self.streams);
             if table.map.remove(&id).is_none() {
                 return;
             }
+            if let Some(b) = &self.backend {
+                b.budget.give_back();
+            }
+            table.remember(id, outcome);
             table.map.len()
         };
         log::debug!("session {:016x} stream {id}: closed, {left} open", self.id);
@@ -606,5 +756,41 @@ impl Session {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_ids_remember_out_of_order_arrivals_compactly() {
+        let mut seen = SeenIds::default();
+        for id in [1u64, 3, 2, 5] {
+            seen.insert(id);
+        }
+        assert!(seen.contains(0) && seen.contains(1) && seen.contains(2) && seen.contains(3));
+        assert!(!seen.contains(4));
+        assert!(seen.contains(5));
+        seen.insert(4);
+        assert_eq!(seen.low, 6);
+        assert!(seen.above.is_empty());
+    }
+
+    #[test]
+    fn recently_closed_streams_are_bounded() {
+        let mut table = StreamTable {
+            map: HashMap::new(),
+            seen: SeenIds::default(),
+            next_id: 1,
+            closed: VecDeque::new(),
+            outcomes: HashMap::new(),
+        };
+        for id in 0..(RECENTLY_CLOSED as u32 + 10) {
+            table.remember(id, Outcome::Finished);
+        }
+        assert_eq!(table.outcomes.len(), RECENTLY_CLOSED);
+        assert!(!table.outcomes.contains_key(&0));
+        assert!(table.outcomes.contains_key(&(RECENTLY_CLOSED as u32 + 9)));
     }
 }

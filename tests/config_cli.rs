@@ -294,13 +294,21 @@ fn default_config_files_are_read_from_the_working_directory() {
 #[test]
 fn check_accepts_both_example_configs() {
     let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc");
+    // The examples read their secret from `mtcp.secret` next to them, as an
+    // installation would have it; the repository ships no secret.
+    let dir = TempDir::new("etc");
+    let secret = dir.write("mtcp.secret", "0123456789abcdef0123456789abcdef\n");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod secret");
     let mut checked = 0;
     for (file, mode) in [
         ("config.server.toml", "server"),
         ("config.client.toml", "client"),
     ] {
-        let path = etc.join(file);
-        assert!(path.is_file(), "{} is missing", path.display());
+        let original = etc.join(file);
+        assert!(original.is_file(), "{} is missing", original.display());
+        let text = std::fs::read_to_string(&original).expect("read example");
+        let path = dir.write(file, &text);
         let out = run(&["check", "-c", path_str(&path)]);
         assert_eq!(out.code, Some(0), "{file}: stderr: {}", out.stderr);
         assert!(
@@ -314,9 +322,51 @@ fn check_accepts_both_example_configs() {
             "{}",
             out.stdout
         );
+        assert!(out.stdout.contains("encrypt = true"), "{}", out.stdout);
+        assert!(
+            !out.stdout.contains("0123456789abcdef"),
+            "secret printed: {}",
+            out.stdout
+        );
         checked += 1;
     }
     assert_eq!(checked, 2);
+}
+
+#[test]
+fn secret_file_problems_name_the_key() {
+    let dir = TempDir::new("secret");
+    let open_file = dir.write("open.secret", "0123456789abcdef0123456789abcdef");
+    std::fs::set_permissions(
+        &open_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    for (extra, key, words) in [
+        (
+            "secret_file = \"missing.secret\"",
+            "server.secret_file",
+            "missing.secret",
+        ),
+        (
+            "secret_file = \"open.secret\"",
+            "server.secret_file",
+            "chmod 600",
+        ),
+        ("secret = \"short\"", "server.secret", "at least"),
+        ("encrypt = true", "server.encrypt", "secret"),
+    ] {
+        let text = format!("{SERVER}{extra}\n");
+        let path = dir.write("s.toml", &text);
+        let out = run(&["check", "-c", path_str(&path)]);
+        assert_eq!(out.code, Some(EX_CONFIG), "{extra}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("`{key}`")),
+            "{extra}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(words), "{extra}: {}", out.stderr);
+    }
 }
 
 #[test]

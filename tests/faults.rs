@@ -46,21 +46,25 @@ impl Bed {
             true,
             &format!("{FAST}\nreconnect_min_ms = 20\nreconnect_max_ms = 200\n{client_extra}"),
         ));
-        assert!(
-            wait_until(Duration::from_secs(5), || proxy.open() == pool),
-            "pool did not come up"
-        );
-        Bed {
+        let bed = Bed {
             backend,
             server,
             proxy,
             client,
             pool,
-        }
+        };
+        assert!(bed.pool_restored(), "pool did not come up");
+        bed
     }
 
+    /// True once both daemons have the whole pool joined to their session
+    /// (not just connected: the threads of every link are running).
     fn pool_restored(&self) -> bool {
-        wait_until(Duration::from_secs(10), || self.proxy.open() == self.pool)
+        wait_until(Duration::from_secs(10), || {
+            self.proxy.open() == self.pool
+                && self.client.monitor.snapshot().link_count() == self.pool
+                && self.server.monitor.snapshot().link_count() == self.pool
+        })
     }
 
     /// Thread and descriptor counts once the bed is idle.
@@ -162,6 +166,15 @@ impl Write for Counted<'_> {
     }
 }
 
+/// One line per fault test for the README's reliability table; printed
+/// only after every byte was compared, so a line means "lost 0".
+fn report(test: &str, faults: &str, bytes: u64) {
+    eprintln!(
+        "RELIABILITY | {test} | {faults} | {} MiB | 0 |",
+        bytes / MIB
+    );
+}
+
 fn assert_back_to(bed: &Bed, baseline: (usize, usize, usize)) {
     let settled = wait_until(Duration::from_secs(10), || {
         let now = bed.census();
@@ -191,6 +204,11 @@ fn one_link_killed_mid_transfer_loses_nothing() {
         up.finish();
         assert!(bed.pool_restored());
         assert_back_to(&bed, baseline);
+        report(
+            "one link killed mid-transfer (4 links)",
+            "1 link reset",
+            2 * len,
+        );
     });
 }
 
@@ -211,6 +229,11 @@ fn all_links_killed_repeatedly_loses_nothing() {
         down.finish();
         up.finish();
         assert_back_to(&bed, baseline);
+        report(
+            "all links killed at once, 5 times (4 links)",
+            "20 link resets",
+            2 * len,
+        );
     });
 }
 
@@ -242,6 +265,7 @@ fn blackholed_link_is_detected_and_transfer_completes() {
         down.finish();
         assert!(bed.pool_restored());
         assert_back_to(&bed, baseline);
+        report("one link blackholed (4 links)", "1 silent link", len);
     });
 }
 
@@ -264,6 +288,11 @@ fn outage_shorter_than_grace_is_survived() {
         up.finish();
         assert!(bed.pool_restored());
         assert_back_to(&bed, baseline);
+        report(
+            "total outage of 1.5 s (grace 10 s)",
+            "4 link resets + 1.5 s refused",
+            2 * len,
+        );
     });
 }
 
@@ -337,4 +366,125 @@ fn try_upload(client: &ClientHandle, seed: u64, len: u64) -> std::io::Result<boo
     let mut reply = [0u8; 32];
     app.read_exact(&mut reply)?;
     Ok(reply == sent)
+}
+
+#[test]
+fn orphaned_session_is_reaped_after_grace() {
+    let _g = serial();
+    within(Duration::from_secs(60), || {
+        // The client vanishes (crash, cable): the server must free the
+        // session and its backend connections once the grace period is over.
+        let bed = Bed::start(2, "session_grace_ms = 500", "session_grace_ms = 60000");
+        let mut app = bed.client.connect();
+        app.write_all(b"Eping").unwrap();
+        let mut four = [0u8; 4];
+        app.read_exact(&mut four).unwrap();
+        assert_eq!(bed.backend.open.load(Ordering::SeqCst), 1);
+        bed.proxy.set_refusing(true);
+        bed.proxy.cut_all();
+        let start = Instant::now();
+        assert!(
+            wait_until(Duration::from_secs(5), || bed
+                .backend
+                .open
+                .load(Ordering::SeqCst)
+                == 0),
+            "backend connection of the orphaned session still open"
+        );
+        eprintln!("orphaned session reaped after {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "reaped before the grace period"
+        );
+    });
+}
+
+#[test]
+fn server_shutdown_drains_in_flight_streams() {
+    let _g = serial();
+    within(Duration::from_secs(120), || {
+        let mut bed = Bed::start(4, "", "");
+        let len = 128 * MIB;
+        let down = Transfer::download(&bed.client, 81, len);
+        let up = Transfer::upload(&bed.client, 82, len);
+        down.wait_progress(len / 4);
+        bed.server.shutdown.trigger();
+        down.finish();
+        up.finish();
+        report(
+            "server SIGTERM-style drain mid-transfer",
+            "server shutdown",
+            2 * len,
+        );
+        let start = Instant::now();
+        bed.server.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "server took {:?} to stop after draining",
+            start.elapsed()
+        );
+        assert_eq!(
+            bed.server.threads.live(),
+            0,
+            "server threads left after stop"
+        );
+    });
+}
+
+#[test]
+fn client_shutdown_drains_in_flight_streams() {
+    let _g = serial();
+    within(Duration::from_secs(120), || {
+        let mut bed = Bed::start(4, "", "");
+        let len = 128 * MIB;
+        let down = Transfer::download(&bed.client, 91, len);
+        let up = Transfer::upload(&bed.client, 92, len);
+        down.wait_progress(len / 4);
+        bed.client.shutdown.trigger();
+        down.finish();
+        up.finish();
+        report(
+            "client SIGTERM-style drain mid-transfer",
+            "client shutdown",
+            2 * len,
+        );
+        let start = Instant::now();
+        bed.client.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "client took {:?} to stop after draining",
+            start.elapsed()
+        );
+        assert_eq!(
+            bed.client.threads.live(),
+            0,
+            "client threads left after stop"
+        );
+        // The server forgets the session at once (GOAWAY), not after the grace.
+        assert!(wait_until(Duration::from_secs(3), || bed
+            .backend
+            .open
+            .load(Ordering::SeqCst)
+            == 0));
+    });
+}
+
+#[test]
+fn drain_timeout_cuts_streams_that_do_not_finish() {
+    let _g = serial();
+    within(Duration::from_secs(60), || {
+        let mut bed = Bed::start(2, "drain_timeout_ms = 300", "");
+        let mut app = bed.client.connect();
+        app.write_all(b"Eping").unwrap();
+        let mut four = [0u8; 4];
+        app.read_exact(&mut four).unwrap();
+        let start = Instant::now();
+        bed.server.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "stop took {:?}",
+            start.elapsed()
+        );
+        expect_reset(&mut app, Duration::from_secs(3));
+    });
 }

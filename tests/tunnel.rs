@@ -105,6 +105,75 @@ fn expect_reset_or_close(app: &mut TcpStream, limit: Duration) {
 }
 
 #[test]
+fn half_close_by_backend_first_then_application_keeps_sending() {
+    within(Duration::from_secs(60), || {
+        let t = Tunnel::start(4, true);
+        let mut app = t.client.connect();
+        app.write_all(b"W").unwrap();
+        app.write_all(&MIB.to_be_bytes()).unwrap();
+        app.write_all(&13u64.to_be_bytes()).unwrap();
+        let (n, hash) = read_to_end_hash(&mut app).unwrap();
+        assert_eq!(
+            (n, hash),
+            (MIB, pattern_hash(13, MIB)),
+            "backend's bytes before its FIN"
+        );
+        // The backend has shut its write side; ours must still be open.
+        let sent = send_pattern(&mut app, 14, MIB).unwrap();
+        app.shutdown(Direction::Write).unwrap();
+        let got = || t.backend.received.lock().unwrap().first().copied();
+        assert!(
+            wait_until(Duration::from_secs(10), || got().is_some()),
+            "backend never saw our FIN"
+        );
+        assert_eq!(
+            got(),
+            Some(sent),
+            "backend received different bytes after its half-close"
+        );
+    });
+}
+
+#[test]
+fn backend_connect_timeout_reaches_application_within_two_seconds() {
+    within(Duration::from_secs(30), || {
+        init_logging();
+        // A listener that never accepts, with its queue filled: further SYNs
+        // are dropped, so a connect to it times out rather than fails.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        sock.listen(0).unwrap();
+        let addr = sock.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        let probe_times_out = loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => fillers.push(s),
+                Err(_) => break true,
+            }
+            if fillers.len() > 64 {
+                break false;
+            }
+        };
+        if !probe_times_out {
+            eprintln!("cannot make a connect time out on this kernel; skipping");
+            return;
+        }
+        let server = start_server_toml(&server_toml(addr, 2, "backend_connect_timeout_ms = 500"));
+        let client = start_client_toml(&client_toml(server.addr, 2, true, ""));
+        let mut app = client.connect();
+        let _ = app.write_all(b"hello");
+        expect_reset_or_close(&mut app, Duration::from_secs(2));
+    });
+}
+
+#[test]
 fn backend_down_reaches_application_within_two_seconds() {
     within(Duration::from_secs(30), || {
         init_logging();

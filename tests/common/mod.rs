@@ -116,11 +116,15 @@ pub fn pattern_hash(seed: u64, len: u64) -> [u8; 32] {
 /// - `R` + u64 len + u64 seed: read to EOF, reply sha256 then `len` pattern bytes (half-close test).
 /// - `X`: read the command, then reset the connection (SO_LINGER 0).
 /// - `S`: never read anything; send forever (stalled-reader test).
+/// - `W` + u64 len + u64 seed: send `len` pattern bytes, shut down the write
+///   side first, then read to EOF and record the sha256 in `received`.
 pub struct Backend {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
     /// Connections whose handler has not returned yet.
     pub open: Arc<AtomicUsize>,
+    /// Checksums recorded by `W` connections.
+    pub received: Arc<std::sync::Mutex<Vec<[u8; 32]>>>,
 }
 
 impl Backend {
@@ -129,15 +133,16 @@ impl Backend {
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
-        let (count, live) = (accepted.clone(), open.clone());
+        let received: Arc<std::sync::Mutex<Vec<[u8; 32]>>> = Arc::default();
+        let (count, live, got) = (accepted.clone(), open.clone(), received.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(sock) = conn else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
                 live.fetch_add(1, Ordering::SeqCst);
-                let live = live.clone();
+                let (live, got) = (live.clone(), got.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(sock);
+                    let _ = serve(sock, &got);
                     live.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -146,6 +151,7 @@ impl Backend {
             addr,
             accepted,
             open,
+            received,
         }
     }
 }
@@ -156,7 +162,7 @@ fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
-fn serve(mut sock: TcpStream) -> io::Result<()> {
+fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io::Result<()> {
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut cmd = [0u8; 1];
@@ -186,6 +192,15 @@ fn serve(mut sock: TcpStream) -> io::Result<()> {
             sock.write_all(&hash)?;
             send_pattern(&mut sock, seed, len)?;
         }
+        b'W' => {
+            let len = read_u64(&mut sock)?;
+            let seed = read_u64(&mut sock)?;
+            send_pattern(&mut sock, seed, len)?;
+            sock.shutdown(Direction::Write)?;
+            let (_, hash) = read_to_end_hash(&mut sock)?;
+            received.lock().expect("backend lock").push(hash);
+            return Ok(());
+        }
         b'X' => {
             socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO))?;
             return Ok(());
@@ -208,6 +223,7 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub threads: mtcp::thread::ThreadCount,
+    pub monitor: mtcp::stats::Monitor,
     join: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -231,6 +247,7 @@ pub struct ClientHandle {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
     pub threads: mtcp::thread::ThreadCount,
+    pub monitor: mtcp::stats::Monitor,
     join: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -288,6 +305,7 @@ pub fn start_server_toml(text: &str) -> ServerHandle {
     let server = Server::bind(cfg).expect("bind server");
     let addr = server.local_addr().expect("server addr");
     let threads = server.thread_count();
+    let monitor = server.monitor();
     let shutdown = Shutdown::new();
     let sd = shutdown.clone();
     let join = std::thread::spawn(move || server.run(sd));
@@ -295,6 +313,7 @@ pub fn start_server_toml(text: &str) -> ServerHandle {
         addr,
         shutdown,
         threads,
+        monitor,
         join: Some(join),
     }
 }
@@ -308,6 +327,7 @@ pub fn start_client_toml(text: &str) -> ClientHandle {
     let client = Client::bind(cfg).expect("bind client");
     let addr = client.local_addr().expect("client addr");
     let threads = client.thread_count();
+    let monitor = client.monitor();
     let shutdown = Shutdown::new();
     let sd = shutdown.clone();
     let join = std::thread::spawn(move || client.run(sd));
@@ -315,6 +335,7 @@ pub fn start_client_toml(text: &str) -> ClientHandle {
         addr,
         shutdown,
         threads,
+        monitor,
         join: Some(join),
     }
 }
@@ -459,7 +480,15 @@ struct Relayed {
     inbound: TcpStream,
     outbound: TcpStream,
     blackholed: std::sync::atomic::AtomicBool,
+    /// What passed, both directions, up to `TAP_LIMIT` each.
+    tap: Arc<Tap>,
 }
+
+/// Bytes a relayed connection carried: `[client→server, server→client]`.
+type Tap = [std::sync::Mutex<Vec<u8>>; 2];
+
+/// Bytes per direction and connection a [`FaultProxy`] records.
+const TAP_LIMIT: usize = 8 * 1024 * 1024;
 
 /// A relay between client and server that injects faults from outside the
 /// daemons: cut links with a TCP reset, blackhole them (bytes vanish, no FIN
@@ -470,6 +499,9 @@ pub struct FaultProxy {
     refusing: Arc<std::sync::atomic::AtomicBool>,
     target: Arc<std::sync::Mutex<SocketAddr>>,
     pub accepted: Arc<AtomicUsize>,
+    /// The taps of every connection ever relayed (not the sockets, which
+    /// close with their connection), for inspection after it closed.
+    history: Arc<std::sync::Mutex<Vec<Arc<Tap>>>>,
 }
 
 impl FaultProxy {
@@ -482,12 +514,14 @@ impl FaultProxy {
             refusing: Arc::default(),
             target: Arc::new(std::sync::Mutex::new(target)),
             accepted: Arc::default(),
+            history: Arc::default(),
         };
-        let (conns, refusing, target, accepted) = (
+        let (conns, refusing, target, accepted, history) = (
             proxy.conns.clone(),
             proxy.refusing.clone(),
             proxy.target.clone(),
             proxy.accepted.clone(),
+            proxy.history.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -505,13 +539,16 @@ impl FaultProxy {
                     inbound,
                     outbound,
                     blackholed: Default::default(),
+                    tap: Arc::default(),
                 });
                 conns.lock().unwrap().push(r.clone());
+                history.lock().unwrap().push(r.tap.clone());
                 let conns = conns.clone();
                 std::thread::spawn(move || {
                     let (r1, r2) = (r.clone(), r.clone());
-                    let t = std::thread::spawn(move || fault_pipe(&r1, &r1.inbound, &r1.outbound));
-                    fault_pipe(&r2, &r2.outbound, &r2.inbound);
+                    let t =
+                        std::thread::spawn(move || fault_pipe(&r1, 0, &r1.inbound, &r1.outbound));
+                    fault_pipe(&r2, 1, &r2.outbound, &r2.inbound);
                     let _ = t.join();
                     conns.lock().unwrap().retain(|c| !Arc::ptr_eq(c, &r));
                 });
@@ -550,6 +587,24 @@ impl FaultProxy {
         self.refusing.store(on, Ordering::SeqCst);
     }
 
+    /// Client-to-server bytes of the `i`-th relayed connection (0-based).
+    pub fn tapped_upstream(&self, i: usize) -> Vec<u8> {
+        let history = self.history.lock().unwrap();
+        history
+            .get(i)
+            .map(|tap| tap[0].lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// True if `needle` passed through any relayed connection, either way.
+    pub fn saw(&self, needle: &[u8]) -> bool {
+        let history = self.history.lock().unwrap();
+        history.iter().any(|tap| {
+            tap.iter()
+                .any(|t| t.lock().unwrap().windows(needle.len()).any(|w| w == needle))
+        })
+    }
+
     /// New connections go to `addr` (a restarted server elsewhere).
     pub fn set_target(&self, addr: SocketAddr) {
         *self.target.lock().unwrap() = addr;
@@ -563,7 +618,7 @@ fn cut(c: &Relayed) {
     }
 }
 
-fn fault_pipe(r: &Relayed, mut from: &TcpStream, mut to: &TcpStream) {
+fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream) {
     let mut buf = vec![0u8; 64 * 1024];
     let clean = loop {
         let n = match from.read(&mut buf) {
@@ -571,6 +626,11 @@ fn fault_pipe(r: &Relayed, mut from: &TcpStream, mut to: &TcpStream) {
             Err(_) => break false,
             Ok(n) => n,
         };
+        {
+            let mut tap = r.tap[dir].lock().unwrap();
+            let room = TAP_LIMIT.saturating_sub(tap.len()).min(n);
+            tap.extend_from_slice(&buf[..room]);
+        }
         if r.blackholed.load(Ordering::SeqCst) {
             continue;
         }

@@ -1,0 +1,269 @@
+//! Operational statistics: what each session and link has done, read from
+//! outside the daemon's hot paths.
+//!
+//! The daemons keep their sessions private (the server in its registry, the
+//! client in its pool). A [`Monitor`] is the one window an operator-facing
+//! thread gets onto them: the daemon attaches a closure that lists its
+//! sessions when it starts running, and anyone holding a clone of the
+//! monitor can take a [`Snapshot`]. Counters are relaxed atomics kept by the
+//! link threads, so a snapshot costs a few lock acquisitions and never slows
+//! the data path.
+//!
+//! Taking a snapshot also proves that the daemon's shared state is not
+//! deadlocked (it takes the session table lock and each session's link and
+//! stream locks), which is what the systemd watchdog relies on.
+
+use crate::session::Session;
+use crate::thread::lock;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Lists a daemon's live sessions; supplied by the daemon itself.
+type SessionLister = Arc<dyn Fn() -> Vec<Arc<Session>> + Send + Sync>;
+
+/// A cloneable handle through which operator-facing threads (stats log,
+/// systemd readiness and watchdog) read a running daemon's sessions.
+///
+/// It exists so that those threads need no access to the server's registry
+/// or the client's pool, which stay private to their modules.
+#[derive(Clone, Default)]
+pub struct Monitor {
+    lister: Arc<Mutex<Option<SessionLister>>>,
+}
+
+impl Monitor {
+    /// A monitor with nothing attached: it sees no sessions until the daemon
+    /// starts running.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Called by the daemon when it starts running, with a closure that lists
+    /// its sessions. The closure must not take the monitor's lock.
+    pub fn attach(&self, lister: impl Fn() -> Vec<Arc<Session>> + Send + Sync + 'static) {
+        *lock(&self.lister) = Some(Arc::new(lister));
+    }
+
+    /// Called by the daemon when it stops, so the monitor no longer keeps its
+    /// state alive.
+    pub fn detach(&self) {
+        lock(&self.lister).take();
+    }
+
+    /// The sessions alive now; empty before the daemon runs or after it
+    /// stopped.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        // Cloned out first: the lister takes daemon locks, and holding ours
+        // meanwhile would order the two locks for no reason.
+        let lister = lock(&self.lister).clone();
+        lister.map(|f| f()).unwrap_or_default()
+    }
+
+    /// True when any session has at least one link up; the client's
+    /// readiness test.
+    pub fn any_link_up(&self) -> bool {
+        self.sessions().iter().any(|s| s.link_count() > 0)
+    }
+
+    /// Every counter of every session and link, read now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            sessions: self.sessions().iter().map(|s| session_stats(s)).collect(),
+        }
+    }
+}
+
+fn session_stats(s: &Session) -> SessionSnapshot {
+    let links = s
+        .links()
+        .iter()
+        .map(|l| LinkSnapshot {
+            id: l.id,
+            index: l.index,
+            peer: l.peer,
+            bytes_out: l.stats.bytes_out.load(Ordering::Relaxed),
+            bytes_in: l.stats.bytes_in.load(Ordering::Relaxed),
+            frames_out: l.stats.frames_out.load(Ordering::Relaxed),
+            frames_in: l.stats.frames_in.load(Ordering::Relaxed),
+            rtt_us: l.stats.rtt_us.load(Ordering::Relaxed),
+        })
+        .collect();
+    SessionSnapshot {
+        id: s.id,
+        streams_open: s.stream_count(),
+        streams_opened: s.stats.streams_opened.load(Ordering::Relaxed),
+        frames_resent: s.stats.frames_resent.load(Ordering::Relaxed),
+        links,
+    }
+}
+
+/// The counters of one link at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    /// Process-unique link id, as in the link's other log lines.
+    pub id: u64,
+    /// The link's slot in the client's pool.
+    pub index: u16,
+    /// The far end of the link.
+    pub peer: SocketAddr,
+    /// Bytes written to the link's socket.
+    pub bytes_out: u64,
+    /// Bytes read from the link's socket.
+    pub bytes_in: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Frames read.
+    pub frames_in: u64,
+    /// Round-trip time of the last PING in microseconds; 0 = not measured yet.
+    pub rtt_us: u64,
+}
+
+/// The counters of one session at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    /// Session id, as in the session's other log lines.
+    pub id: u64,
+    /// Streams open now.
+    pub streams_open: usize,
+    /// Streams opened since the session started.
+    pub streams_opened: u64,
+    /// Frames re-sent after link failures since the session started.
+    pub frames_resent: u64,
+    /// Its live links.
+    pub links: Vec<LinkSnapshot>,
+}
+
+/// Every session's and link's counters at one moment, for the stats log and
+/// the systemd status line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// One entry per live session.
+    pub sessions: Vec<SessionSnapshot>,
+}
+
+impl Snapshot {
+    /// Live links over all sessions.
+    pub fn link_count(&self) -> usize {
+        self.sessions.iter().map(|s| s.links.len()).sum()
+    }
+
+    /// Open streams over all sessions.
+    pub fn stream_count(&self) -> usize {
+        self.sessions.iter().map(|s| s.streams_open).sum()
+    }
+
+    /// One human line for `systemctl status` (the STATUS= notification).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} sessions, {} links, {} streams open",
+            self.sessions.len(),
+            self.link_count(),
+            self.stream_count()
+        )
+    }
+
+    /// The stats report as log lines: a total, then one line per session and
+    /// one per link. Lines are `key=value` so that they can be grepped and
+    /// parsed from the journal without knowing the wording.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "stats total sessions={} links={} streams_open={}",
+            self.sessions.len(),
+            self.link_count(),
+            self.stream_count()
+        )];
+        for s in &self.sessions {
+            out.push(format!(
+                "stats session={:016x} links={} streams_open={} streams_opened={} frames_resent={}",
+                s.id,
+                s.links.len(),
+                s.streams_open,
+                s.streams_opened,
+                s.frames_resent
+            ));
+            out.extend(s.links.iter().map(|l| link_line(s.id, l)));
+        }
+        out
+    }
+
+    /// Logs [`lines`](Self::lines) at info.
+    pub fn log(&self) {
+        for line in self.lines() {
+            log::info!("{line}");
+        }
+    }
+}
+
+fn link_line(session: u64, l: &LinkSnapshot) -> String {
+    let mut line = format!(
+        "stats session={session:016x} link={} id={} peer={} bytes_out={} bytes_in={} frames_out={} frames_in={}",
+        l.index, l.id, l.peer, l.bytes_out, l.bytes_in, l.frames_out, l.frames_in
+    );
+    if l.rtt_us == 0 {
+        line.push_str(" rtt_ms=-");
+    } else {
+        let _ = write!(line, " rtt_ms={:.3}", l.rtt_us as f64 / 1000.0);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u16, rtt_us: u64) -> LinkSnapshot {
+        LinkSnapshot {
+            id: 10 + u64::from(index),
+            index,
+            peer: "127.0.0.1:8000".parse().expect("addr"),
+            bytes_out: 100,
+            bytes_in: 200,
+            frames_out: 3,
+            frames_in: 4,
+            rtt_us,
+        }
+    }
+
+    #[test]
+    fn empty_monitor_sees_nothing() {
+        let m = Monitor::new();
+        assert!(m.sessions().is_empty());
+        assert!(!m.any_link_up());
+        assert_eq!(m.snapshot(), Snapshot::default());
+        m.attach(Vec::new);
+        assert!(m.sessions().is_empty());
+        m.detach();
+        assert_eq!(
+            m.snapshot().summary(),
+            "0 sessions, 0 links, 0 streams open"
+        );
+    }
+
+    #[test]
+    fn lines_are_key_value() {
+        let snap = Snapshot {
+            sessions: vec![SessionSnapshot {
+                id: 0xab,
+                streams_open: 2,
+                streams_opened: 7,
+                frames_resent: 3,
+                links: vec![link(0, 1500), link(1, 0)],
+            }],
+        };
+        let lines = snap.lines();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], "stats total sessions=1 links=2 streams_open=2");
+        assert_eq!(
+            lines[1],
+            "stats session=00000000000000ab links=2 streams_open=2 streams_opened=7 frames_resent=3"
+        );
+        assert_eq!(
+            lines[2],
+            "stats session=00000000000000ab link=0 id=10 peer=127.0.0.1:8000 bytes_out=100 bytes_in=200 frames_out=3 frames_in=4 rtt_ms=1.500"
+        );
+        assert!(lines[3].ends_with("rtt_ms=-"), "{}", lines[3]);
+        assert_eq!(snap.summary(), "1 sessions, 2 links, 2 streams open");
+    }
+}
