@@ -54,7 +54,7 @@ impl Client {
     /// Binds the application listener; separate from [`run`](Self::run) so
     /// callers learn the real port first.
     pub fn bind(config: ClientConfig) -> io::Result<Client> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = crate::server::listen(config.listen)?;
         Ok(Client {
             listener,
             config,

@@ -95,12 +95,11 @@ impl LinkHandle {
 
     /// Queues a control frame ahead of all DATA.
     pub fn send_control(&self, f: Frame<'static>) -> bool {
-        self.queued
-            .fetch_add(frame::MAX_CONTROL_BODY, Ordering::Relaxed);
+        let load = control_load(&f);
+        self.queued.fetch_add(load, Ordering::Relaxed);
         let ok = self.control.send(Outbound::Control(f)).is_ok();
         if !ok {
-            self.queued
-                .fetch_sub(frame::MAX_CONTROL_BODY, Ordering::Relaxed);
+            self.queued.fetch_sub(load, Ordering::Relaxed);
         }
         ok
     }
@@ -108,7 +107,15 @@ impl LinkHandle {
     /// Queues a control frame only if there is room now; for the link reader,
     /// which must never block.
     pub fn try_send_control(&self, f: Frame<'static>) -> bool {
-        self.control.try_send(Outbound::Control(f)).is_ok()
+        // Counted exactly as the writer uncounts it (see `Writer::encode`);
+        // a mismatch would wrap the load and blind the scheduler.
+        let load = control_load(&f);
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        let ok = self.control.try_send(Outbound::Control(f)).is_ok();
+        if !ok {
+            self.queued.fetch_sub(load, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// Closes the link once the frames queued so far are written (GOAWAY
@@ -147,6 +154,16 @@ impl LinkHandle {
             .ok()
             .and_then(|r| r.clone())
             .unwrap_or_else(|| "closed".to_string())
+    }
+}
+
+/// What a queued control frame adds to its link's load: nothing for the
+/// writer's own PINGs and PONGs (they are queued without counting), a small
+/// fixed amount for the rest.
+fn control_load(f: &Frame<'_>) -> usize {
+    match f {
+        Frame::Ping { .. } | Frame::Pong { .. } => 0,
+        _ => frame::MAX_CONTROL_BODY,
     }
 }
 
@@ -283,10 +300,7 @@ impl Writer {
             Outbound::Control(f) => {
                 log::trace!("link {} tx {:?}", self.link.id, f);
                 frame::encode(&f, out);
-                match f {
-                    Frame::Ping { .. } | Frame::Pong { .. } => 0,
-                    _ => frame::MAX_CONTROL_BODY,
-                }
+                control_load(&f)
             }
             Outbound::Data {
                 stream,

@@ -45,7 +45,7 @@ impl Server {
     /// Binds the link listener; separate from [`run`](Self::run) so callers
     /// (and tests) learn the real port before anything connects.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = listen(config.listen)?;
         Ok(Server {
             listener,
             config,
@@ -155,6 +155,24 @@ fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
     } else if config.tunnel.secret.is_some() && !config.tunnel.encrypt {
         log::warn!("links are authenticated but not encrypted (encrypt = false)");
     }
+}
+
+/// Backlog of the listening sockets: a burst of application connections
+/// (or of links after an outage) must queue, not overflow into SYN cookies.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket with a deep accept queue (std's is 128) and
+/// `SO_REUSEADDR`, so a restarted daemon binds at once.
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Unblocks `accept()` when shutdown fires by connecting to ourselves.

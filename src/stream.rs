@@ -23,11 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// How often a waiting stream thread looks at the session's shutdown flag.
-const POLL: Duration = Duration::from_millis(200);
+/// Longest a waiting stream thread sleeps without a ring; every event it
+/// waits for rings its bell or closes the session, so this is only a net.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// Most out-of-order pieces one stream may hold; an honest sender stays far
 /// below (pieces merge as gaps fill), a hostile one is reset.
 const MAX_OOO_PIECES: usize = 4096;
+
+/// First read size of a stream; doubles up to `buffer_size` while reads
+/// fill it.
+const INITIAL_READ: usize = 8 * 1024;
+/// Reorder-buffer capacity a stream keeps between bursts.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
@@ -385,6 +392,16 @@ fn attach(stream: &Stream, socket: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Sleeps until `bell` rings or the session closes: idle streams cost no
+/// CPU, however many there are.
+fn sleep_until_rung(bell: &Bell, session: &Session) {
+    crossbeam_channel::select! {
+        recv(bell.receiver()) -> _ => {},
+        recv(session.closed_signal()) -> _ => {},
+        default(IDLE_CHECK) => {},
+    }
+}
+
 /// Local socket → DATA frames, within the peer's window.
 fn read_loop(
     session: &Arc<Session>,
@@ -393,12 +410,15 @@ fn read_loop(
 ) -> Result<(), String> {
     let id = stream.id;
     let max = session.send_payload_limit();
-    let mut buf = vec![0u8; max];
+    // Starts small and doubles while reads fill it: a thousand idle or
+    // chatty streams then hold kilobytes each, a bulk stream soon reads
+    // `max` bytes per call.
+    let mut buf = vec![0u8; max.min(INITIAL_READ)];
     loop {
         let Some(credit) = wait_credit(session, stream) else {
             return Ok(());
         };
-        let want = credit.min(max);
+        let want = credit.min(buf.len());
         let n = match socket.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -418,6 +438,9 @@ fn read_loop(
             return Ok(());
         }
         let bytes: Arc<[u8]> = Arc::from(&buf[..n]);
+        if n == buf.len() && buf.len() < max {
+            buf = vec![0u8; (buf.len() * 2).min(max)];
+        }
         let offset = {
             let mut st = lock(&stream.send);
             let offset = st.next;
@@ -444,7 +467,7 @@ fn wait_credit(session: &Session, stream: &Stream) -> Option<usize> {
         if in_flight < window {
             return Some((window - in_flight) as usize);
         }
-        stream.send_bell.wait(POLL);
+        sleep_until_rung(&stream.send_bell, session);
     }
 }
 
@@ -487,7 +510,7 @@ fn write_loop(
                 if session.is_closed() {
                     return Ok(());
                 }
-                stream.recv_bell.wait(POLL);
+                sleep_until_rung(&stream.recv_bell, session);
             }
             Next::Write => {
                 stream.writer_busy.store(true, Ordering::SeqCst);
@@ -502,6 +525,10 @@ fn write_loop(
                 }
                 written += chunk.len() as u64;
                 chunk.clear();
+                if chunk.capacity() > KEEP_CAPACITY {
+                    // A burst grew it; do not keep a burst's worth per stream.
+                    chunk = Vec::new();
+                }
                 maybe_ack(session, stream, written);
             }
             Next::Finish(fin) => {

@@ -96,11 +96,6 @@ impl Bell {
     pub fn receiver(&self) -> &Receiver<()> {
         &self.rx
     }
-
-    /// Waits for a ring or `limit`, whichever comes first.
-    pub fn wait(&self, limit: Duration) {
-        let _ = self.rx.recv_timeout(limit);
-    }
 }
 
 impl Default for Bell {

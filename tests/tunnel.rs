@@ -38,6 +38,23 @@ fn least_queued_scheduler_moves_data_intact() {
         );
         upload(&t.client, 5, 16 * MIB);
         download(&t.client, 6, 16 * MIB);
+        // Every link must have carried a share: a load counter that drifts
+        // (control frames counted out but not in) makes one link look busy
+        // forever and the scheduler then ignores it.
+        for (side, monitor) in [("client", &t.client.monitor), ("server", &t.server.monitor)] {
+            let snap = monitor.snapshot();
+            let links: Vec<u64> = snap
+                .sessions
+                .iter()
+                .flat_map(|s| s.links.iter().map(|l| l.bytes_out))
+                .collect();
+            let total: u64 = links.iter().sum();
+            assert_eq!(links.len(), 3, "{side}: {links:?}");
+            assert!(
+                links.iter().all(|&b| b > total / 20),
+                "{side}: least_queued left a link idle: bytes out per link {links:?}"
+            );
+        }
     });
 }
 

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Turns bench/run's results.jsonl into the one table it prints at the end.
+
+usage: report.py FACTS RESULTS.jsonl key=value...   (the run's knobs, for the title)
+Repeated rows (scenarios 2 and 3) are summarised by their median.
+"""
+import json
+import statistics
+import sys
+
+facts_path, results_path = sys.argv[1], sys.argv[2]
+knobs = dict(a.split("=", 1) for a in sys.argv[3:])
+rows = [json.loads(line) for line in open(results_path) if line.strip()]
+
+
+def pick(sc, row=None, **match):
+    out = []
+    for r in rows:
+        if r["scenario"] != sc or (row is not None and r["row"] != row):
+            continue
+        if all(r.get(k) == v for k, v in match.items()):
+            out.append(r)
+    return out
+
+
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def f(v, fmt="{:.1f}"):
+    return "n/a" if v is None else fmt.format(v)
+
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("**met**" if ok else "**MISSED**")
+
+
+table = []  # (scenario, case, measured, compared, target, met)
+
+
+def add(*cols):
+    table.append(cols)
+
+
+rate, rtt = knobs.get("rate", "20"), knobs.get("rtt", "40")
+
+# 1. per-flow cap
+for d in ("download", "upload"):
+    plain = med(pick("1", "plain TCP", dir=d), "mbit")
+    if plain is None and not pick("1", dir=d):
+        continue
+    sc = f"1 per-flow cap {rate} Mbit/s, {rtt} ms RTT, {d}"
+    add(sc, "plain TCP (1 connection)", f(plain) + " Mbit/s", "1.00× plain", "", "")
+    for n in (2, 4, 8):
+        v = med(pick("1", f"iperf3 -P {n}", dir=d), "mbit")
+        add(sc, f"iperf3 -P {n} (ceiling)", f(v) + " Mbit/s", f(ratio(v, plain), "{:.2f}") + "× plain", "", "")
+    for n in (1, 2, 4, 8):
+        v = med(pick("1", f"MTCP {n} links", dir=d), "mbit")
+        if n == 1:
+            add(sc, "MTCP 1 link", f(v) + " Mbit/s", f(ratio(v, plain), "{:.2f}") + "× plain", "", "")
+            continue
+        ceil = med(pick("1", f"iperf3 -P {n}", dir=d), "mbit")
+        r = ratio(v, ceil)
+        add(sc, f"MTCP {n} links", f(v) + " Mbit/s",
+            f"{f(ratio(v, plain), '{:.2f}')}× plain, {f(r, '{:.2f}')}× iperf3 -P {n}",
+            f"≥ 0.95× iperf3 -P {n}", verdict(None if r is None else r >= 0.95))
+    for n in (2, 4, 8):
+        rs = pick("1", f"kernel MPTCP {n} subflows", dir=d)
+        if rs:
+            v = med(rs, "mbit")
+            ceil = med(pick("1", f"iperf3 -P {n}", dir=d), "mbit")
+            add(sc, f"kernel MPTCP {n} subflows", f(v) + " Mbit/s",
+                f"{f(ratio(v, ceil), '{:.2f}')}× iperf3 -P {n}", "(reference)", "")
+for r in pick("1", "kernel MPTCP"):
+    add("1 per-flow cap", "kernel MPTCP", r.get("note", ""), "", "", "")
+
+# 2. loopback throughput and CPU
+names = {"direct": "direct", "socat1": "1 socat relay", "socat2": "2 chained socat relays",
+         "mtcp1": "MTCP 1 link", "mtcp4": "MTCP 4 links"}
+for d in ("down", "up"):
+    if not pick("2", dir=d):
+        continue
+    sc = f"2 loopback, 1 GiB {'download' if d == 'down' else 'upload'} (median of {knobs.get('reps', '?')})"
+    s2thr = med(pick("2", "socat2", dir=d), "mbit")
+    s2cpu = med(pick("2", "socat2", dir=d), "cpu")
+    for k in ("direct", "socat1", "socat2", "mtcp1", "mtcp4"):
+        rs = pick("2", k, dir=d)
+        if not rs:
+            continue
+        thr, cpu = med(rs, "mbit"), med(rs, "cpu")
+        meas = f"{f(thr, '{:.0f}')} Mbit/s, " + ("no relay" if k == "direct" else f"{f(cpu, '{:.2f}')} CPU-s/GiB")
+        cmp_, target, ok = "", "", ""
+        if k in ("mtcp1", "mtcp4"):
+            rt, rc = ratio(thr, s2thr), ratio(cpu, s2cpu)
+            cmp_ = f"{f(rt, '{:.2f}')}× throughput, {f(rc, '{:.2f}')}× CPU of 2 socats"
+            if k == "mtcp4":
+                target = "≥ 0.7× throughput at ≤ 1.5× CPU"
+                ok = verdict(None if rt is None or rc is None else (rt >= 0.7 and rc <= 1.5))
+        add(sc, names[k], meas, cmp_, target, ok)
+
+# 3. latency
+if pick("3"):
+    sc = f"3 ping-pong 64 B, loopback (median of {knobs.get('reps', '?')} × 20000)"
+    d50 = med(pick("3", "direct"), "p50")
+    for k, name in (("direct", "direct"), ("mtcp1", "MTCP 1 link"), ("mtcp4", "MTCP 4 links")):
+        rs = pick("3", k)
+        if not rs:
+            continue
+        p50, p99 = med(rs, "p50"), med(rs, "p99")
+        cmp_, target, ok = "", "", ""
+        if k != "direct" and d50 is not None:
+            cmp_ = f"+{p50 - d50:.1f} µs p50"
+            target = "+≤ 50 µs p50"
+            ok = verdict(p50 - d50 <= 50)
+        add(sc, name, f"p50 {f(p50)} µs, p99 {f(p99)} µs", cmp_, target, ok)
+
+# 4. 0-RTT
+if pick("4"):
+    sc = f"4 0-RTT: 100 sequential connect + 64 B request/response, {rtt} ms RTT"
+    rtt_ms = float(rtt)
+    for r in pick("4"):
+        syn_what = "SYNs to the backend" if r["row"] == "direct" else "SYNs to the server port"
+        meas = f"TTFB p50 {f(r['ttfb_p50'])} ms, p90 {f(r['ttfb_p90'])} ms; {r['syns']} {syn_what}"
+        target, ok = "", ""
+        if "zero_rtt=true" in r["row"]:
+            target = f"TTFB ≤ {rtt_ms + 5:.0f} ms, 0 SYNs"
+            ok = verdict(r["ttfb_p50"] <= rtt_ms + 5 and r["syns"] == 0)
+        add(sc, r["row"], meas, f"{r['ttfb_p50'] / rtt_ms:.2f} RTT", target, ok)
+
+# 5. heterogeneous links
+for d in ("download", "upload"):
+    rs = pick("5", dir=d)
+    if not rs:
+        continue
+    sc = f"5 heterogeneous links 20/20/20/5 Mbit/s (sum 65), {d}"
+    for r in rs:
+        v = r["mbit"]
+        rr = ratio(v, r["caps"])
+        target, ok = "", ""
+        if r["row"].endswith("least_queued"):
+            target = "≥ 0.85× sum of caps"
+            ok = verdict(None if rr is None else rr >= 0.85)
+        add(sc, r["row"], f(v) + " Mbit/s", f(rr, "{:.2f}") + "× sum of caps", target, ok)
+
+# 6. scale
+for r in pick("6"):
+    sc = f"6 scale: {r['streams']} concurrent 1 MiB echo streams, loopback"
+    meas = (f"{r['ok']}/{r['streams']} checksums equal ({r['mismatch']} differ, {r['failed']} failed) "
+            f"in {r['secs']:.1f} s")
+    add(sc, r["row"], meas,
+        f"peak RSS client {r['rss_client']:.0f} MiB, server {r['rss_server']:.0f} MiB; "
+        f"threads client {r['threads_client']}, server {r['threads_server']}",
+        "all equal; RSS ≤ 200 MiB per daemon",
+        verdict(r["ok"] == r["streams"] and r["rss_client"] <= 200 and r["rss_server"] <= 200))
+
+# L. lossy path
+if pick("L"):
+    sc = f"L {knobs.get('loss', '?')}% random loss, {rtt} ms RTT, no cap, download"
+    plain = med(pick("L", "plain TCP"), "mbit")
+    for r in pick("L"):
+        add(sc, r["row"], f(r["mbit"]) + " Mbit/s", f(ratio(r["mbit"], plain), "{:.2f}") + "× plain", "", "")
+
+print()
+print("## MTCP benchmark (bench/run)")
+print()
+for line in open(facts_path):
+    print("    " + line.rstrip())
+print()
+print("| scenario | case | measured | compared | target | |")
+print("|---|---|---|---|---|---|")
+last = None
+for sc, case, meas, cmp_, target, ok in table:
+    print(f"| {sc if sc != last else ''} | {case} | {meas} | {cmp_} | {target} | {ok} |")
+    last = sc
