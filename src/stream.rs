@@ -34,7 +34,7 @@ const MAX_OOO_PIECES: usize = 4096;
 /// fill it.
 const INITIAL_READ: usize = 8 * 1024;
 /// Reorder-buffer capacity a stream keeps between bursts.
-const KEEP_CAPACITY: usize = 256 * 1024;
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
