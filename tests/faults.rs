@@ -315,6 +315,7 @@ fn outage_longer_than_grace_resets_streams() {
     let _g = serial();
     within(Duration::from_secs(60), || {
         let bed = Bed::start(2, "session_grace_ms = 500", "session_grace_ms = 500");
+        let baseline = bed.census();
         let mut app = bed.client.connect();
         app.write_all(b"Eping").unwrap();
         let mut four = [0u8; 4];
@@ -331,6 +332,9 @@ fn outage_longer_than_grace_resets_streams() {
             .open
             .load(Ordering::SeqCst)
             == 0));
+        drop(app);
+        // The lost session's threads and sockets are gone on both sides.
+        assert_back_to(&bed, baseline);
     });
 }
 
