@@ -4,11 +4,13 @@
 //! Every child process is bounded: it is killed after [`LIMIT`] and the test
 //! fails, so a hanging daemon can never hang the test suite.
 
+mod common;
+
+use common::TempDir;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,35 +21,6 @@ const EX_OSERR: i32 = 71;
 
 const SERVER: &str = "mode = \"server\"\n\n[server]\nlisten_ip = \"127.0.0.1\"\nlisten_port = 0\nbackend_ip = \"127.0.0.1\"\nbackend_port = 9\nconnection_pool_size = 2\nbuffer_size = 65536\ndrain_timeout_ms = 0\n";
 const CLIENT: &str = "mode = \"client\"\n\n[client]\nlocal_listen_ip = \"127.0.0.1\"\nlocal_listen_port = 0\nserver_ip = \"127.0.0.1\"\nserver_port = 9\nconnection_pool_size = 2\nbuffer_size = 65536\nenable_zero_rtt = false\ndrain_timeout_ms = 0\n";
-
-/// A fresh directory per call, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mtcp-config-cli-{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write config");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Output {
     code: Option<i32>,
