@@ -20,3 +20,4 @@ pub mod stats;
 pub mod stream;
 pub mod systemd;
 pub mod thread;
+pub mod wire;

@@ -7,11 +7,12 @@
 //! thread that fails kills the link; the session then re-sends what the link
 //! may have lost on the links that remain.
 
-use crate::frame::{self, Frame, LinkReason, StreamId};
+use crate::frame::{self, Frame, LinkReason};
 use crate::secure::{self, Opener, Sealer};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
-use crate::thread::{self, ThreadCount};
+use crate::thread::{self, ThreadCount, lock};
+use crate::wire::{Attempt, Wire};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
@@ -19,18 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Frames queued for a link writer. DATA shares its payload with the
-/// sender's retransmission copy instead of copying it.
-pub enum Outbound {
-    Control(Frame<'static>),
-    Data {
-        stream: StreamId,
-        offset: u64,
-        bytes: Arc<[u8]>,
-    },
-    /// Write everything queued before this, then close the link.
-    Finish,
-}
+pub use crate::wire::{Outbound, Payload};
 
 /// Control frames waiting per link: ACKs, FINs and PONGs are small, so a deep
 /// queue costs little and keeps stream writers from waiting.
@@ -40,6 +30,12 @@ const CONTROL_QUEUE: usize = 4096;
 const DATA_QUEUE: usize = 8;
 /// The writer stops collecting frames into one `write` past this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Most bytes a link's socket holds that TCP has not sent yet
+/// (`TCP_NOTSENT_LOWAT`). Without it the kernel buffers megabytes per link,
+/// a slow link hides a second of data there, and the receiver's window
+/// stalls waiting for it; with it, a slow link's writer blocks early, its
+/// queue grows, and the scheduler sends elsewhere.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -67,6 +63,8 @@ pub struct LinkHandle {
     kill: Shutdown,
     reason: Mutex<Option<String>>,
     socket: TcpStream,
+    /// The socket's sending end; see `wire` for who writes and when.
+    wire: Mutex<Wire>,
     pub stats: LinkStats,
     /// Clock for PING tokens, shared by both threads so RTTs are exact.
     born: Instant,
@@ -79,43 +77,97 @@ impl LinkHandle {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues a DATA frame, waiting while the link's queue is full. Fails
-    /// only when the link has died, handing the frame back.
+    /// Sends a DATA frame: written at once when the link is idle and its
+    /// socket has room, queued otherwise, waiting while the queue is full.
+    /// Fails only when the link has died, handing the frame back.
     pub fn send_data(&self, msg: Outbound) -> Result<(), Outbound> {
-        let size = match &msg {
-            Outbound::Data { bytes, .. } => bytes.len() + frame::DATA_OVERHEAD,
-            Outbound::Control(_) | Outbound::Finish => frame::MAX_CONTROL_BODY,
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return Ok(()),
+            Err(back) => back,
         };
-        self.queued.fetch_add(size, Ordering::Relaxed);
+        self.queued.fetch_add(load, Ordering::Relaxed);
         self.data.send(msg).map_err(|e| {
-            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.queued.fetch_sub(load, Ordering::Relaxed);
             e.into_inner()
         })
     }
 
-    /// Queues a control frame ahead of all DATA.
+    /// Sends a control frame ahead of all queued DATA.
     pub fn send_control(&self, f: Frame<'static>) -> bool {
-        let load = control_load(&f);
+        self.control_frame(f, true)
+    }
+
+    /// Sends a control frame only if that needs no waiting; for the link
+    /// reader, which must never block.
+    pub fn try_send_control(&self, f: Frame<'static>) -> bool {
+        self.control_frame(f, false)
+    }
+
+    fn control_frame(&self, f: Frame<'static>, wait: bool) -> bool {
+        let msg = Outbound::Control(f);
+        // Counted exactly as the writer uncounts it; a mismatch would wrap
+        // the load and blind the scheduler.
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return true,
+            Err(back) => back,
+        };
         self.queued.fetch_add(load, Ordering::Relaxed);
-        let ok = self.control.send(Outbound::Control(f)).is_ok();
+        let ok = if wait {
+            self.control.send(msg).is_ok()
+        } else {
+            self.control.try_send(msg).is_ok()
+        };
         if !ok {
             self.queued.fetch_sub(load, Ordering::Relaxed);
         }
         ok
     }
 
-    /// Queues a control frame only if there is room now; for the link reader,
-    /// which must never block.
-    pub fn try_send_control(&self, f: Frame<'static>) -> bool {
-        // Counted exactly as the writer uncounts it (see `Writer::encode`);
-        // a mismatch would wrap the load and blind the scheduler.
-        let load = control_load(&f);
-        self.queued.fetch_add(load, Ordering::Relaxed);
-        let ok = self.control.try_send(Outbound::Control(f)).is_ok();
-        if !ok {
-            self.queued.fetch_sub(load, Ordering::Relaxed);
+    /// The fast path: writes `msg` from the calling thread when nothing is
+    /// queued before it and the socket takes it without waiting. Hands the
+    /// frame back when it must be queued instead.
+    fn try_fast(&self, msg: Outbound, load: usize) -> Result<(), Outbound> {
+        if !self.control.is_empty() || !self.data.is_empty() || self.is_dead() {
+            return Err(msg);
         }
-        ok
+        let Ok(mut wire) = self.wire.try_lock() else {
+            return Err(msg);
+        };
+        if wire.has_pending() {
+            return Err(msg);
+        }
+        trace_out(self.id, &msg);
+        match wire.try_write(&msg, load) {
+            Ok(Attempt::Sent(n)) => {
+                drop(wire);
+                self.count_out(1, n);
+                Ok(())
+            }
+            Ok(Attempt::Refused) => Err(msg),
+            Ok(Attempt::Partial) => {
+                // Counted before the lock is let go, so the writer's uncount
+                // always comes after.
+                self.queued.fetch_add(load, Ordering::Relaxed);
+                drop(wire);
+                self.count_out(1, 0);
+                let _ = self.control.try_send(Outbound::Flush);
+                Ok(())
+            }
+            Err(e) => {
+                drop(wire);
+                self.kill(&format!("write failed: {e}"));
+                Err(msg)
+            }
+        }
+    }
+
+    fn count_out(&self, frames: u64, bytes: usize) {
+        self.stats.frames_out.fetch_add(frames, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Closes the link once the frames queued so far are written (GOAWAY
@@ -157,13 +209,30 @@ impl LinkHandle {
     }
 }
 
-/// What a queued control frame adds to its link's load: nothing for the
-/// writer's own PINGs and PONGs (they are queued without counting), a small
-/// fixed amount for the rest.
-fn control_load(f: &Frame<'_>) -> usize {
-    match f {
-        Frame::Ping { .. } | Frame::Pong { .. } => 0,
-        _ => frame::MAX_CONTROL_BODY,
+/// What a frame adds to its link's load while queued: its size for DATA,
+/// nothing for the writer's own PINGs and PONGs (they are queued without
+/// counting), a small fixed amount for other control frames.
+fn load_of(msg: &Outbound) -> usize {
+    match msg {
+        Outbound::Data { bytes, .. } => bytes.len() + frame::DATA_OVERHEAD,
+        Outbound::Control(Frame::Ping { .. } | Frame::Pong { .. }) => 0,
+        Outbound::Control(_) => frame::MAX_CONTROL_BODY,
+        Outbound::Finish | Outbound::Flush => 0,
+    }
+}
+
+fn trace_out(link: u64, msg: &Outbound) {
+    match msg {
+        Outbound::Control(f) => log::trace!("link {link} tx {f:?}"),
+        Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        } => log::trace!(
+            "link {link} tx DATA stream {stream} offset {offset} len {}",
+            bytes.len()
+        ),
+        Outbound::Finish | Outbound::Flush => {}
     }
 }
 
@@ -186,6 +255,7 @@ pub fn start(
     let (sealer, opener) = channel;
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
+    socket2::SockRef::from(&socket).set_tcp_notsent_lowat(NOTSENT_LOWAT)?;
     let tunnel = session.tunnel();
     socket.set_read_timeout(Some(tunnel.keepalive_timeout))?;
     socket.set_write_timeout(Some(tunnel.keepalive_timeout))?;
@@ -201,13 +271,12 @@ pub fn start(
         kill: Shutdown::new(),
         reason: Mutex::new(None),
         socket: socket.try_clone()?,
+        wire: Mutex::new(Wire::new(sealer, socket.try_clone()?)),
         stats: LinkStats::default(),
         born: Instant::now(),
     });
     let writer = Writer {
         link: handle.clone(),
-        sealer,
-        socket: socket.try_clone()?,
         control: control_rx,
         data: data_rx,
         interval: tunnel.keepalive_interval,
@@ -232,25 +301,23 @@ pub fn start(
 
 struct Writer {
     link: Arc<LinkHandle>,
-    sealer: Sealer,
-    socket: TcpStream,
     control: Receiver<Outbound>,
     data: Receiver<Outbound>,
     interval: Duration,
 }
 
 impl Writer {
-    fn run(mut self) -> Result<(), String> {
-        let mut out = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
-        let result = self.pump(&mut out);
+    fn run(self) -> Result<(), String> {
+        let result = self.pump();
         if let Err(e) = &result {
             self.link.kill(e);
         }
         result
     }
 
-    fn pump(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn pump(&self) -> Result<(), String> {
         let kill = self.link.kill.receiver().clone();
+        let mut batch = Vec::new();
         loop {
             let first = select! {
                 recv(self.control) -> m => m.ok(),
@@ -264,28 +331,23 @@ impl Writer {
             let Some(first) = first else {
                 return Ok(());
             };
-            let mut finish = matches!(first, Outbound::Finish);
-            let mut queued = self.encode(first, out);
-            while out.len() < BATCH_BYTES && !finish {
-                let next = match self.control.try_recv() {
-                    Ok(m) => m,
-                    Err(TryRecvError::Empty) => match self.data.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    },
-                    Err(TryRecvError::Disconnected) => break,
-                };
-                finish = matches!(next, Outbound::Finish);
-                queued += self.encode(next, out);
+            let finish = self.collect(first, &mut batch);
+            let load: usize = batch.iter().map(load_of).sum();
+            let written = self.write(&batch);
+            let frames = batch.len() as u64;
+            batch.clear();
+            match written {
+                Ok((pending_load, bytes)) => {
+                    self.link
+                        .queued
+                        .fetch_sub(load + pending_load, Ordering::Relaxed);
+                    self.link.count_out(frames, bytes);
+                }
+                Err(e) => {
+                    self.link.queued.fetch_sub(load, Ordering::Relaxed);
+                    return Err(format!("write failed: {e}"));
+                }
             }
-            let written = self.sealer.write_all(&mut self.socket, out);
-            self.link.queued.fetch_sub(queued, Ordering::Relaxed);
-            written.map_err(|e| format!("write failed: {e}"))?;
-            self.link
-                .stats
-                .bytes_out
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            out.clear();
             if finish {
                 self.link.kill("closed by us");
                 return Ok(());
@@ -293,31 +355,38 @@ impl Writer {
         }
     }
 
-    /// Encodes one queued frame; returns what it had added to the queue load.
-    fn encode(&self, msg: Outbound, out: &mut Vec<u8>) -> usize {
-        self.link.stats.frames_out.fetch_add(1, Ordering::Relaxed);
-        match msg {
-            Outbound::Control(f) => {
-                log::trace!("link {} tx {:?}", self.link.id, f);
-                frame::encode(&f, out);
-                control_load(&f)
-            }
-            Outbound::Data {
-                stream,
-                offset,
-                bytes,
-            } => {
-                log::trace!(
-                    "link {} tx DATA stream {stream} offset {offset} len {}",
-                    self.link.id,
-                    bytes.len()
-                );
-                frame::encode_data_header(stream, offset, bytes.len() as u32, out);
-                out.extend_from_slice(&bytes);
-                bytes.len() + frame::DATA_OVERHEAD
-            }
-            Outbound::Finish => 0,
+    /// Gathers `first` and whatever else is queued, control first, up to
+    /// one batch; true when the batch ends with `Finish`.
+    fn collect(&self, first: Outbound, batch: &mut Vec<Outbound>) -> bool {
+        let mut finish = matches!(first, Outbound::Finish);
+        let mut bytes = load_of(&first);
+        batch.push(first);
+        while bytes < BATCH_BYTES && !finish {
+            let next = match self.control.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => match self.data.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
+            };
+            finish = matches!(next, Outbound::Finish);
+            bytes += load_of(&next);
+            batch.push(next);
         }
+        finish
+    }
+
+    /// Writes a frame left pending by the fast path, then the batch.
+    /// Returns the pending frame's load and the bytes written.
+    fn write(&self, batch: &[Outbound]) -> io::Result<(usize, usize)> {
+        for msg in batch {
+            trace_out(self.link.id, msg);
+        }
+        let mut wire = lock(&self.link.wire);
+        let (pending_load, mut bytes) = wire.finish_pending()?;
+        bytes += wire.write_batch(batch)?;
+        Ok((pending_load, bytes))
     }
 }
 

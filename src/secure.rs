@@ -113,10 +113,28 @@ fn noise_err(e: snow::Error) -> HandshakeError {
 impl Sealer {
     /// Writes `plain` to `out`, sealed when the channel is encrypted.
     pub fn write_all(&mut self, out: &mut impl Write, plain: &[u8]) -> io::Result<()> {
-        let Some(keys) = &self.keys else {
+        if self.keys.is_none() {
             return out.write_all(plain);
-        };
+        }
+        let wire = self.seal(plain)?;
+        out.write_all(wire)
+    }
+
+    /// True when the channel neither encrypts nor authenticates: the link
+    /// writer can then hand payloads to the kernel without copying them.
+    pub fn is_plain(&self) -> bool {
+        self.keys.is_none()
+    }
+
+    /// Seals `plain` into records and returns the bytes to put on the wire
+    /// (valid until the next call). On a plain channel that is `plain`
+    /// itself, copied.
+    pub fn seal(&mut self, plain: &[u8]) -> io::Result<&[u8]> {
         self.wire.clear();
+        let Some(keys) = &self.keys else {
+            self.wire.extend_from_slice(plain);
+            return Ok(&self.wire);
+        };
         for chunk in plain.chunks(MAX_PLAIN) {
             let at = self.wire.len();
             self.wire.resize(at + 2 + chunk.len() + TAG_LEN, 0);
@@ -127,7 +145,7 @@ impl Sealer {
             self.wire[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
             self.wire.truncate(at + 2 + n);
         }
-        out.write_all(&self.wire)
+        Ok(&self.wire)
     }
 
     /// Encodes and writes one frame (handshake phase).

@@ -16,6 +16,7 @@ use crate::scheduler::Scheduler;
 use crate::shutdown::Shutdown;
 use crate::stream::{self, Resend, Stream};
 use crate::thread::{ThreadCount, lock};
+use crate::wire::{Payload, PayloadPool};
 use crossbeam_channel::Sender;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -213,6 +214,7 @@ pub struct Session {
     closed: Shutdown,
     events: Option<Sender<SessionEvent>>,
     no_links_since: Mutex<Option<Instant>>,
+    payloads: PayloadPool,
     pub stats: SessionStats,
 }
 
@@ -253,6 +255,7 @@ impl Session {
             closed: Shutdown::new(),
             events,
             no_links_since: Mutex::new(Some(Instant::now())),
+            payloads: PayloadPool::new(max_payload as usize),
             stats: SessionStats::default(),
         })
     }
@@ -260,6 +263,11 @@ impl Session {
     /// The tunables this session runs with.
     pub fn tunnel(&self) -> &TunnelConfig {
         &self.tunnel
+    }
+
+    /// Read buffers for this session's streams, recycled once acknowledged.
+    pub fn payloads(&self) -> &PayloadPool {
+        &self.payloads
     }
 
     /// Largest DATA payload we accept (what we announced).
@@ -461,10 +469,23 @@ impl Session {
         }
     }
 
+    /// Queues a control frame without waiting (link readers); false when
+    /// every queue was full. Counts as sent when there is no link: the
+    /// re-send after the next link comes up covers it.
+    pub fn try_send_control(&self, f: Frame<'static>) -> bool {
+        match self.scheduler.pick_control(&lock(&self.links)) {
+            Some(link) => link.try_send_control(f),
+            None => {
+                self.reinject_pending.store(true, Ordering::SeqCst);
+                true
+            }
+        }
+    }
+
     /// Queues a DATA frame on the link the scheduler picks. Without a live
     /// link the bytes stay in the stream's retransmission copy and go out
     /// when a link comes up.
-    pub fn send_data(&self, stream: StreamId, offset: u64, bytes: Arc<[u8]>) {
+    pub fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
         let mut msg = Outbound::Data {
             stream,
             offset,
@@ -497,10 +518,17 @@ impl Session {
                 offset,
                 data,
             } => {
-                if let Some(s) = self.stream_for(stream, true)
-                    && let Err(v) = s.on_data(offset, data)
-                {
-                    self.violation(&s, &v.0);
+                if let Some(s) = self.stream_for(stream, true) {
+                    match s.on_data(offset, data) {
+                        Ok(Some(delivered)) => {
+                            let ack = Frame::Ack { stream, delivered };
+                            if !self.try_send_control(ack) {
+                                s.owe_ack();
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(v) => self.violation(&s, &v.0),
+                    }
                 }
             }
             Frame::Fin { stream, offset } => match self.stream_for(stream, true) {
@@ -513,7 +541,7 @@ impl Session {
             },
             Frame::Ack { stream, delivered } => {
                 if let Some(s) = self.stream_for(stream, false) {
-                    match s.on_ack(delivered) {
+                    match s.on_ack(delivered, &self.payloads) {
                         Ok(out) if out.send_finished => self.forget_stream(stream),
                         Ok(_) => {}
                         Err(v) => self.violation(&s, &v.0),

@@ -11,11 +11,15 @@
 //! writer takes whatever is contiguous, writes it, and returns credit (ACK).
 //! The buffer never holds more than the window the peer was granted, so a
 //! link reader can always accept bytes at once and never waits on a slow
-//! application.
+//! application. When bytes arrive in order and nothing is waiting before
+//! them, the link reader offers them to the local socket itself, without
+//! waiting (`MSG_DONTWAIT`): a request/response round trip then needs no
+//! thread hand-off on this side, and bulk data skips one copy.
 
 use crate::frame::{Frame, RstReason, StreamId};
 use crate::session::Session;
 use crate::thread::{self, Bell, ThreadCount, lock};
+use crate::wire::{Payload, PayloadPool};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
@@ -35,6 +39,13 @@ const MAX_OOO_PIECES: usize = 4096;
 const INITIAL_READ: usize = 8 * 1024;
 /// Reorder-buffer capacity a stream keeps between bursts.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Credit goes back to the peer (ACK) each time this many bytes were
+/// delivered (or a quarter window, if less), not after every write: an ACK
+/// per small message doubled the frames of request/response traffic. No
+/// sender can wait on it: one waiting for credit has a whole window
+/// undelivered, which is more than this. Bounds what a quiet stream's peer
+/// keeps for re-sending.
+const ACK_EVERY: u64 = 64 * 1024;
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
@@ -62,7 +73,7 @@ struct SendState {
     /// Peer's cumulative delivered offset; FIN counts as one byte.
     acked: u64,
     fin: Option<u64>,
-    unacked: VecDeque<(u64, Arc<[u8]>)>,
+    unacked: VecDeque<(u64, Payload)>,
 }
 
 /// The receiving direction: the reorder buffer.
@@ -74,15 +85,33 @@ struct RecvState {
     /// Bytes that arrived ahead of a gap, by offset.
     ooo: BTreeMap<u64, Vec<u8>>,
     fin: Option<u64>,
+    /// Bytes written to the local socket.
+    delivered: u64,
+    /// The writer thread is writing bytes it took from `buf`: nobody else
+    /// may write to the socket until it is done.
+    writing: bool,
     /// Highest delivered offset announced to the peer; the window is counted
     /// from here, as the peer counts it.
     ack_sent: u64,
+    /// An ACK a link reader could not queue; the writer sends it.
+    ack_owed: bool,
     window: u64,
 }
 
 impl RecvState {
     fn contiguous_end(&self) -> u64 {
         self.base + self.buf.len() as u64
+    }
+
+    /// The offset to acknowledge, if enough was delivered since the last
+    /// ACK; counts it as announced (the caller sends it).
+    fn take_ack(&mut self) -> Option<u64> {
+        let every = (self.window / 4).clamp(1, ACK_EVERY);
+        if self.delivered - self.ack_sent.min(self.delivered) < every {
+            return None;
+        }
+        self.ack_sent = self.delivered;
+        Some(self.delivered)
     }
 }
 
@@ -110,7 +139,10 @@ impl Stream {
                 buf: Vec::new(),
                 ooo: BTreeMap::new(),
                 fin: None,
+                delivered: 0,
+                writing: false,
                 ack_sent: 0,
+                ack_owed: false,
                 window: u64::from(window),
             }),
             recv_bell: Bell::new(),
@@ -126,8 +158,10 @@ impl Stream {
         self.reset.load(Ordering::SeqCst)
     }
 
-    /// Stores an arriving DATA frame in the reorder buffer (link reader).
-    pub fn on_data(&self, offset: u64, data: &[u8]) -> Result<(), Violation> {
+    /// Takes an arriving DATA frame (link reader): writes it to the local
+    /// socket at once if it is next in order and the socket has room, keeps
+    /// the rest in the reorder buffer. Returns an ACK to send, if one is due.
+    pub fn on_data(&self, offset: u64, data: &[u8]) -> Result<Option<u64>, Violation> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| Violation("offset overflow".into()))?;
@@ -145,15 +179,34 @@ impl Stream {
         }
         let contig = st.contiguous_end();
         if end <= contig {
-            return Ok(());
+            return Ok(None);
         }
         if offset <= contig {
-            let skip = (contig - offset) as usize;
-            st.buf.extend_from_slice(&data[skip..]);
+            let mut fresh = &data[(contig - offset) as usize..];
+            if st.buf.is_empty() && !st.writing {
+                fresh = self.deliver_now(&mut st, fresh);
+                // Pieces that were waiting for this one go straight on too,
+                // while the socket takes them.
+                while fresh.is_empty() {
+                    let Some((piece, skip)) = next_in_order(&mut st) else {
+                        break;
+                    };
+                    let rest = self.deliver_now(&mut st, &piece[skip..]);
+                    st.buf.extend_from_slice(rest);
+                }
+            }
+            st.buf.extend_from_slice(fresh);
             drain_ooo(&mut st);
+            let ack = st.take_ack();
+            // The writer alone writes buffered bytes and ends the stream, so
+            // it must hear of both, even when this thread wrote everything.
+            let fin_reached = st.fin == Some(st.contiguous_end());
+            let wake = !st.buf.is_empty() || fin_reached;
             drop(st);
-            self.recv_bell.ring();
-            return Ok(());
+            if wake {
+                self.recv_bell.ring();
+            }
+            return Ok(ack);
         }
         let longer = st
             .ooo
@@ -165,7 +218,41 @@ impl Stream {
             }
             st.ooo.insert(offset, data.to_vec());
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Writes the front of `bytes` to the local socket if it takes it now,
+    /// counting it delivered; returns what is left.
+    fn deliver_now<'a>(&self, st: &mut RecvState, bytes: &'a [u8]) -> &'a [u8] {
+        let n = self.write_now(bytes);
+        st.base += n as u64;
+        st.delivered = st.base;
+        &bytes[n..]
+    }
+
+    /// Writes what the local socket takes without waiting; 0 when it has no
+    /// socket yet, is full, or failed (the writer thread then meets the
+    /// error itself and handles it).
+    fn write_now(&self, bytes: &[u8]) -> usize {
+        let Some(socket) = self.socket.get() else {
+            return 0;
+        };
+        if self.is_reset() {
+            return 0;
+        }
+        loop {
+            match socket2::SockRef::from(socket).send_with_flags(bytes, libc::MSG_DONTWAIT) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return 0,
+            }
+        }
+    }
+
+    /// Hands an ACK a link reader could not queue to the writer thread.
+    pub fn owe_ack(&self) {
+        lock(&self.recv).ack_owed = true;
+        self.recv_bell.ring();
     }
 
     /// Records the peer's FIN (link reader).
@@ -198,7 +285,7 @@ impl Stream {
 
     /// Applies the peer's cumulative ACK (link reader): frees credit and
     /// retransmission copies.
-    pub fn on_ack(&self, delivered: u64) -> Result<AckOutcome, Violation> {
+    pub fn on_ack(&self, delivered: u64, pool: &PayloadPool) -> Result<AckOutcome, Violation> {
         let mut st = lock(&self.send);
         let limit = st.next + u64::from(st.fin.is_some());
         if delivered > limit {
@@ -214,7 +301,9 @@ impl Stream {
         st.acked = delivered;
         while let Some((off, bytes)) = st.unacked.front() {
             if off + bytes.len() as u64 <= delivered {
-                st.unacked.pop_front();
+                if let Some((_, bytes)) = st.unacked.pop_front() {
+                    pool.give(bytes);
+                }
             } else {
                 break;
             }
@@ -302,25 +391,29 @@ impl Stream {
 /// A frame to send again after a link failure.
 pub enum Resend {
     Control(Frame<'static>),
-    Data(StreamId, u64, Arc<[u8]>),
+    Data(StreamId, u64, Payload),
 }
 
+/// Moves out-of-order pieces that became contiguous into the buffer.
 fn drain_ooo(st: &mut RecvState) {
+    while let Some((piece, skip)) = next_in_order(st) {
+        st.buf.extend_from_slice(&piece[skip..]);
+    }
+}
+
+/// Takes the first out-of-order piece that now continues the contiguous
+/// bytes, with how many of its bytes are already there; drops pieces wholly
+/// covered on the way.
+fn next_in_order(st: &mut RecvState) -> Option<(Vec<u8>, usize)> {
     loop {
         let contig = st.contiguous_end();
-        let Some((&off, _)) = st.ooo.iter().next() else {
-            return;
-        };
+        let (&off, _) = st.ooo.iter().next()?;
         if off > contig {
-            return;
+            return None;
         }
-        let Some(piece) = st.ooo.remove(&off) else {
-            return;
-        };
-        let end = off + piece.len() as u64;
-        if end > contig {
-            let skip = (contig - off) as usize;
-            st.buf.extend_from_slice(&piece[skip..]);
+        let piece = st.ooo.remove(&off)?;
+        if off + piece.len() as u64 > contig {
+            return Some((piece, (contig - off) as usize));
         }
     }
 }
@@ -413,12 +506,13 @@ fn read_loop(
     // Starts small and doubles while reads fill it: a thousand idle or
     // chatty streams then hold kilobytes each, a bulk stream soon reads
     // `max` bytes per call.
-    let mut buf = vec![0u8; max.min(INITIAL_READ)];
+    let mut size = max.min(INITIAL_READ);
     loop {
         let Some(credit) = wait_credit(session, stream) else {
             return Ok(());
         };
-        let want = credit.min(buf.len());
+        let mut buf = session.payloads().take(size);
+        let want = credit.min(size);
         let n = match socket.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -437,10 +531,11 @@ fn read_loop(
             send_fin(session, stream);
             return Ok(());
         }
-        let bytes: Arc<[u8]> = Arc::from(&buf[..n]);
-        if n == buf.len() && buf.len() < max {
-            buf = vec![0u8; (buf.len() * 2).min(max)];
+        if n == size && size < max {
+            size = (size * 2).min(max);
         }
+        buf.truncate(n);
+        let bytes = Arc::new(buf);
         let offset = {
             let mut st = lock(&stream.send);
             let offset = st.next;
@@ -487,14 +582,6 @@ fn send_fin(session: &Session, stream: &Stream) {
     });
 }
 
-/// What the writer found in the reorder buffer.
-enum Next {
-    Write,
-    Finish(u64),
-    Wait,
-    Stop,
-}
-
 /// Reorder buffer → local socket, returning credit as bytes leave.
 fn write_loop(
     session: &Arc<Session>,
@@ -502,11 +589,13 @@ fn write_loop(
     mut socket: TcpStream,
 ) -> Result<(), String> {
     let mut chunk = Vec::new();
-    let mut written = 0u64;
     loop {
         match take_next(stream, &mut chunk) {
             Next::Stop => return Ok(()),
-            Next::Wait => {
+            Next::Wait(owed) => {
+                if let Some(delivered) = owed {
+                    send_ack(session, stream, delivered);
+                }
                 if session.is_closed() {
                     return Ok(());
                 }
@@ -523,13 +612,20 @@ fn write_loop(
                     }
                     return Ok(());
                 }
-                written += chunk.len() as u64;
                 chunk.clear();
                 if chunk.capacity() > KEEP_CAPACITY {
                     // A burst grew it; do not keep a burst's worth per stream.
                     chunk = Vec::new();
                 }
-                maybe_ack(session, stream, written);
+                let ack = {
+                    let mut st = lock(&stream.recv);
+                    st.writing = false;
+                    st.delivered = st.base;
+                    st.take_ack()
+                };
+                if let Some(delivered) = ack {
+                    send_ack(session, stream, delivered);
+                }
             }
             Next::Finish(fin) => {
                 let _ = socket.shutdown(Direction::Write);
@@ -537,7 +633,8 @@ fn write_loop(
                     "stream {}: peer finished at {fin}, local write side shut",
                     stream.id
                 );
-                ack(session, stream, fin + 1);
+                lock(&stream.recv).ack_sent = fin + 1;
+                send_ack(session, stream, fin + 1);
                 if stream.mark_done(RECV_DONE) {
                     session.forget_stream(stream.id);
                 }
@@ -545,6 +642,17 @@ fn write_loop(
             }
         }
     }
+}
+
+/// What the writer found in the reorder buffer.
+enum Next {
+    /// `chunk` holds bytes to write.
+    Write,
+    /// Every byte is written and the peer finished at this offset.
+    Finish(u64),
+    /// Nothing to write yet; send the ACK a link reader could not, if any.
+    Wait(Option<u64>),
+    Stop,
 }
 
 fn take_next(stream: &Stream, chunk: &mut Vec<u8>) -> Next {
@@ -555,28 +663,19 @@ fn take_next(stream: &Stream, chunk: &mut Vec<u8>) -> Next {
     if !st.buf.is_empty() {
         std::mem::swap(&mut st.buf, chunk);
         st.base += chunk.len() as u64;
+        st.writing = true;
         return Next::Write;
     }
     match st.fin {
         Some(f) if f == st.base => Next::Finish(f),
-        _ => Next::Wait,
+        _ => {
+            let owed = std::mem::take(&mut st.ack_owed).then_some(st.ack_sent);
+            Next::Wait(owed)
+        }
     }
 }
 
-/// Returns credit when a quarter window has been written, or when the
-/// buffer is empty (the peer may be waiting for exactly this).
-fn maybe_ack(session: &Session, stream: &Stream, written: u64) {
-    let due = {
-        let st = lock(&stream.recv);
-        written - st.ack_sent >= st.window / 4 || st.buf.is_empty()
-    };
-    if due {
-        ack(session, stream, written);
-    }
-}
-
-fn ack(session: &Session, stream: &Stream, delivered: u64) {
-    lock(&stream.recv).ack_sent = delivered;
+fn send_ack(session: &Session, stream: &Stream, delivered: u64) {
     session.send_control(Frame::Ack {
         stream: stream.id,
         delivered,
@@ -616,8 +715,28 @@ mod tests {
     }
 
     #[test]
+    fn writer_hears_of_a_fin_reached_by_a_direct_write() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut app, _) = listener.accept().unwrap();
+        let s = Stream::new(1, 1000);
+        attach(&s, &local).unwrap();
+        s.on_fin(5).unwrap();
+        while s.recv_bell.receiver().try_recv().is_ok() {}
+        s.on_data(0, b"hello").unwrap();
+        let mut got = [0u8; 5];
+        app.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello", "written by the link reader itself");
+        assert!(
+            s.recv_bell.receiver().try_recv().is_ok(),
+            "the writer must wake to end the stream"
+        );
+    }
+
+    #[test]
     fn ack_beyond_sent_is_a_violation() {
         let s = Stream::new(1, 100);
-        assert!(s.on_ack(1).is_err());
+        assert!(s.on_ack(1, &PayloadPool::new(16)).is_err());
     }
 }
