@@ -82,7 +82,7 @@ impl fmt::Display for Role {
 
 /// How DATA frames are spread over the links of a pool.
 ///
-/// Round-robin is the specification's rule; least-queued exists because over
+/// Round-robin is the specification's rule; the other two exist because over
 /// links of unequal speed round-robin lets the slowest link set the pace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,6 +91,9 @@ pub enum SchedulerKind {
     RoundRobin,
     /// Each frame goes to the link with the fewest bytes waiting (`"least_queued"`).
     LeastQueued,
+    /// Each frame goes to the link where it is expected to arrive first,
+    /// from measured round-trip time and rate (`"adaptive"`).
+    Adaptive,
 }
 
 impl fmt::Display for SchedulerKind {
@@ -98,6 +101,7 @@ impl fmt::Display for SchedulerKind {
         f.write_str(match self {
             SchedulerKind::RoundRobin => "round_robin",
             SchedulerKind::LeastQueued => "least_queued",
+            SchedulerKind::Adaptive => "adaptive",
         })
     }
 }
@@ -1992,5 +1996,6 @@ enable_zero_rtt = true          # 启用 0-RTT
         assert_eq!(Role::Client.to_string(), "client");
         assert_eq!(SchedulerKind::RoundRobin.to_string(), "round_robin");
         assert_eq!(SchedulerKind::LeastQueued.to_string(), "least_queued");
+        assert_eq!(SchedulerKind::Adaptive.to_string(), "adaptive");
     }
 }

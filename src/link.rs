@@ -37,6 +37,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// queue grows, and the scheduler sends elsewhere.
 const NOTSENT_LOWAT: u32 = 128 * 1024;
 
+/// Least time between two in-band PINGs of a busy link; the adaptive
+/// scheduler's measure of each link's delay and rate.
+const PROBE_GAP_US: u64 = 10_000;
+/// A PING unanswered this long no longer blocks the next one.
+const PROBE_STALE_US: u64 = 1_000_000;
+
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Counters a link keeps for logs and stats.
@@ -48,6 +54,25 @@ pub struct LinkStats {
     pub frames_in: AtomicU64,
     /// Round-trip time of the last PING, in microseconds (0 = not measured).
     pub rtt_us: AtomicU64,
+}
+
+/// What the link's PINGs measured. A PING goes out behind whatever the link
+/// has queued, in its socket and on the path, so its round trip is the delay
+/// a frame sent now would see; the bytes the socket took meanwhile are the
+/// rate at which the link drains.
+#[derive(Default)]
+struct Probe {
+    /// Token (send time, µs since the link was born) of the PING whose
+    /// answer gives the next rate sample; 0 when none is out.
+    token: AtomicU64,
+    /// When the last PING was sent (µs since born), to space them.
+    sent_at: AtomicU64,
+    /// `bytes_out` when that PING was sent.
+    bytes_at: AtomicU64,
+    /// Smoothed round-trip time, µs (0 = not measured yet).
+    srtt_us: AtomicU64,
+    /// Bytes per second the socket took over the last round trip.
+    rate: AtomicU64,
 }
 
 /// The shared face of a live link: its queues, load and kill switch.
@@ -66,6 +91,7 @@ pub struct LinkHandle {
     /// The socket's sending end; see `wire` for who writes and when.
     wire: Mutex<Wire>,
     pub stats: LinkStats,
+    probe: Probe,
     /// Clock for PING tokens, shared by both threads so RTTs are exact.
     born: Instant,
 }
@@ -168,6 +194,91 @@ impl LinkHandle {
         self.stats
             .bytes_out
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// When a frame handed to this link now is expected to arrive, in µs
+    /// from now: the measured round trip (which includes what the socket and
+    /// the path hold) plus the time to drain what waits in our queue.
+    pub fn expected_delay_us(&self) -> u64 {
+        let srtt = self.probe.srtt_us.load(Ordering::Relaxed);
+        let queued = self.queued_bytes() as u64;
+        if queued == 0 {
+            return srtt;
+        }
+        // Unmeasured rate: as if 1 byte/µs, so a queue still counts.
+        let rate = self.probe.rate.load(Ordering::Relaxed).max(1_000_000);
+        srtt + queued.saturating_mul(1_000_000) / rate
+    }
+
+    /// Sends a PING if none is out and the last was a while ago; cheap when
+    /// not due. Called as data flows, so a busy link's measures stay fresh.
+    pub fn probe_if_due(&self) {
+        let now = self.now_us();
+        let last = self.probe.sent_at.load(Ordering::Relaxed);
+        let out = self.probe.token.load(Ordering::Relaxed) != 0;
+        let wait = if out { PROBE_STALE_US } else { PROBE_GAP_US };
+        if now < last + wait {
+            return;
+        }
+        let claimed = self
+            .probe
+            .sent_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if claimed {
+            let ping = self.probe_frame();
+            self.try_send_control(ping);
+        }
+    }
+
+    /// A PING that also starts a measurement.
+    fn probe_frame(&self) -> Frame<'static> {
+        let token = self.now_us();
+        self.probe.sent_at.store(token, Ordering::Relaxed);
+        self.probe.bytes_at.store(
+            self.stats.bytes_out.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.probe.token.store(token, Ordering::Relaxed);
+        Frame::Ping { token }
+    }
+
+    /// Takes the answer to a PING: a round-trip sample, and a rate sample if
+    /// it answers the measurement in progress.
+    fn on_pong(&self, token: u64) {
+        let rtt = self.now_us().saturating_sub(token).max(1);
+        self.stats.rtt_us.store(rtt, Ordering::Relaxed);
+        let srtt = self.probe.srtt_us.load(Ordering::Relaxed);
+        // Halfway to each sample: a link that stopped being slow must be
+        // seen at once, or it is never chosen again to show it.
+        let srtt = if srtt == 0 { rtt } else { (srtt + rtt) / 2 };
+        self.probe.srtt_us.store(srtt, Ordering::Relaxed);
+        if self
+            .probe
+            .token
+            .compare_exchange(token, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let bytes = self.stats.bytes_out.load(Ordering::Relaxed)
+                - self
+                    .probe
+                    .bytes_at
+                    .load(Ordering::Relaxed)
+                    .min(self.stats.bytes_out.load(Ordering::Relaxed));
+            let sample = bytes.saturating_mul(1_000_000) / rtt;
+            let rate = self.probe.rate.load(Ordering::Relaxed);
+            let rate = if rate == 0 {
+                sample
+            } else {
+                (3 * rate + sample) / 4
+            };
+            self.probe.rate.store(rate, Ordering::Relaxed);
+        }
+    }
+
+    /// Microseconds since the link was born, never 0 (0 means "no PING").
+    fn now_us(&self) -> u64 {
+        (self.born.elapsed().as_micros() as u64).max(1)
     }
 
     /// Closes the link once the frames queued so far are written (GOAWAY
@@ -273,6 +384,7 @@ pub fn start(
         socket: socket.try_clone()?,
         wire: Mutex::new(Wire::new(sealer, socket.try_clone()?)),
         stats: LinkStats::default(),
+        probe: Probe::default(),
         born: Instant::now(),
     });
     let writer = Writer {
@@ -323,10 +435,7 @@ impl Writer {
                 recv(self.control) -> m => m.ok(),
                 recv(self.data) -> m => m.ok(),
                 recv(kill) -> _ => return Ok(()),
-                default(self.interval) => {
-                    let token = self.link.born.elapsed().as_micros() as u64;
-                    Some(Outbound::Control(Frame::Ping { token }))
-                }
+                default(self.interval) => Some(Outbound::Control(self.link.probe_frame())),
             };
             let Some(first) = first else {
                 return Ok(());
@@ -473,9 +582,7 @@ impl Reader {
                 Ok(())
             }
             Frame::Pong { token } => {
-                let now = self.link.born.elapsed().as_micros() as u64;
-                let rtt = now.saturating_sub(token);
-                self.link.stats.rtt_us.store(rtt.max(1), Ordering::Relaxed);
+                self.link.on_pong(token);
                 Ok(())
             }
             other => self.session.on_frame(&self.link, other),

@@ -491,6 +491,11 @@ impl Session {
             offset,
             bytes,
         };
+        if self.scheduler.measures_links() {
+            for link in self.links() {
+                link.probe_if_due();
+            }
+        }
         loop {
             let Some(link) = self.scheduler.pick(&lock(&self.links)) else {
                 self.reinject_pending.store(true, Ordering::SeqCst);

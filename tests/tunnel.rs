@@ -59,6 +59,46 @@ fn least_queued_scheduler_moves_data_intact() {
 }
 
 #[test]
+fn adaptive_scheduler_spares_a_slow_link() {
+    within(Duration::from_secs(120), || {
+        init_logging();
+        let backend = Backend::start();
+        let adaptive = "scheduler = \"adaptive\"";
+        let server = start_server_toml(&server_toml(backend.addr, 3, adaptive));
+        let proxy = FaultProxy::start(server.addr);
+        let client = start_client_toml(&client_toml(proxy.addr, 3, true, adaptive));
+        assert!(
+            wait_until(Duration::from_secs(10), || proxy.open() == 3
+                && client.monitor.snapshot().link_count() == 3
+                && server.monitor.snapshot().link_count() == 3),
+            "pool did not come up"
+        );
+        // One path is far slower than the others; round-robin would give it
+        // a third of the bytes and wait on it.
+        assert!(proxy.throttle_one(2 * MIB));
+        for (downstream, seed) in [(true, 8), (false, 9)] {
+            let before = proxy.relayed_counts(downstream);
+            if downstream {
+                download(&client, seed, 48 * MIB);
+            } else {
+                upload(&client, seed, 48 * MIB);
+            }
+            let moved: Vec<u64> = proxy
+                .relayed_counts(downstream)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect();
+            let slow = moved[0] as f64 / moved.iter().sum::<u64>() as f64;
+            assert!(
+                slow < 0.2,
+                "downstream {downstream}: the slow link carried {slow:.2} of {moved:?}"
+            );
+        }
+    });
+}
+
+#[test]
 fn two_hundred_concurrent_echo_streams() {
     within(Duration::from_secs(180), || {
         let t = std::sync::Arc::new(Tunnel::start(4, true));

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -480,12 +480,19 @@ struct Relayed {
     inbound: TcpStream,
     outbound: TcpStream,
     blackholed: std::sync::atomic::AtomicBool,
+    /// Bytes per second each direction may carry; 0 = no limit.
+    rate: std::sync::atomic::AtomicU64,
     /// What passed, both directions, up to `TAP_LIMIT` each.
     tap: Arc<Tap>,
 }
 
 /// Bytes a relayed connection carried: `[client→server, server→client]`.
-type Tap = [std::sync::Mutex<Vec<u8>>; 2];
+#[derive(Default)]
+struct Tap {
+    seen: [std::sync::Mutex<Vec<u8>>; 2],
+    /// Every byte relayed, beyond `TAP_LIMIT` too.
+    count: [AtomicU64; 2],
+}
 
 /// Bytes per direction and connection a [`FaultProxy`] records.
 const TAP_LIMIT: usize = 8 * 1024 * 1024;
@@ -539,6 +546,7 @@ impl FaultProxy {
                     inbound,
                     outbound,
                     blackholed: Default::default(),
+                    rate: Default::default(),
                     tap: Arc::default(),
                 });
                 conns.lock().unwrap().push(r.clone());
@@ -582,6 +590,25 @@ impl FaultProxy {
             .is_some()
     }
 
+    /// Slows one relayed link to `bytes_per_sec` each way: a link of a
+    /// slower path.
+    pub fn throttle_one(&self, bytes_per_sec: u64) -> bool {
+        let c = self.conns.lock().unwrap().first().cloned();
+        c.map(|c| c.rate.store(bytes_per_sec, Ordering::SeqCst))
+            .is_some()
+    }
+
+    /// Bytes each relayed connection carried, in the order they were
+    /// accepted (the first is the one `*_one` acts on); `downstream` picks
+    /// server→client, else client→server.
+    pub fn relayed_counts(&self, downstream: bool) -> Vec<u64> {
+        let history = self.history.lock().unwrap();
+        history
+            .iter()
+            .map(|tap| tap.count[usize::from(downstream)].load(Ordering::SeqCst))
+            .collect()
+    }
+
     /// While true, new connections are reset at once (an outage).
     pub fn set_refusing(&self, on: bool) {
         self.refusing.store(on, Ordering::SeqCst);
@@ -592,7 +619,7 @@ impl FaultProxy {
         let history = self.history.lock().unwrap();
         history
             .get(i)
-            .map(|tap| tap[0].lock().unwrap().clone())
+            .map(|tap| tap.seen[0].lock().unwrap().clone())
             .unwrap_or_default()
     }
 
@@ -600,7 +627,8 @@ impl FaultProxy {
     pub fn saw(&self, needle: &[u8]) -> bool {
         let history = self.history.lock().unwrap();
         history.iter().any(|tap| {
-            tap.iter()
+            tap.seen
+                .iter()
                 .any(|t| t.lock().unwrap().windows(needle.len()).any(|w| w == needle))
         })
     }
@@ -620,6 +648,7 @@ fn cut(c: &Relayed) {
 
 fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut paced = (Instant::now(), 0u64);
     let clean = loop {
         let n = match from.read(&mut buf) {
             Ok(0) => break true,
@@ -627,10 +656,12 @@ fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream)
             Ok(n) => n,
         };
         {
-            let mut tap = r.tap[dir].lock().unwrap();
+            let mut tap = r.tap.seen[dir].lock().unwrap();
             let room = TAP_LIMIT.saturating_sub(tap.len()).min(n);
             tap.extend_from_slice(&buf[..room]);
+            r.tap.count[dir].fetch_add(n as u64, Ordering::SeqCst);
         }
+        pace(r.rate.load(Ordering::SeqCst), &mut paced, n);
         if r.blackholed.load(Ordering::SeqCst) {
             continue;
         }
@@ -642,6 +673,20 @@ fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream)
         let _ = to.shutdown(Direction::Write);
     } else {
         cut(r);
+    }
+}
+
+/// Sleeps as long as `rate` bytes per second requires after `n` more bytes
+/// (`paced` = since when, how many); a rate of 0 restarts the count.
+fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
+    if rate == 0 {
+        *paced = (Instant::now(), 0);
+        return;
+    }
+    paced.1 += n as u64;
+    let due = paced.0 + Duration::from_secs_f64(paced.1 as f64 / rate as f64);
+    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
     }
 }
 
