@@ -214,7 +214,7 @@ pub struct Session {
     closed: Shutdown,
     events: Option<Sender<SessionEvent>>,
     no_links_since: Mutex<Option<Instant>>,
-    payloads: PayloadPool,
+    payloads: Arc<PayloadPool>,
     pub stats: SessionStats,
 }
 
@@ -255,7 +255,7 @@ impl Session {
             closed: Shutdown::new(),
             events,
             no_links_since: Mutex::new(Some(Instant::now())),
-            payloads: PayloadPool::new(max_payload as usize),
+            payloads: Arc::new(PayloadPool::new(max_payload as usize)),
             stats: SessionStats::default(),
         })
     }
@@ -650,7 +650,7 @@ impl Session {
             });
             return None;
         }
-        let s = Stream::new(id, self.tunnel.stream_window);
+        let s = Stream::new(id, self.tunnel.stream_window, self.payloads.clone());
         table.map.insert(id, s.clone());
         drop(table);
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
@@ -678,7 +678,7 @@ impl Session {
             }
             let id = StreamId::try_from(table.next_id).map_err(|_| OpenError::IdsExhausted)?;
             table.next_id += 1;
-            let s = Stream::new(id, self.tunnel.stream_window);
+            let s = Stream::new(id, self.tunnel.stream_window, self.payloads.clone());
             table.map.insert(id, s.clone());
             (id, s)
         };

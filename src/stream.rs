@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// Longest a waiting stream thread sleeps without a ring; every event it
@@ -62,6 +62,8 @@ pub struct Stream {
     recv: Mutex<RecvState>,
     recv_bell: Bell,
     socket: OnceLock<TcpStream>,
+    /// Buffers for out-of-order pieces, shared with the session.
+    pool: Arc<PayloadPool>,
     done: AtomicU8,
     reset: AtomicBool,
     writer_busy: AtomicBool,
@@ -124,7 +126,7 @@ pub struct AckOutcome {
 impl Stream {
     /// A stream with nothing sent or received; `window` is what we grant the
     /// peer (our receive buffer limit).
-    pub fn new(id: StreamId, window: u32) -> Arc<Stream> {
+    pub fn new(id: StreamId, window: u32, pool: Arc<PayloadPool>) -> Arc<Stream> {
         Arc::new(Stream {
             id,
             send: Mutex::new(SendState {
@@ -147,6 +149,7 @@ impl Stream {
             }),
             recv_bell: Bell::new(),
             socket: OnceLock::new(),
+            pool,
             done: AtomicU8::new(0),
             reset: AtomicBool::new(false),
             writer_busy: AtomicBool::new(false),
@@ -181,53 +184,114 @@ impl Stream {
         if end <= contig {
             return Ok(None);
         }
-        if offset <= contig {
-            let mut fresh = &data[(contig - offset) as usize..];
-            if st.buf.is_empty() && !st.writing {
-                fresh = self.deliver_now(&mut st, fresh);
-                // Pieces that were waiting for this one go straight on too,
-                // while the socket takes them.
-                while fresh.is_empty() {
-                    let Some((piece, skip)) = next_in_order(&mut st) else {
-                        break;
-                    };
-                    let rest = self.deliver_now(&mut st, &piece[skip..]);
-                    st.buf.extend_from_slice(rest);
-                }
-            }
-            st.buf.extend_from_slice(fresh);
-            drain_ooo(&mut st);
-            let ack = st.take_ack();
-            // The writer alone writes buffered bytes and ends the stream, so
-            // it must hear of both, even when this thread wrote everything.
-            let fin_reached = st.fin == Some(st.contiguous_end());
-            let wake = !st.buf.is_empty() || fin_reached;
-            drop(st);
-            if wake {
-                self.recv_bell.ring();
-            }
-            return Ok(ack);
+        if offset > contig {
+            self.hold(&mut st, offset, data)?;
+            return Ok(None);
         }
+        let fresh = &data[(contig - offset) as usize..];
+        if st.buf.is_empty() && !st.writing && self.socket.get().is_some() {
+            st = self.deliver(st, fresh);
+        } else {
+            st.buf.extend_from_slice(fresh);
+        }
+        // Whatever waited for these bytes follows them into the buffer: the
+        // writer thread takes only the buffer, never the pieces.
+        self.drain_ooo(&mut st);
+        let ack = st.take_ack();
+        // The writer alone writes what is left buffered and ends the stream,
+        // so it must hear of both, even when this thread wrote everything.
+        let wake = !st.buf.is_empty() || st.fin == Some(st.contiguous_end());
+        drop(st);
+        if wake {
+            self.recv_bell.ring();
+        }
+        Ok(ack)
+    }
+
+    /// Keeps a piece that arrived ahead of a gap.
+    fn hold(&self, st: &mut RecvState, offset: u64, data: &[u8]) -> Result<(), Violation> {
         let longer = st
             .ooo
             .get(&offset)
             .is_none_or(|have| have.len() < data.len());
-        if longer {
-            if st.ooo.len() >= MAX_OOO_PIECES {
-                return Err(Violation("too many out-of-order pieces".into()));
-            }
-            st.ooo.insert(offset, data.to_vec());
+        if !longer {
+            return Ok(());
         }
-        Ok(None)
+        if st.ooo.len() >= MAX_OOO_PIECES {
+            return Err(Violation("too many out-of-order pieces".into()));
+        }
+        if let Some(old) = st.ooo.insert(offset, self.pool.copy_of(data)) {
+            self.pool.give_vec(old);
+        }
+        Ok(())
     }
 
-    /// Writes the front of `bytes` to the local socket if it takes it now,
-    /// counting it delivered; returns what is left.
-    fn deliver_now<'a>(&self, st: &mut RecvState, bytes: &'a [u8]) -> &'a [u8] {
+    /// Writes in-order bytes to the local socket from this link reader, then
+    /// whatever became contiguous meanwhile, while the socket takes them.
+    /// The lock is not held during the system calls: `writing` claims the
+    /// socket instead, so other link readers buffer their bytes and the
+    /// writer thread waits. What the socket did not take is left at the
+    /// front of the buffer.
+    fn deliver<'a>(
+        &'a self,
+        st: MutexGuard<'a, RecvState>,
+        first: &[u8],
+    ) -> MutexGuard<'a, RecvState> {
+        let (mut st, all) = self.write_claimed(st, first);
+        if !all {
+            return st;
+        }
+        loop {
+            let mut next = if !st.buf.is_empty() {
+                std::mem::take(&mut st.buf)
+            } else if let Some((mut piece, skip)) = next_in_order(&mut st) {
+                piece.drain(..skip);
+                piece
+            } else {
+                return st;
+            };
+            let (guard, all) = self.write_claimed(st, &next);
+            st = guard;
+            next.clear();
+            if st.buf.capacity() == 0 {
+                st.buf = next;
+            } else {
+                self.pool.give_vec(next);
+            }
+            if !all {
+                return st;
+            }
+        }
+    }
+
+    /// Writes `bytes`, the next in order, with the socket claimed and the
+    /// lock let go; true when the socket took them all.
+    fn write_claimed<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, RecvState>,
+        bytes: &[u8],
+    ) -> (MutexGuard<'a, RecvState>, bool) {
+        st.writing = true;
+        st.base += bytes.len() as u64;
+        drop(st);
         let n = self.write_now(bytes);
-        st.base += n as u64;
+        let mut st = lock(&self.recv);
+        st.writing = false;
+        if n < bytes.len() {
+            let rest = &bytes[n..];
+            st.base -= rest.len() as u64;
+            st.buf.splice(0..0, rest.iter().copied());
+        }
         st.delivered = st.base;
-        &bytes[n..]
+        (st, n == bytes.len())
+    }
+
+    /// Moves out-of-order pieces that became contiguous into the buffer.
+    fn drain_ooo(&self, st: &mut RecvState) {
+        while let Some((piece, skip)) = next_in_order(st) {
+            st.buf.extend_from_slice(&piece[skip..]);
+            self.pool.give_vec(piece);
+        }
     }
 
     /// Writes what the local socket takes without waiting; 0 when it has no
@@ -392,13 +456,6 @@ impl Stream {
 pub enum Resend {
     Control(Frame<'static>),
     Data(StreamId, u64, Payload),
-}
-
-/// Moves out-of-order pieces that became contiguous into the buffer.
-fn drain_ooo(st: &mut RecvState) {
-    while let Some((piece, skip)) = next_in_order(st) {
-        st.buf.extend_from_slice(&piece[skip..]);
-    }
 }
 
 /// Takes the first out-of-order piece that now continues the contiguous
@@ -660,19 +717,20 @@ fn take_next(stream: &Stream, chunk: &mut Vec<u8>) -> Next {
         return Next::Stop;
     }
     let mut st = lock(&stream.recv);
-    if !st.buf.is_empty() {
-        std::mem::swap(&mut st.buf, chunk);
-        st.base += chunk.len() as u64;
-        st.writing = true;
-        return Next::Write;
-    }
-    match st.fin {
-        Some(f) if f == st.base => Next::Finish(f),
-        _ => {
-            let owed = std::mem::take(&mut st.ack_owed).then_some(st.ack_sent);
-            Next::Wait(owed)
+    // While a link reader writes (`writing`), the bytes here come after its.
+    if !st.writing {
+        if !st.buf.is_empty() {
+            std::mem::swap(&mut st.buf, chunk);
+            st.base += chunk.len() as u64;
+            st.writing = true;
+            return Next::Write;
+        }
+        if st.fin == Some(st.base) {
+            return Next::Finish(st.base);
         }
     }
+    let owed = std::mem::take(&mut st.ack_owed).then_some(st.ack_sent);
+    Next::Wait(owed)
 }
 
 fn send_ack(session: &Session, stream: &Stream, delivered: u64) {
@@ -686,9 +744,13 @@ fn send_ack(session: &Session, stream: &Stream, delivered: u64) {
 mod tests {
     use super::*;
 
+    fn test_pool() -> Arc<PayloadPool> {
+        Arc::new(PayloadPool::new(16))
+    }
+
     #[test]
     fn reorders_and_drops_duplicates() {
-        let s = Stream::new(1, 1000);
+        let s = Stream::new(1, 1000, test_pool());
         s.on_data(5, b"fghij").unwrap();
         s.on_data(0, b"abc").unwrap();
         s.on_data(0, b"abc").unwrap();
@@ -701,14 +763,14 @@ mod tests {
 
     #[test]
     fn window_is_enforced() {
-        let s = Stream::new(1, 4);
+        let s = Stream::new(1, 4, test_pool());
         assert!(s.on_data(0, b"abcd").is_ok());
         assert!(s.on_data(4, b"e").is_err());
     }
 
     #[test]
     fn data_past_fin_is_a_violation() {
-        let s = Stream::new(1, 100);
+        let s = Stream::new(1, 100, test_pool());
         s.on_fin(3).unwrap();
         assert!(s.on_data(0, b"abcd").is_err());
         assert!(s.on_fin(4).is_err());
@@ -720,7 +782,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut app, _) = listener.accept().unwrap();
-        let s = Stream::new(1, 1000);
+        let s = Stream::new(1, 1000, test_pool());
         attach(&s, &local).unwrap();
         s.on_fin(5).unwrap();
         while s.recv_bell.receiver().try_recv().is_ok() {}
@@ -735,8 +797,26 @@ mod tests {
     }
 
     #[test]
+    fn pieces_waiting_behind_a_partly_written_frame_join_the_buffer() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_app, _) = listener.accept().unwrap();
+        let s = Stream::new(1, 1 << 24, test_pool());
+        attach(&s, &local).unwrap();
+        // Far more than the sockets hold while the application reads nothing.
+        let big = vec![7u8; 8 << 20];
+        s.on_data(8 << 20, b"tail").unwrap();
+        s.on_data(0, &big).unwrap();
+        let st = lock(&s.recv);
+        assert!(st.delivered < 8 << 20, "the socket took everything");
+        assert!(st.ooo.is_empty(), "a contiguous piece was left behind");
+        assert_eq!(st.contiguous_end(), (8 << 20) + 4);
+    }
+
+    #[test]
     fn ack_beyond_sent_is_a_violation() {
-        let s = Stream::new(1, 100);
+        let s = Stream::new(1, 100, test_pool());
         assert!(s.on_ack(1, &PayloadPool::new(16)).is_err());
     }
 }

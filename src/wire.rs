@@ -304,11 +304,30 @@ impl PayloadPool {
         vec![0; len]
     }
 
+    /// A copy of `bytes` in a pooled buffer (a frame that arrived out of
+    /// order and must wait).
+    pub fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
+        if bytes.len() <= self.size
+            && let Some(mut buf) = lock(&self.free).pop()
+        {
+            buf.clear();
+            buf.extend_from_slice(bytes);
+            return buf;
+        }
+        bytes.to_vec()
+    }
+
     /// Takes back a payload nobody else holds any more.
     pub fn give(&self, payload: Payload) {
-        if let Ok(buf) = Arc::try_unwrap(payload)
-            && buf.capacity() == self.size
-        {
+        if let Ok(buf) = Arc::try_unwrap(payload) {
+            self.give_vec(buf);
+        }
+    }
+
+    /// Takes back a buffer, if it is one of the pool's size and the pool
+    /// has room.
+    pub fn give_vec(&self, buf: Vec<u8>) {
+        if buf.capacity() == self.size {
             let mut free = lock(&self.free);
             if free.len() < self.most {
                 free.push(buf);
