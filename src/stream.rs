@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest a waiting stream thread sleeps without a ring; every event it
 /// waits for rings its bell or closes the session, so this is only a net.
@@ -39,13 +39,19 @@ const MAX_OOO_PIECES: usize = 4096;
 const INITIAL_READ: usize = 8 * 1024;
 /// Reorder-buffer capacity a stream keeps between bursts.
 const KEEP_CAPACITY: usize = 64 * 1024;
-/// Credit goes back to the peer (ACK) each time this many bytes were
-/// delivered (or a quarter window, if less), not after every write: an ACK
-/// per small message doubled the frames of request/response traffic. No
-/// sender can wait on it: one waiting for credit has a whole window
+/// Credit goes back to the peer (ACK) once this many bytes were delivered
+/// since the last ACK (or a quarter window, if less), not after every write:
+/// an ACK per small message doubled the frames of request/response traffic.
+/// No sender can wait on it: one waiting for credit has a whole window
 /// undelivered, which is more than this. Bounds what a quiet stream's peer
 /// keeps for re-sending.
 const ACK_EVERY: u64 = 64 * 1024;
+/// A fast stream acknowledges at most once per `ACK_DELAY`, or once per
+/// `ACK_EVERY_MOST` bytes: at gigabits per second an ACK per 64 KiB frame
+/// cost the sender a wake-up and a read per frame. Slow streams, and many
+/// streams sharing the links, still acknowledge every `ACK_EVERY`.
+const ACK_EVERY_MOST: u64 = 256 * 1024;
+const ACK_DELAY: Duration = Duration::from_millis(1);
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
@@ -97,6 +103,8 @@ struct RecvState {
     ack_sent: u64,
     /// An ACK a link reader could not queue; the writer sends it.
     ack_owed: bool,
+    /// When the last ACK was taken, to space a fast stream's ACKs.
+    last_ack: Instant,
     window: u64,
 }
 
@@ -108,10 +116,15 @@ impl RecvState {
     /// The offset to acknowledge, if enough was delivered since the last
     /// ACK; counts it as announced (the caller sends it).
     fn take_ack(&mut self) -> Option<u64> {
-        let every = (self.window / 4).clamp(1, ACK_EVERY);
-        if self.delivered - self.ack_sent.min(self.delivered) < every {
+        let owed = self.delivered - self.ack_sent.min(self.delivered);
+        let quarter = (self.window / 4).max(1);
+        if owed < quarter.min(ACK_EVERY) {
             return None;
         }
+        if owed < quarter.min(ACK_EVERY_MOST) && self.last_ack.elapsed() < ACK_DELAY {
+            return None;
+        }
+        self.last_ack = Instant::now();
         self.ack_sent = self.delivered;
         Some(self.delivered)
     }
@@ -145,6 +158,7 @@ impl Stream {
                 writing: false,
                 ack_sent: 0,
                 ack_owed: false,
+                last_ack: Instant::now(),
                 window: u64::from(window),
             }),
             recv_bell: Bell::new(),
