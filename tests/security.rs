@@ -107,6 +107,25 @@ fn expect_refused(b: &Bed) {
 }
 
 #[test]
+fn encrypted_frames_stay_whole_when_a_link_socket_fills() {
+    within(Duration::from_secs(120), || {
+        // One link far slower than the other: its socket fills, so frames
+        // are sealed and then written only in part by the fast path, and the
+        // link writer must finish each before the next record.
+        let rr = "scheduler = \"round_robin\"";
+        let b = bed(&format!("{SECRET}\n{rr}"), &format!("{SECRET}\n{rr}"));
+        assert!(
+            wait_until(Duration::from_secs(10), || b.proxy.open() == 2
+                && b.client.monitor.snapshot().link_count() == 2),
+            "pool did not come up"
+        );
+        assert!(b.proxy.throttle_one(4 * MIB));
+        download(&b.client, 11, 24 * MIB);
+        upload(&b.client, 12, 24 * MIB);
+    });
+}
+
+#[test]
 fn wrong_secret_is_refused_and_backend_untouched() {
     within(Duration::from_secs(30), || {
         expect_refused(&bed(SECRET, OTHER_SECRET))
