@@ -281,7 +281,7 @@ pub struct PayloadPool {
 }
 
 /// Bytes of free buffers a session's pool keeps at most.
-const POOL_BYTES: usize = 4 * 1024 * 1024;
+const POOL_BYTES: usize = 1024 * 1024;
 
 impl PayloadPool {
     /// A pool of buffers of `size` bytes (the largest read a stream makes).
