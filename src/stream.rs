@@ -578,11 +578,14 @@ fn read_loop(
     // chatty streams then hold kilobytes each, a bulk stream soon reads
     // `max` bytes per call.
     let mut size = max.min(INITIAL_READ);
+    let mut buf = Vec::new();
     loop {
         let Some(credit) = wait_credit(session, stream) else {
             return Ok(());
         };
-        let mut buf = session.payloads().take(size);
+        if buf.len() < size {
+            buf = session.payloads().take(size);
+        }
         let want = credit.min(size);
         let n = match socket.read(&mut buf[..want]) {
             Ok(n) => n,
@@ -605,8 +608,7 @@ fn read_loop(
         if n == size && size < max {
             size = (size * 2).min(max);
         }
-        buf.truncate(n);
-        let bytes = Arc::new(buf);
+        let bytes = Arc::new(take_payload(&mut buf, n));
         let offset = {
             let mut st = lock(&stream.send);
             let offset = st.next;
@@ -615,6 +617,21 @@ fn read_loop(
             offset
         };
         session.send_data(id, offset, bytes);
+    }
+}
+
+/// The first `n` bytes of `buf` as a payload. A mostly full buffer is handed
+/// over as it is (no copy; the caller takes a new one); a small read is
+/// copied to a payload of its own size and the buffer kept for the next
+/// read, so that bytes waiting for their ACK hold no slack — a thousand
+/// chatty streams once held hundreds of MiB of mostly empty buffers.
+fn take_payload(buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
+    if 2 * n >= buf.len() {
+        let mut full = std::mem::take(buf);
+        full.truncate(n);
+        full
+    } else {
+        buf[..n].to_vec()
     }
 }
 
@@ -826,6 +843,18 @@ mod tests {
         assert!(st.delivered < 8 << 20, "the socket took everything");
         assert!(st.ooo.is_empty(), "a contiguous piece was left behind");
         assert_eq!(st.contiguous_end(), (8 << 20) + 4);
+    }
+
+    #[test]
+    fn small_reads_leave_no_slack_in_payloads() {
+        let mut buf = vec![1u8; 64 * 1024];
+        let small = take_payload(&mut buf, 100);
+        assert_eq!(small.len(), 100);
+        assert!(small.capacity() < 1024, "a small payload kept a big buffer");
+        assert_eq!(buf.len(), 64 * 1024, "the read buffer is kept for the next read");
+        let big = take_payload(&mut buf, 60 * 1024);
+        assert_eq!(big.len(), 60 * 1024);
+        assert!(buf.is_empty(), "a full buffer is handed over, not copied");
     }
 
     #[test]

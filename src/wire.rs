@@ -304,10 +304,11 @@ impl PayloadPool {
         vec![0; len]
     }
 
-    /// A copy of `bytes` in a pooled buffer (a frame that arrived out of
-    /// order and must wait).
+    /// A copy of `bytes` (a frame that arrived out of order and must wait),
+    /// in a pooled buffer if it would fill most of one.
     pub fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
         if bytes.len() <= self.size
+            && 2 * bytes.len() >= self.size
             && let Some(mut buf) = lock(&self.free).pop()
         {
             buf.clear();
