@@ -851,7 +851,11 @@ mod tests {
         let small = take_payload(&mut buf, 100);
         assert_eq!(small.len(), 100);
         assert!(small.capacity() < 1024, "a small payload kept a big buffer");
-        assert_eq!(buf.len(), 64 * 1024, "the read buffer is kept for the next read");
+        assert_eq!(
+            buf.len(),
+            64 * 1024,
+            "the read buffer is kept for the next read"
+        );
         let big = take_payload(&mut buf, 60 * 1024);
         assert_eq!(big.len(), 60 * 1024);
         assert!(buf.is_empty(), "a full buffer is handed over, not copied");
