@@ -1426,7 +1426,15 @@ enable_zero_rtt = true          # 启用 0-RTT
     /// `mtcp.secret`, as the examples expect.
     fn parse_beside_secret(text: &str) -> Config {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("mtcp-config-unit-{}", std::process::id()));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Own directory per call: tests run in parallel and this one removes
+        // its directory afterwards.
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mtcp-config-unit-{}-secret-{}",
+            std::process::id(),
+            CALLS.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("mtcp.secret");
         std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
@@ -1940,7 +1948,8 @@ enable_zero_rtt = true          # 启用 0-RTT
 
     #[test]
     fn mode_mismatch_and_read_errors() {
-        let dir = std::env::temp_dir().join(format!("mtcp-config-unit-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mtcp-config-unit-{}-mode", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.toml");
         std::fs::write(&path, MIN_CLIENT).unwrap();
