@@ -1,11 +1,13 @@
 //! One pooled TCP connection between client and server, and its two threads.
 //!
-//! `link-N-tx` drains the link's two outbound queues, control before data,
-//! batching whatever is queued into one `write`, and sends keepalive PINGs
-//! when idle. `link-N-rx` reads and decodes frames and hands each to the
-//! session, which routes it to its stream without ever blocking on one. Either
-//! thread that fails kills the link; the session then re-sends what the link
-//! may have lost on the links that remain.
+//! A frame handed to an idle link is written at once by the thread that hands
+//! it over (see `wire`). `link-N-tx` drains what had to be queued, control
+//! before data, batching it into one `writev`, finishes frames the fast path
+//! wrote only in part, and sends keepalive PINGs when idle. `link-N-rx` reads
+//! and decodes frames and hands each to the session, which routes it to its
+//! stream without ever blocking on one. Either thread that fails kills the
+//! link; the session then re-sends what the link may have lost on the links
+//! that remain.
 
 use crate::config::SchedulerKind;
 use crate::frame::{self, Frame, LinkReason};
