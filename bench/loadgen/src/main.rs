@@ -125,22 +125,27 @@ fn serve(listen: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads `sock` to its end; returns how many bytes came.
+fn drain(sock: &mut TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; BULK_BUF];
+    let mut total = 0u64;
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn handle(mut sock: TcpStream, pat: &[u8]) -> io::Result<()> {
     sock.set_nodelay(true)?;
     let mut cmd = [0u8; 1];
     sock.read_exact(&mut cmd)?;
     match cmd[0] {
         b'S' => {
-            let mut buf = vec![0u8; BULK_BUF];
-            let mut total = 0u64;
-            loop {
-                match sock.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => total += n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let total = drain(&mut sock)?;
             sock.write_all(&total.to_le_bytes())
         }
         b'G' => {
@@ -211,17 +216,7 @@ fn bulk(a: SocketAddr, dir: &str, bytes: u64) -> io::Result<()> {
             let mut req = vec![b'G'];
             req.extend_from_slice(&bytes.to_le_bytes());
             sock.write_all(&req)?;
-            let mut buf = vec![0u8; BULK_BUF];
-            let mut total = 0u64;
-            loop {
-                match sock.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => total += n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            total
+            drain(&mut sock)?
         }
         "up" => {
             let pat = pattern();
