@@ -219,16 +219,27 @@ impl LinkHandle {
         srtt + queued.saturating_mul(1_000_000) / rate
     }
 
-    /// Sends a PING if none is out and the last was a while ago; cheap when
-    /// not due. Called as data flows, so a busy link's measures stay fresh.
-    pub fn probe_if_due(&self) {
-        let now = self.now_us();
+    /// True when the link should be measured again: no PING is out and the
+    /// last was a while ago. Only atomics: cheap enough to ask per frame.
+    pub fn probe_due(&self) -> bool {
+        self.due_since().is_some()
+    }
+
+    /// The time of the last PING, if a new one is due.
+    fn due_since(&self) -> Option<u64> {
         let last = self.probe.sent_at.load(Ordering::Relaxed);
         let out = self.probe.token.load(Ordering::Relaxed) != 0;
         let wait = if out { PROBE_STALE_US } else { PROBE_GAP_US };
-        if now < last + wait {
+        (self.now_us() >= last + wait).then_some(last)
+    }
+
+    /// Sends a PING if one is due (see [`probe_due`](Self::probe_due)),
+    /// unless another thread just did. Never blocks.
+    pub fn probe_if_due(&self) {
+        let Some(last) = self.due_since() else {
             return;
-        }
+        };
+        let now = self.now_us();
         let claimed = self
             .probe
             .sent_at

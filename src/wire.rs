@@ -125,9 +125,12 @@ impl Wire {
     pub fn try_write(&mut self, msg: &Outbound, load: usize) -> io::Result<Attempt> {
         let frames = std::slice::from_ref(msg);
         let (sent, total) = if self.sealer.is_plain() {
-            let pieces = self.lay_out(frames);
-            let slices = slices(&self.heads, &pieces);
-            let total: usize = slices.iter().map(|s| s.len()).sum();
+            // One frame: header and payload as two slices on the stack, no
+            // allocation per frame on this path.
+            self.heads.clear();
+            let payload = encode_head(msg, &mut self.heads).unwrap_or_default();
+            let slices = [IoSlice::new(&self.heads), IoSlice::new(payload)];
+            let total = self.heads.len() + payload.len();
             let sent = match send_now(&self.socket, &slices) {
                 Ok(0) => return Ok(Attempt::Refused),
                 Ok(n) => n,
