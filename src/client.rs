@@ -8,6 +8,7 @@
 //! `client-pool` reacts to session events: with `enable_zero_rtt = false` it
 //! closes the pool when the last stream ends.
 
+use crate::budget::SendBudget;
 use crate::config::{ClientConfig, Role};
 use crate::frame::{self, Frame, LinkReason, RstReason};
 use crate::link::{self, HandshakeError, PeerLimits};
@@ -48,6 +49,8 @@ struct Pool {
     /// attempt succeeded: new streams fail fast while the server is down.
     last_failure_ms: AtomicU64,
     epoch: Instant,
+    /// Shared by the current session and the retiring ones.
+    send_budget: Arc<SendBudget>,
 }
 
 impl Client {
@@ -99,9 +102,10 @@ impl Client {
             shutdown: shutdown.clone(),
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
         });
         let p = pool.clone();
-        self.monitor.attach(move || {
+        self.monitor.attach(pool.send_budget.clone(), move || {
             let mut sessions = lock(&p.retiring).clone();
             sessions.extend(lock(&p.current).clone());
             sessions
@@ -168,6 +172,7 @@ impl Pool {
             None,
             self.threads.clone(),
             Some(self.events.clone()),
+            self.send_budget.clone(),
         );
         log::info!(
             "session {id:016x} started, connecting {} links",

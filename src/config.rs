@@ -34,6 +34,12 @@ const BUFFER_SIZE_MAX: u64 = 16 * MIB;
 const STREAM_WINDOW_DEFAULT: u64 = 4 * MIB;
 /// Largest `stream_window`: per-stream memory must stay bounded.
 const STREAM_WINDOW_MAX: u64 = 1024 * MIB;
+/// Default `send_budget`: eight full default windows in flight at once, so a
+/// handful of bulk streams each get their whole window, while a thousand busy
+/// streams stay within tens of MiB per daemon.
+const SEND_BUDGET_DEFAULT: u64 = 32 * MIB;
+/// Largest `send_budget`.
+const SEND_BUDGET_MAX: u64 = 64 * 1024 * MIB;
 const POOL_SIZE_MIN: u64 = 1;
 const POOL_SIZE_MAX: u64 = 256;
 const KEEPALIVE_INTERVAL_MS_DEFAULT: u64 = 1000;
@@ -237,6 +243,11 @@ pub struct TunnelConfig {
     /// `stream_window`: bytes a sender may have unacknowledged per stream
     /// direction; bounds per-stream memory and must hold at least one frame.
     pub stream_window: u32,
+    /// `send_budget`: bytes all streams of the daemon together may have
+    /// unacknowledged (each is held in memory for re-sending, and by the
+    /// peer until its application reads it). Beyond it a stream may still
+    /// keep 64 KiB in flight, so a stalled stream never blocks the others.
+    pub send_budget: u64,
     /// `scheduler`: how DATA frames are assigned to links.
     pub scheduler: SchedulerKind,
     /// `keepalive_interval_ms`: how often an idle link is pinged.
@@ -266,6 +277,7 @@ impl TunnelConfig {
         TunnelConfig {
             buffer_size,
             stream_window: STREAM_WINDOW_DEFAULT as u32,
+            send_budget: SEND_BUDGET_DEFAULT,
             scheduler: SchedulerKind::RoundRobin,
             keepalive_interval: Duration::from_millis(KEEPALIVE_INTERVAL_MS_DEFAULT),
             keepalive_timeout: Duration::from_millis(KEEPALIVE_TIMEOUT_MS_DEFAULT),
@@ -280,6 +292,7 @@ impl TunnelConfig {
     fn describe_into(&self, out: &mut String) {
         push_kv(out, "buffer_size", self.buffer_size);
         push_kv(out, "stream_window", self.stream_window);
+        push_kv(out, "send_budget", self.send_budget);
         push_kv(out, "scheduler", format!("\"{}\"", self.scheduler));
         push_kv(
             out,
@@ -719,6 +732,7 @@ struct RawServer {
     connection_pool_size: u64,
     buffer_size: u64,
     stream_window: Option<u64>,
+    send_budget: Option<u64>,
     scheduler: Option<SchedulerKind>,
     keepalive_interval_ms: Option<u64>,
     keepalive_timeout_ms: Option<u64>,
@@ -748,6 +762,7 @@ struct RawClient {
     buffer_size: u64,
     enable_zero_rtt: bool,
     stream_window: Option<u64>,
+    send_budget: Option<u64>,
     scheduler: Option<SchedulerKind>,
     keepalive_interval_ms: Option<u64>,
     keepalive_timeout_ms: Option<u64>,
@@ -769,6 +784,7 @@ struct RawClient {
 struct RawTunnel {
     buffer_size: u64,
     stream_window: Option<u64>,
+    send_budget: Option<u64>,
     scheduler: Option<SchedulerKind>,
     keepalive_interval_ms: Option<u64>,
     keepalive_timeout_ms: Option<u64>,
@@ -946,6 +962,12 @@ impl Ctx<'_> {
         let window = self.range("stream_window", window, raw.buffer_size, STREAM_WINDOW_MAX)?;
         let stream_window = u32::try_from(window)
             .map_err(|_| self.err("stream_window", format!("{window} does not fit 32 bits")))?;
+        let send_budget = self.range(
+            "send_budget",
+            raw.send_budget.unwrap_or(SEND_BUDGET_DEFAULT),
+            raw.buffer_size,
+            SEND_BUDGET_MAX,
+        )?;
         let keepalive_interval = self.millis(
             "keepalive_interval_ms",
             raw.keepalive_interval_ms,
@@ -982,6 +1004,7 @@ impl Ctx<'_> {
             encrypt,
             buffer_size,
             stream_window,
+            send_budget,
             scheduler: raw.scheduler.unwrap_or(SchedulerKind::RoundRobin),
             keepalive_interval,
             keepalive_timeout,
@@ -1019,6 +1042,7 @@ impl RawServer {
         let tunnel = ctx.tunnel(RawTunnel {
             buffer_size: self.buffer_size,
             stream_window: self.stream_window,
+            send_budget: self.send_budget,
             scheduler: self.scheduler,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
@@ -1097,6 +1121,7 @@ impl RawClient {
         let tunnel = ctx.tunnel(RawTunnel {
             buffer_size: self.buffer_size,
             stream_window: self.stream_window,
+            send_budget: self.send_budget,
             scheduler: self.scheduler,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
@@ -1569,6 +1594,7 @@ enable_zero_rtt = true          # 启用 0-RTT
             "connection_pool_size",
             "buffer_size",
             "stream_window",
+            "send_budget",
             "scheduler",
             "keepalive_interval_ms",
             "keepalive_timeout_ms",
@@ -1899,6 +1925,8 @@ enable_zero_rtt = true          # 启用 0-RTT
         let extras: &[(&str, &str)] = &[
             ("stream_window = 65535", "server.stream_window"),
             ("stream_window = 1073741825", "server.stream_window"),
+            ("send_budget = 65535", "server.send_budget"),
+            ("send_budget = 68719476737", "server.send_budget"),
             ("keepalive_interval_ms = 0", "server.keepalive_interval_ms"),
             ("keepalive_timeout_ms = 1000", "server.keepalive_timeout_ms"),
             (
@@ -1927,6 +1955,7 @@ enable_zero_rtt = true          # 启用 0-RTT
             ("reconnect_min_ms = 0", "client.reconnect_min_ms"),
             ("reconnect_max_ms = 50", "client.reconnect_max_ms"),
             ("stream_window = 1024", "client.stream_window"),
+            ("send_budget = 0", "client.send_budget"),
         ];
         for (extra, key) in extras {
             let e = err_of(client_with(extra));
@@ -1944,6 +1973,10 @@ enable_zero_rtt = true          # 启用 0-RTT
         assert_eq!(s.tunnel.stream_window, 65536);
         let s = server_with("stream_window = 1073741824").unwrap();
         assert_eq!(s.tunnel.stream_window, 1 << 30);
+        let s = server_with("send_budget = 65536").unwrap();
+        assert_eq!(s.tunnel.send_budget, 65536);
+        let c = client_with("send_budget = 68719476736").unwrap();
+        assert_eq!(c.tunnel.send_budget, 64 << 30);
     }
 
     #[test]

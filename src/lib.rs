@@ -5,6 +5,7 @@
 //! line, sets up logging and signals, and maps errors to exit codes.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod config;

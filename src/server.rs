@@ -6,6 +6,7 @@
 //! sessions whose client has been gone longer than the grace period. Links
 //! and streams have their own threads (see `link` and `stream`).
 
+use crate::budget::SendBudget;
 use crate::config::{Role, ServerConfig};
 use crate::frame::{self, Frame, LinkReason, RstReason};
 use crate::link::{self, HandshakeError, PeerLimits};
@@ -39,6 +40,7 @@ struct Registry {
     pending: AtomicUsize,
     shutdown: Shutdown,
     budget: Arc<StreamBudget>,
+    send_budget: Arc<SendBudget>,
 }
 
 impl Server {
@@ -87,10 +89,12 @@ impl Server {
             pending: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             budget: Arc::new(StreamBudget::new(self.config.max_total_streams)),
+            send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
         });
         let reg = registry.clone();
-        self.monitor
-            .attach(move || lock(&reg.sessions).values().cloned().collect());
+        self.monitor.attach(registry.send_budget.clone(), move || {
+            lock(&reg.sessions).values().cloned().collect()
+        });
         wake_on_shutdown(&self.threads, &shutdown, addr)?;
         let reg = registry.clone();
         thread::spawn(&self.threads, "server-reaper".into(), move || {
@@ -325,6 +329,7 @@ fn join_session(
         Some(backend),
         reg.threads.clone(),
         None,
+        reg.send_budget.clone(),
     );
     sessions.insert(hello.session_id, session.clone());
     log::info!(

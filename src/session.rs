@@ -9,6 +9,7 @@
 //! next one to come up), everything a lost link may have carried: unacked
 //! bytes, pending FINs, OPENs the peer has not confirmed, and current ACKs.
 
+use crate::budget::SendBudget;
 use crate::config::{Endpoint, Role, TunnelConfig};
 use crate::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::link::{LinkHandle, Outbound, PeerLimits};
@@ -215,6 +216,8 @@ pub struct Session {
     events: Option<Sender<SessionEvent>>,
     no_links_since: Mutex<Option<Instant>>,
     payloads: Arc<PayloadPool>,
+    /// Shared with every session of the daemon.
+    send_budget: Arc<SendBudget>,
     pub stats: SessionStats,
 }
 
@@ -227,6 +230,7 @@ impl Session {
         backend: Option<Backend>,
         threads: ThreadCount,
         events: Option<Sender<SessionEvent>>,
+        send_budget: Arc<SendBudget>,
     ) -> Arc<Session> {
         let scheduler = Scheduler::new(tunnel.scheduler);
         let max_payload = tunnel.buffer_size as u32;
@@ -256,6 +260,7 @@ impl Session {
             events,
             no_links_since: Mutex::new(Some(Instant::now())),
             payloads: Arc::new(PayloadPool::new(max_payload as usize)),
+            send_budget,
             stats: SessionStats::default(),
         })
     }
@@ -657,7 +662,12 @@ impl Session {
             });
             return None;
         }
-        let s = Stream::new(id, self.tunnel.stream_window, self.payloads.clone());
+        let s = Stream::new(
+            id,
+            self.tunnel.stream_window,
+            self.payloads.clone(),
+            self.send_budget.clone(),
+        );
         table.map.insert(id, s.clone());
         drop(table);
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
@@ -685,7 +695,12 @@ impl Session {
             }
             let id = StreamId::try_from(table.next_id).map_err(|_| OpenError::IdsExhausted)?;
             table.next_id += 1;
-            let s = Stream::new(id, self.tunnel.stream_window, self.payloads.clone());
+            let s = Stream::new(
+                id,
+                self.tunnel.stream_window,
+                self.payloads.clone(),
+                self.send_budget.clone(),
+            );
             table.map.insert(id, s.clone());
             (id, s)
         };

@@ -13,6 +13,7 @@
 //! deadlocked (it takes the session table lock and each session's link and
 //! stream locks), which is what the systemd watchdog relies on.
 
+use crate::budget::SendBudget;
 use crate::session::Session;
 use crate::thread::lock;
 use std::fmt::Write as _;
@@ -30,7 +31,14 @@ type SessionLister = Arc<dyn Fn() -> Vec<Arc<Session>> + Send + Sync>;
 /// or the client's pool, which stay private to their modules.
 #[derive(Clone, Default)]
 pub struct Monitor {
-    lister: Arc<Mutex<Option<SessionLister>>>,
+    attached: Arc<Mutex<Option<Attached>>>,
+}
+
+/// What a running daemon lends its monitor.
+#[derive(Clone)]
+struct Attached {
+    lister: SessionLister,
+    send_budget: Arc<SendBudget>,
 }
 
 impl Monitor {
@@ -40,16 +48,24 @@ impl Monitor {
         Self::default()
     }
 
-    /// Called by the daemon when it starts running, with a closure that lists
-    /// its sessions. The closure must not take the monitor's lock.
-    pub fn attach(&self, lister: impl Fn() -> Vec<Arc<Session>> + Send + Sync + 'static) {
-        *lock(&self.lister) = Some(Arc::new(lister));
+    /// Called by the daemon when it starts running, with its send budget and
+    /// a closure that lists its sessions. The closure must not take the
+    /// monitor's lock.
+    pub fn attach(
+        &self,
+        send_budget: Arc<SendBudget>,
+        lister: impl Fn() -> Vec<Arc<Session>> + Send + Sync + 'static,
+    ) {
+        *lock(&self.attached) = Some(Attached {
+            lister: Arc::new(lister),
+            send_budget,
+        });
     }
 
     /// Called by the daemon when it stops, so the monitor no longer keeps its
     /// state alive.
     pub fn detach(&self) {
-        lock(&self.lister).take();
+        lock(&self.attached).take();
     }
 
     /// The sessions alive now; empty before the daemon runs or after it
@@ -57,8 +73,8 @@ impl Monitor {
     pub fn sessions(&self) -> Vec<Arc<Session>> {
         // Cloned out first: the lister takes daemon locks, and holding ours
         // meanwhile would order the two locks for no reason.
-        let lister = lock(&self.lister).clone();
-        lister.map(|f| f()).unwrap_or_default()
+        let attached = lock(&self.attached).clone();
+        attached.map(|a| (a.lister)()).unwrap_or_default()
     }
 
     /// True when any session has at least one link up; the client's
@@ -69,8 +85,14 @@ impl Monitor {
 
     /// Every counter of every session and link, read now.
     pub fn snapshot(&self) -> Snapshot {
+        let budget = lock(&self.attached)
+            .as_ref()
+            .map(|a| (a.send_budget.used(), a.send_budget.limit()));
+        let (unacked_bytes, send_budget) = budget.unwrap_or_default();
         Snapshot {
             sessions: self.sessions().iter().map(|s| session_stats(s)).collect(),
+            unacked_bytes,
+            send_budget,
         }
     }
 }
@@ -141,6 +163,11 @@ pub struct SessionSnapshot {
 pub struct Snapshot {
     /// One entry per live session.
     pub sessions: Vec<SessionSnapshot>,
+    /// Bytes the daemon's streams sent and hold for re-sending, not yet
+    /// acknowledged: what the send budget counts.
+    pub unacked_bytes: u64,
+    /// The daemon's `send_budget`.
+    pub send_budget: u64,
 }
 
 impl Snapshot {
@@ -169,10 +196,12 @@ impl Snapshot {
     /// parsed from the journal without knowing the wording.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
-            "stats total sessions={} links={} streams_open={}",
+            "stats total sessions={} links={} streams_open={} unacked_bytes={} send_budget={}",
             self.sessions.len(),
             self.link_count(),
-            self.stream_count()
+            self.stream_count(),
+            self.unacked_bytes,
+            self.send_budget
         )];
         for s in &self.sessions {
             out.push(format!(
@@ -232,7 +261,7 @@ mod tests {
         assert!(m.sessions().is_empty());
         assert!(!m.any_link_up());
         assert_eq!(m.snapshot(), Snapshot::default());
-        m.attach(Vec::new);
+        m.attach(Arc::new(SendBudget::new(1)), Vec::new);
         assert!(m.sessions().is_empty());
         m.detach();
         assert_eq!(
@@ -251,10 +280,15 @@ mod tests {
                 frames_resent: 3,
                 links: vec![link(0, 1500), link(1, 0)],
             }],
+            unacked_bytes: 5,
+            send_budget: 9,
         };
         let lines = snap.lines();
         assert_eq!(lines.len(), 4, "{lines:?}");
-        assert_eq!(lines[0], "stats total sessions=1 links=2 streams_open=2");
+        assert_eq!(
+            lines[0],
+            "stats total sessions=1 links=2 streams_open=2 unacked_bytes=5 send_budget=9"
+        );
         assert_eq!(
             lines[1],
             "stats session=00000000000000ab links=2 streams_open=2 streams_opened=7 frames_resent=3"

@@ -16,6 +16,7 @@
 //! waiting (`MSG_DONTWAIT`): a request/response round trip then needs no
 //! thread hand-off on this side, and bulk data skips one copy.
 
+use crate::budget::{BudgetWaiter, SendBudget};
 use crate::frame::{Frame, RstReason, StreamId};
 use crate::session::Session;
 use crate::thread::{self, Bell, ThreadCount, lock};
@@ -37,19 +38,23 @@ const MAX_OOO_PIECES: usize = 4096;
 /// First read size of a stream; doubles up to `buffer_size` while reads
 /// fill it.
 const INITIAL_READ: usize = 8 * 1024;
-/// Reorder-buffer capacity a stream keeps between bursts.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// Reorder-buffer capacity a stream keeps between bursts; a thousand
+/// streams that each kept a 64 KiB buffer held 100 MiB between them.
+const KEEP_CAPACITY: usize = 16 * 1024;
 /// Credit goes back to the peer (ACK) once this many bytes were delivered
 /// since the last ACK (or a quarter window, if less), not after every write:
 /// an ACK per small message doubled the frames of request/response traffic.
 /// No sender can wait on it: one waiting for credit has a whole window
-/// undelivered, which is more than this. Bounds what a quiet stream's peer
-/// keeps for re-sending.
-const ACK_EVERY: u64 = 64 * 1024;
+/// undelivered, or at least its floor (`budget::STREAM_FLOOR`, equal to
+/// this) when it waits for the daemon's send budget. Bounds what a quiet
+/// stream's peer keeps for re-sending.
+const ACK_EVERY: u64 = crate::budget::STREAM_FLOOR;
 /// A fast stream acknowledges at most once per `ACK_DELAY`, or once per
 /// `ACK_EVERY_MOST` bytes: at gigabits per second an ACK per 64 KiB frame
 /// cost the sender a wake-up and a read per frame. Slow streams, and many
-/// streams sharing the links, still acknowledge every `ACK_EVERY`.
+/// streams sharing the links, still acknowledge every `ACK_EVERY`. A held
+/// back ACK is sent by the writer thread when it falls due, so a sender
+/// waiting for it never waits longer than `ACK_DELAY`.
 const ACK_EVERY_MOST: u64 = 256 * 1024;
 const ACK_DELAY: Duration = Duration::from_millis(1);
 
@@ -70,6 +75,9 @@ pub struct Stream {
     socket: OnceLock<TcpStream>,
     /// Buffers for out-of-order pieces, shared with the session.
     pool: Arc<PayloadPool>,
+    /// The daemon's send budget, charged for every unacknowledged byte.
+    budget: Arc<SendBudget>,
+    budget_waiter: Arc<BudgetWaiter>,
     done: AtomicU8,
     reset: AtomicBool,
     writer_busy: AtomicBool,
@@ -82,6 +90,9 @@ struct SendState {
     acked: u64,
     fin: Option<u64>,
     unacked: VecDeque<(u64, Payload)>,
+    /// Bytes charged to the send budget and not yet released: sent, not
+    /// acknowledged, and the stream not reset.
+    charged: u64,
 }
 
 /// The receiving direction: the reorder buffer.
@@ -105,6 +116,9 @@ struct RecvState {
     ack_owed: bool,
     /// When the last ACK was taken, to space a fast stream's ACKs.
     last_ack: Instant,
+    /// An ACK is due but was held back to space ACKs; the writer thread
+    /// sends it once `ACK_DELAY` has passed if nobody did meanwhile.
+    ack_deferred: bool,
     window: u64,
 }
 
@@ -122,8 +136,10 @@ impl RecvState {
             return None;
         }
         if owed < quarter.min(ACK_EVERY_MOST) && self.last_ack.elapsed() < ACK_DELAY {
+            self.ack_deferred = true;
             return None;
         }
+        self.ack_deferred = false;
         self.last_ack = Instant::now();
         self.ack_sent = self.delivered;
         Some(self.delivered)
@@ -139,7 +155,13 @@ pub struct AckOutcome {
 impl Stream {
     /// A stream with nothing sent or received; `window` is what we grant the
     /// peer (our receive buffer limit).
-    pub fn new(id: StreamId, window: u32, pool: Arc<PayloadPool>) -> Arc<Stream> {
+    pub fn new(
+        id: StreamId,
+        window: u32,
+        pool: Arc<PayloadPool>,
+        budget: Arc<SendBudget>,
+    ) -> Arc<Stream> {
+        let send_bell = Bell::new();
         Arc::new(Stream {
             id,
             send: Mutex::new(SendState {
@@ -147,8 +169,10 @@ impl Stream {
                 acked: 0,
                 fin: None,
                 unacked: VecDeque::new(),
+                charged: 0,
             }),
-            send_bell: Bell::new(),
+            budget_waiter: BudgetWaiter::new(send_bell.clone()),
+            send_bell,
             recv: Mutex::new(RecvState {
                 base: 0,
                 buf: Vec::new(),
@@ -159,11 +183,13 @@ impl Stream {
                 ack_sent: 0,
                 ack_owed: false,
                 last_ack: Instant::now(),
+                ack_deferred: false,
                 window: u64::from(window),
             }),
             recv_bell: Bell::new(),
             socket: OnceLock::new(),
             pool,
+            budget,
             done: AtomicU8::new(0),
             reset: AtomicBool::new(false),
             writer_busy: AtomicBool::new(false),
@@ -211,10 +237,14 @@ impl Stream {
         // Whatever waited for these bytes follows them into the buffer: the
         // writer thread takes only the buffer, never the pieces.
         self.drain_ooo(&mut st);
+        let deferred_before = st.ack_deferred;
         let ack = st.take_ack();
-        // The writer alone writes what is left buffered and ends the stream,
-        // so it must hear of both, even when this thread wrote everything.
-        let wake = !st.buf.is_empty() || st.fin == Some(st.contiguous_end());
+        // The writer alone writes what is left buffered, ends the stream and
+        // sends a held-back ACK when its time comes, so it must hear of all
+        // three, even when this thread wrote everything.
+        let wake = !st.buf.is_empty()
+            || st.fin == Some(st.contiguous_end())
+            || (st.ack_deferred && !deferred_before);
         drop(st);
         if wake {
             self.recv_bell.ring();
@@ -267,7 +297,10 @@ impl Stream {
             let (guard, all) = self.write_claimed(st, &next);
             st = guard;
             next.clear();
-            if st.buf.capacity() == 0 {
+            // Kept for the next burst only if small: a buffer that once held
+            // a lagging application's backlog would otherwise stay resident
+            // for the stream's life.
+            if st.buf.capacity() == 0 && next.capacity() <= KEEP_CAPACITY {
                 st.buf = next;
             } else {
                 self.pool.give_vec(next);
@@ -376,6 +409,8 @@ impl Stream {
                 send_finished: false,
             });
         }
+        let freed = (delivered.min(st.next) - st.acked.min(st.next)).min(st.charged);
+        st.charged -= freed;
         st.acked = delivered;
         while let Some((off, bytes)) = st.unacked.front() {
             if off + bytes.len() as u64 <= delivered {
@@ -388,6 +423,7 @@ impl Stream {
         }
         let finished = st.fin.is_some_and(|f| delivered == f + 1);
         drop(st);
+        self.budget.release(freed);
         self.send_bell.ring();
         Ok(AckOutcome {
             send_finished: finished && self.mark_done(SEND_DONE),
@@ -408,6 +444,7 @@ impl Stream {
         if self.reset.swap(true, Ordering::SeqCst) {
             return false;
         }
+        self.abandon_unacked();
         if let Some(sock) = self.socket.get() {
             if hard {
                 let _ = socket2::SockRef::from(sock).set_linger(Some(Duration::ZERO));
@@ -424,6 +461,19 @@ impl Stream {
         self.send_bell.ring();
         self.recv_bell.ring();
         true
+    }
+
+    /// Gives up the bytes kept for re-sending (a reset stream re-sends
+    /// nothing) and returns their budget.
+    fn abandon_unacked(&self) {
+        let freed = {
+            let mut st = lock(&self.send);
+            for (_, bytes) in st.unacked.drain(..) {
+                self.pool.give(bytes);
+            }
+            std::mem::take(&mut st.charged)
+        };
+        self.budget.release(freed);
     }
 
     /// Frames that re-create what a failed link may have lost for this
@@ -463,6 +513,15 @@ impl Stream {
     pub fn progress(&self) -> (u64, u64) {
         let st = lock(&self.send);
         (st.acked, st.next)
+    }
+}
+
+impl Drop for Stream {
+    /// However a stream ends, the budget it holds goes back: a leak would
+    /// shrink the daemon's budget for good.
+    fn drop(&mut self) {
+        let st = self.send.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget.release(std::mem::take(&mut st.charged));
     }
 }
 
@@ -556,13 +615,13 @@ fn attach(stream: &Stream, socket: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Sleeps until `bell` rings or the session closes: idle streams cost no
-/// CPU, however many there are.
-fn sleep_until_rung(bell: &Bell, session: &Session) {
+/// Sleeps until `bell` rings, the session closes or `limit` passes: idle
+/// streams cost no CPU, however many there are.
+fn sleep_until_rung(bell: &Bell, session: &Session, limit: Duration) {
     crossbeam_channel::select! {
         recv(bell.receiver()) -> _ => {},
         recv(session.closed_signal()) -> _ => {},
-        default(IDLE_CHECK) => {},
+        default(limit) => {},
     }
 }
 
@@ -579,10 +638,19 @@ fn read_loop(
     // `max` bytes per call.
     let mut size = max.min(INITIAL_READ);
     let mut buf = Vec::new();
+    // The last read emptied the socket, so the next one would most likely
+    // sleep. A bulk stream then gives its large buffer back and sleeps in a
+    // one-byte peek instead: a thousand streams waiting for their
+    // applications otherwise held a `buffer_size` buffer each.
+    let mut drained = false;
     loop {
         let Some(credit) = wait_credit(session, stream) else {
             return Ok(());
         };
+        if drained && size > INITIAL_READ {
+            session.payloads().give_vec(std::mem::take(&mut buf));
+            let _ = socket.peek(&mut [0u8; 1]);
+        }
         if buf.len() < size {
             buf = session.payloads().take(size);
         }
@@ -605,6 +673,7 @@ fn read_loop(
             send_fin(session, stream);
             return Ok(());
         }
+        drained = n < want;
         if n == size && size < max {
             size = (size * 2).min(max);
         }
@@ -613,9 +682,11 @@ fn read_loop(
             let mut st = lock(&stream.send);
             let offset = st.next;
             st.next += n as u64;
+            st.charged += n as u64;
             st.unacked.push_back((offset, bytes.clone()));
             offset
         };
+        stream.budget.charge(n as u64);
         session.send_data(id, offset, bytes);
     }
 }
@@ -635,22 +706,32 @@ fn take_payload(buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
     }
 }
 
-/// Waits until the peer's window allows sending; `None` when the stream or
-/// session ends meanwhile.
+/// Waits until the peer's window and the daemon's send budget allow
+/// sending; `None` when the stream or session ends meanwhile.
 fn wait_credit(session: &Session, stream: &Stream) -> Option<usize> {
     let window = u64::from(session.peer_window());
+    let budget = &stream.budget;
     loop {
         if stream.is_reset() || session.is_closed() {
             return None;
         }
-        let in_flight = {
+        let own = {
             let st = lock(&stream.send);
             st.next - st.acked.min(st.next)
         };
-        if in_flight < window {
-            return Some((window - in_flight) as usize);
+        let credit = budget.credit(own, window);
+        if credit > 0 {
+            return Some(credit as usize);
         }
-        sleep_until_rung(&stream.send_bell, session);
+        if own < window {
+            // Short of budget, not of window: queue for it, and look once
+            // more in case it came back before we were in the queue.
+            budget.wait_turn(&stream.budget_waiter);
+            if budget.credit(own, window) > 0 {
+                continue;
+            }
+        }
+        sleep_until_rung(&stream.send_bell, session, IDLE_CHECK);
     }
 }
 
@@ -680,14 +761,14 @@ fn write_loop(
     loop {
         match take_next(stream, &mut chunk) {
             Next::Stop => return Ok(()),
-            Next::Wait(owed) => {
-                if let Some(delivered) = owed {
+            Next::Wait { ack, ack_due } => {
+                if let Some(delivered) = ack {
                     send_ack(session, stream, delivered);
                 }
                 if session.is_closed() {
                     return Ok(());
                 }
-                sleep_until_rung(&stream.recv_bell, session);
+                sleep_until_rung(&stream.recv_bell, session, ack_due.unwrap_or(IDLE_CHECK));
             }
             Next::Write => {
                 stream.writer_busy.store(true, Ordering::SeqCst);
@@ -738,8 +819,13 @@ enum Next {
     Write,
     /// Every byte is written and the peer finished at this offset.
     Finish(u64),
-    /// Nothing to write yet; send the ACK a link reader could not, if any.
-    Wait(Option<u64>),
+    /// Nothing to write yet. Send `ack` first: one a link reader could not
+    /// queue, or one held back that is now due. `ack_due`: an ACK is held
+    /// back and falls due in this long; look again then.
+    Wait {
+        ack: Option<u64>,
+        ack_due: Option<Duration>,
+    },
     Stop,
 }
 
@@ -760,8 +846,17 @@ fn take_next(stream: &Stream, chunk: &mut Vec<u8>) -> Next {
             return Next::Finish(st.base);
         }
     }
-    let owed = std::mem::take(&mut st.ack_owed).then_some(st.ack_sent);
-    Next::Wait(owed)
+    let mut ack = std::mem::take(&mut st.ack_owed).then_some(st.ack_sent);
+    let mut ack_due = None;
+    if st.ack_deferred {
+        let left = ACK_DELAY.saturating_sub(st.last_ack.elapsed());
+        if left.is_zero() {
+            ack = st.take_ack().or(ack);
+        } else {
+            ack_due = Some(left);
+        }
+    }
+    Next::Wait { ack, ack_due }
 }
 
 fn send_ack(session: &Session, stream: &Stream, delivered: u64) {
@@ -775,13 +870,14 @@ fn send_ack(session: &Session, stream: &Stream, delivered: u64) {
 mod tests {
     use super::*;
 
-    fn test_pool() -> Arc<PayloadPool> {
-        Arc::new(PayloadPool::new(16))
+    fn test_stream(window: u32) -> Arc<Stream> {
+        let budget = Arc::new(SendBudget::new(1 << 20));
+        Stream::new(1, window, Arc::new(PayloadPool::new(16)), budget)
     }
 
     #[test]
     fn reorders_and_drops_duplicates() {
-        let s = Stream::new(1, 1000, test_pool());
+        let s = test_stream(1000);
         s.on_data(5, b"fghij").unwrap();
         s.on_data(0, b"abc").unwrap();
         s.on_data(0, b"abc").unwrap();
@@ -794,14 +890,14 @@ mod tests {
 
     #[test]
     fn window_is_enforced() {
-        let s = Stream::new(1, 4, test_pool());
+        let s = test_stream(4);
         assert!(s.on_data(0, b"abcd").is_ok());
         assert!(s.on_data(4, b"e").is_err());
     }
 
     #[test]
     fn data_past_fin_is_a_violation() {
-        let s = Stream::new(1, 100, test_pool());
+        let s = test_stream(100);
         s.on_fin(3).unwrap();
         assert!(s.on_data(0, b"abcd").is_err());
         assert!(s.on_fin(4).is_err());
@@ -813,7 +909,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut app, _) = listener.accept().unwrap();
-        let s = Stream::new(1, 1000, test_pool());
+        let s = test_stream(1000);
         attach(&s, &local).unwrap();
         s.on_fin(5).unwrap();
         while s.recv_bell.receiver().try_recv().is_ok() {}
@@ -833,7 +929,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_app, _) = listener.accept().unwrap();
-        let s = Stream::new(1, 1 << 24, test_pool());
+        let s = test_stream(1 << 24);
         attach(&s, &local).unwrap();
         // Far more than the sockets hold while the application reads nothing.
         let big = vec![7u8; 8 << 20];
@@ -843,6 +939,39 @@ mod tests {
         assert!(st.delivered < 8 << 20, "the socket took everything");
         assert!(st.ooo.is_empty(), "a contiguous piece was left behind");
         assert_eq!(st.contiguous_end(), (8 << 20) + 4);
+    }
+
+    #[test]
+    fn a_held_back_ack_is_sent_by_the_writer_when_due() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_app, _) = listener.accept().unwrap();
+        let s = test_stream(1 << 20);
+        attach(&s, &local).unwrap();
+        // An ACK was just sent: the next one is held back.
+        lock(&s.recv).last_ack = Instant::now() + Duration::from_secs(3600);
+        while s.recv_bell.receiver().try_recv().is_ok() {}
+        assert_eq!(s.on_data(0, &[1u8; 20_000]).unwrap(), None);
+        assert!(
+            s.recv_bell.receiver().try_recv().is_ok(),
+            "the writer must hear of the held-back ACK"
+        );
+        let mut chunk = Vec::new();
+        match take_next(&s, &mut chunk) {
+            Next::Wait { ack: None, ack_due } => {
+                assert!(ack_due.is_some_and(|d| d <= ACK_DELAY), "{ack_due:?}");
+            }
+            _ => panic!("expected a wait for the held-back ACK"),
+        }
+        lock(&s.recv).last_ack = Instant::now() - ACK_DELAY;
+        match take_next(&s, &mut chunk) {
+            Next::Wait {
+                ack: Some(20_000),
+                ack_due: None,
+            } => {}
+            _ => panic!("the held-back ACK was not sent when due"),
+        }
     }
 
     #[test]
@@ -863,7 +992,7 @@ mod tests {
 
     #[test]
     fn ack_beyond_sent_is_a_violation() {
-        let s = Stream::new(1, 100, test_pool());
+        let s = test_stream(100);
         assert!(s.on_ack(1, &PayloadPool::new(16)).is_err());
     }
 }

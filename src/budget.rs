@@ -1,0 +1,193 @@
+//! The daemon-wide send budget: how many bytes all streams together may have
+//! sent and not yet seen acknowledged.
+//!
+//! Every such byte costs memory twice: the sender keeps it for re-sending
+//! after a link failure, and the receiver holds it in a reorder buffer until
+//! its application reads it. Per-stream windows alone bound one stream, not a
+//! thousand: with a 4 MiB window each, a thousand busy streams could hold
+//! gigabytes when one stage of their path lags. The budget bounds the sum.
+//!
+//! A shared budget alone would let streams whose application stopped reading
+//! (and which therefore never return what they hold) starve the rest. So each
+//! stream keeps a floor, [`STREAM_FLOOR`] bytes it may always have in flight
+//! whatever the budget says: one stalled stream costs the others nothing, and
+//! a stalled thousand cost at most a thousand floors.
+//!
+//! Streams that wait for budget queue here in order and are woken as
+//! acknowledgements return it, so a busy daemon wakes a few waiters per ACK,
+//! not all of them.
+
+use crate::thread::{Bell, lock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Bytes a stream may always have unacknowledged, budget or not (less only
+/// if its window is smaller). The receiver's ACK threshold
+/// (`stream::ACK_EVERY`) is set from it: a stream held at its floor has sent
+/// enough to be acknowledged once the far application reads it, so it never
+/// waits for an ACK that the receiver holds back until more bytes come.
+/// Small, so that a thousand stalled streams hold 16 MiB, not more.
+pub const STREAM_FLOOR: u64 = 16 * 1024;
+
+/// The budget one daemon's streams share, in every session.
+pub struct SendBudget {
+    limit: u64,
+    used: AtomicU64,
+    waiters: Mutex<VecDeque<Arc<BudgetWaiter>>>,
+    /// Length of `waiters`, read without the lock on every release.
+    waiting: AtomicUsize,
+}
+
+/// A stream's place in the queue for budget: the bell it sleeps on.
+pub struct BudgetWaiter {
+    bell: Bell,
+    queued: AtomicBool,
+}
+
+impl BudgetWaiter {
+    /// A waiter that rings `bell` (the stream's send bell, which its own ACKs
+    /// ring too, so one sleep waits for either).
+    pub fn new(bell: Bell) -> Arc<Self> {
+        Arc::new(BudgetWaiter {
+            bell,
+            queued: AtomicBool::new(false),
+        })
+    }
+}
+
+impl SendBudget {
+    /// A budget of `limit` unacknowledged bytes beyond the streams' floors.
+    pub fn new(limit: u64) -> Self {
+        SendBudget {
+            limit,
+            used: AtomicU64::new(0),
+            waiters: Mutex::new(VecDeque::new()),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes charged and not yet released, floors included (so it may exceed
+    /// the limit).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// How many more bytes a stream with `own` bytes unacknowledged may send
+    /// now under a peer `window`: at least up to its floor, beyond that what
+    /// both the window and the budget allow.
+    pub fn credit(&self, own: u64, window: u64) -> u64 {
+        let floor = STREAM_FLOOR.min(window).saturating_sub(own);
+        let free = self.limit.saturating_sub(self.used());
+        floor.max(window.saturating_sub(own).min(free))
+    }
+
+    /// Counts `n` bytes just sent (read from the local socket).
+    pub fn charge(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Returns `n` acknowledged (or abandoned) bytes and wakes waiters that
+    /// may now send.
+    pub fn release(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.used.fetch_sub(n, Ordering::Relaxed);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake();
+        }
+    }
+
+    /// Queues `waiter` to be rung when budget comes back. The caller checks
+    /// its credit again after this and before sleeping: a release between
+    /// its first check and this call found nobody to wake.
+    pub fn wait_turn(&self, waiter: &Arc<BudgetWaiter>) {
+        if waiter.queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut q = lock(&self.waiters);
+        q.push_back(waiter.clone());
+        self.waiting.store(q.len(), Ordering::SeqCst);
+    }
+
+    /// Rings waiters in order, about one per floor's worth of free budget
+    /// and at least one; those that find no credit when they look queue
+    /// again at the back.
+    fn wake(&self) {
+        let free = self.limit.saturating_sub(self.used());
+        let mut budget_for = free.div_ceil(STREAM_FLOOR).max(1);
+        let mut q = lock(&self.waiters);
+        while budget_for > 0 {
+            let Some(w) = q.pop_front() else { break };
+            w.queued.store(false, Ordering::SeqCst);
+            w.bell.ring();
+            budget_for -= 1;
+        }
+        self.waiting.store(q.len(), Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn floor_holds_whatever_the_budget() {
+        let b = SendBudget::new(MIB);
+        b.charge(10 * MIB);
+        assert_eq!(b.credit(0, 4 * MIB), STREAM_FLOOR);
+        assert_eq!(b.credit(STREAM_FLOOR - 1, 4 * MIB), 1);
+        assert_eq!(b.credit(STREAM_FLOOR, 4 * MIB), 0);
+        assert_eq!(b.credit(0, 1000), 1000, "a smaller window caps the floor");
+    }
+
+    #[test]
+    fn budget_and_window_both_cap_credit() {
+        let b = SendBudget::new(MIB);
+        assert_eq!(b.credit(0, 4 * MIB), MIB);
+        assert_eq!(b.credit(MIB, 2 * MIB), MIB);
+        assert_eq!(b.credit(MIB, MIB + 10), 10);
+        b.charge(MIB - 100);
+        assert_eq!(b.credit(3 * STREAM_FLOOR, 4 * MIB), 100);
+        b.release(MIB - 100);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn release_wakes_waiters_in_order_and_each_once() {
+        let b = SendBudget::new(2 * STREAM_FLOOR);
+        b.charge(2 * STREAM_FLOOR);
+        let bells: Vec<Bell> = (0..4).map(|_| Bell::new()).collect();
+        let waiters: Vec<_> = bells
+            .iter()
+            .map(|bl| BudgetWaiter::new(bl.clone()))
+            .collect();
+        for w in &waiters {
+            b.wait_turn(w);
+            b.wait_turn(w);
+        }
+        assert_eq!(b.waiting.load(Ordering::SeqCst), 4, "queued twice");
+        let rung = || -> Vec<bool> {
+            bells
+                .iter()
+                .map(|bl| bl.receiver().try_recv().is_ok())
+                .collect()
+        };
+        b.release(STREAM_FLOOR);
+        assert_eq!(rung(), [true, false, false, false]);
+        b.release(STREAM_FLOOR);
+        assert_eq!(rung(), [false, true, true, false], "two floors free");
+        b.wait_turn(&waiters[0]);
+        b.charge(STREAM_FLOOR);
+        b.release(STREAM_FLOOR);
+        assert_eq!(rung(), [true, false, false, true], "re-queued at the back");
+    }
+}
