@@ -108,7 +108,10 @@ if pick("3"):
     sc = f"3 ping-pong 64 B, loopback (median of {knobs.get('reps', '?')} × 20000)"
     d50 = med(pick("3", "direct"), "p50")
     s50 = med(pick("3", "socat2"), "p50")
-    for k, name in (("direct", "direct"), ("socat2", "2 chained socat relays"),
+    r50 = med(pick("3", "relay2"), "p50")
+    for k, name in (("direct", "direct"),
+                    ("relay2", "2 chained minimal relays (the floor)"),
+                    ("socat2", "2 chained socat relays"),
                     ("mtcp1", "MTCP 1 link"), ("mtcp4", "MTCP 4 links")):
         rs = pick("3", k)
         if not rs:
@@ -118,8 +121,10 @@ if pick("3"):
         if k != "direct" and d50 is not None:
             cmp_ = f"+{p50 - d50:.1f} µs p50"
         if k.startswith("mtcp") and d50 is not None:
-            if s50 is not None:
-                cmp_ += f" (2 socats: +{s50 - d50:.1f})"
+            others = [f"{what}: +{x - d50:.1f}" for what, x in
+                      (("floor", r50), ("2 socats", s50)) if x is not None]
+            if others:
+                cmp_ += f" ({', '.join(others)})"
             target = "+≤ 50 µs p50"
             ok = verdict(p50 - d50 <= 50)
         add(sc, name, f"p50 {f(p50)} µs, p99 {f(p99)} µs", cmp_, target, ok)

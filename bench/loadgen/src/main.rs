@@ -18,6 +18,7 @@
 //! loadgen pingpong ADDR COUNT SIZE         # SIZE-byte ping-pong on one connection
 //! loadgen ttfb ADDR COUNT GAP_MS           # COUNT sequential connect+request+response
 //! loadgen scale ADDR STREAMS BYTES         # STREAMS concurrent echo streams, crc32 checked
+//! loadgen relay LISTEN_ADDR TARGET_ADDR    # the least a relay can do (see `relay`)
 //! ```
 
 use std::io::{self, Read, Write};
@@ -41,6 +42,7 @@ fn main() {
         "pingpong" => pingpong(addr(a(1)), num(2) as usize, num(3) as usize),
         "ttfb" => ttfb(addr(a(1)), num(2) as usize, num(3)),
         "scale" => scale(addr(a(1)), num(2) as usize, num(3)),
+        "relay" => relay(addr(a(1)), addr(a(2))),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -52,7 +54,8 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: loadgen serve ADDR | bulk ADDR up|down BYTES | pingpong ADDR COUNT SIZE | \
-         ttfb ADDR COUNT GAP_MS | scale ADDR STREAMS BYTES   (sizes take K/M/G suffixes)"
+         ttfb ADDR COUNT GAP_MS | scale ADDR STREAMS BYTES | relay LISTEN TARGET \
+         (sizes take K/M/G suffixes)"
     );
     std::process::exit(2);
 }
@@ -497,4 +500,35 @@ fn echo_stream(
         .join()
         .map_err(|_| io::Error::other("writer panicked"))??;
     Ok((sent, h.finalize(), got))
+}
+
+/// The least any relay can do: per connection, one thread per direction,
+/// each a blocking `read` into a 64 KiB buffer and a `write` of what it got,
+/// `TCP_NODELAY` on both sockets. Two of these chained are the floor of what
+/// a client + server relay pair such as MTCP adds to a round trip: four more
+/// socket hops, each waking the thread blocked on the receiving socket.
+fn relay(listen: SocketAddr, target: SocketAddr) -> io::Result<()> {
+    let listener = TcpListener::bind(listen)?;
+    for conn in listener.incoming() {
+        let near = conn?;
+        let far = TcpStream::connect(target)?;
+        near.set_nodelay(true)?;
+        far.set_nodelay(true)?;
+        let (near2, far2) = (near.try_clone()?, far.try_clone()?);
+        thread::spawn(move || copy_until_eof(near, far));
+        thread::spawn(move || copy_until_eof(far2, near2));
+    }
+    Ok(())
+}
+
+fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) -> io::Result<()> {
+    let mut buf = vec![0u8; ECHO_BUF];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return to.shutdown(Shutdown::Write),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
