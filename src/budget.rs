@@ -43,6 +43,9 @@ pub struct SendBudget {
 pub struct BudgetWaiter {
     bell: Bell,
     queued: AtomicBool,
+    /// The stream will never send again (reset or dropped): a wake-up given
+    /// to it would be lost, so the queue passes it over.
+    gone: AtomicBool,
 }
 
 impl BudgetWaiter {
@@ -52,7 +55,16 @@ impl BudgetWaiter {
         Arc::new(BudgetWaiter {
             bell,
             queued: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the stream as never sending again; call it before giving its
+    /// budget back, so that the wake-up that release makes reaches a stream
+    /// that can use it (else, with every other sender queued, the budget sat
+    /// free until the queued streams' 10 s safety re-check).
+    pub fn leave(&self) {
+        self.gone.store(true, Ordering::SeqCst);
     }
 }
 
@@ -126,6 +138,9 @@ impl SendBudget {
         while budget_for > 0 {
             let Some(w) = q.pop_front() else { break };
             w.queued.store(false, Ordering::SeqCst);
+            if w.gone.load(Ordering::SeqCst) {
+                continue;
+            }
             w.bell.ring();
             budget_for -= 1;
         }
@@ -189,5 +204,25 @@ mod tests {
         b.charge(STREAM_FLOOR);
         b.release(STREAM_FLOOR);
         assert_eq!(rung(), [true, false, false, true], "re-queued at the back");
+    }
+
+    #[test]
+    fn streams_that_left_do_not_take_a_wake_up() {
+        let b = SendBudget::new(STREAM_FLOOR);
+        b.charge(STREAM_FLOOR);
+        let (gone_bell, live_bell) = (Bell::new(), Bell::new());
+        let gone = BudgetWaiter::new(gone_bell.clone());
+        let live = BudgetWaiter::new(live_bell.clone());
+        b.wait_turn(&gone);
+        b.wait_turn(&live);
+        // The front stream is reset: it leaves, then gives its bytes back.
+        gone.leave();
+        b.release(STREAM_FLOOR);
+        assert!(
+            live_bell.receiver().try_recv().is_ok(),
+            "the budget went to a stream that will never send"
+        );
+        assert!(gone_bell.receiver().try_recv().is_err());
+        assert_eq!(b.waiting.load(Ordering::SeqCst), 0);
     }
 }

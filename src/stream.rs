@@ -468,6 +468,7 @@ impl Stream {
     /// Gives up the bytes kept for re-sending (a reset stream re-sends
     /// nothing) and returns their budget.
     fn abandon_unacked(&self) {
+        self.budget_waiter.leave();
         let freed = {
             let mut st = lock(&self.send);
             for (_, bytes) in st.unacked.drain(..) {
@@ -522,6 +523,7 @@ impl Drop for Stream {
     /// However a stream ends, the budget it holds goes back: a leak would
     /// shrink the daemon's budget for good.
     fn drop(&mut self) {
+        self.budget_waiter.leave();
         let st = self.send.get_mut().unwrap_or_else(|p| p.into_inner());
         self.budget.release(std::mem::take(&mut st.charged));
     }
