@@ -648,13 +648,15 @@ fn read_loop(
     // applications otherwise held a `buffer_size` buffer each.
     let mut drained = false;
     loop {
-        let Some(credit) = wait_credit(session, stream) else {
-            return Ok(());
-        };
         if drained && size > INITIAL_READ {
             session.payloads().give_vec(std::mem::take(&mut buf));
             let _ = socket.peek(&mut [0u8; 1]);
         }
+        // Credit is looked at once there is something to send: what the
+        // budget allowed before a long sleep may be spent by others since.
+        let Some(credit) = wait_credit(session, stream) else {
+            return Ok(());
+        };
         if buf.len() < size {
             buf = session.payloads().take(size);
         }
