@@ -110,8 +110,8 @@ pub struct CheckArgs {
     pub config: PathBuf,
     /// Print nothing when the file is valid; errors still go to stderr.
     ///
-    /// For ExecStartPre= and ExecReload= in a service unit, where the
-    /// effective settings would only fill the journal.
+    /// For ExecReload= in a service unit, where the effective settings
+    /// would only fill the journal.
     #[arg(short, long)]
     pub quiet: bool,
 }

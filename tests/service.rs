@@ -635,7 +635,7 @@ fn secret_from_the_credentials_directory_as_under_load_credential() {
 
     let backend = echo_backend();
     let server_cfg = dir.write("server.toml", &server_config(0, backend, with_secret));
-    // ExecStartPre= as the unit runs it.
+    // `mtcp check` finds the secret in $CREDENTIALS_DIRECTORY too.
     let check = Command::new(env!("CARGO_BIN_EXE_mtcp"))
         .args(["check", "--quiet", "-c", path(&server_cfg)])
         .env("CREDENTIALS_DIRECTORY", &creds)
