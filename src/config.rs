@@ -32,12 +32,28 @@ const BUFFER_SIZE_MIN: u64 = 1024;
 /// Largest `buffer_size`: one DATA frame must stay a reasonable allocation.
 const BUFFER_SIZE_MAX: u64 = 16 * MIB;
 const STREAM_WINDOW_DEFAULT: u64 = 4 * MIB;
+/// Full frames a default window holds at least: with fewer, frames of a
+/// large `buffer_size` could not be striped over several links at once.
+const WINDOW_FRAMES_DEFAULT: u64 = 4;
 /// Largest `stream_window`: per-stream memory must stay bounded.
 const STREAM_WINDOW_MAX: u64 = 1024 * MIB;
 /// Default `send_budget`: eight full default windows in flight at once, so a
 /// handful of bulk streams each get their whole window, while a thousand busy
 /// streams stay within tens of MiB per daemon.
 const SEND_BUDGET_DEFAULT: u64 = 32 * MIB;
+
+/// `stream_window` when the file has none: 4 MiB, or four frames when
+/// `buffer_size` is large (a 16 MiB `buffer_size` is valid on its own and
+/// must not need a second key to start).
+fn default_window(buffer_size: u64) -> u64 {
+    STREAM_WINDOW_DEFAULT.max(WINDOW_FRAMES_DEFAULT * buffer_size)
+}
+
+/// `send_budget` when the file has none: 32 MiB, or two windows when the
+/// window is large, so that one bulk stream can still fill its window.
+fn default_budget(window: u64) -> u64 {
+    SEND_BUDGET_DEFAULT.max(2 * window)
+}
 /// Largest `send_budget`.
 const SEND_BUDGET_MAX: u64 = 64 * 1024 * MIB;
 const POOL_SIZE_MIN: u64 = 1;
@@ -276,8 +292,8 @@ impl TunnelConfig {
     pub fn new(buffer_size: usize) -> Self {
         TunnelConfig {
             buffer_size,
-            stream_window: STREAM_WINDOW_DEFAULT as u32,
-            send_budget: SEND_BUDGET_DEFAULT,
+            stream_window: default_window(buffer_size as u64) as u32,
+            send_budget: default_budget(default_window(buffer_size as u64)),
             scheduler: SchedulerKind::RoundRobin,
             keepalive_interval: Duration::from_millis(KEEPALIVE_INTERVAL_MS_DEFAULT),
             keepalive_timeout: Duration::from_millis(KEEPALIVE_TIMEOUT_MS_DEFAULT),
@@ -949,7 +965,9 @@ impl Ctx<'_> {
             BUFFER_SIZE_MIN,
             BUFFER_SIZE_MAX,
         )?;
-        let window = raw.stream_window.unwrap_or(STREAM_WINDOW_DEFAULT);
+        let window = raw
+            .stream_window
+            .unwrap_or_else(|| default_window(raw.buffer_size));
         if window < raw.buffer_size {
             return Err(self.err(
                 "stream_window",
@@ -964,7 +982,7 @@ impl Ctx<'_> {
             .map_err(|_| self.err("stream_window", format!("{window} does not fit 32 bits")))?;
         let send_budget = self.range(
             "send_budget",
-            raw.send_budget.unwrap_or(SEND_BUDGET_DEFAULT),
+            raw.send_budget.unwrap_or_else(|| default_budget(window)),
             raw.buffer_size,
             SEND_BUDGET_MAX,
         )?;
@@ -1495,6 +1513,19 @@ enable_zero_rtt = true          # 启用 0-RTT
         // The examples spell out every default; they must agree with the code.
         assert_eq!(s, server(SEED_SERVER).unwrap());
         assert_eq!(c, client(SEED_CLIENT).unwrap());
+    }
+
+    #[test]
+    fn a_large_buffer_size_alone_gets_a_window_and_budget_to_match() {
+        let big = MIN_SERVER.replace("buffer_size = 65536", "buffer_size = 16777216");
+        let s = server(&big).unwrap();
+        assert_eq!(s.tunnel.stream_window, 64 << 20, "four full frames");
+        assert_eq!(s.tunnel.send_budget, 128 << 20, "two windows");
+        assert_eq!(s.tunnel, TunnelConfig::new(16 << 20));
+        // A window set too small is still the user's error, named.
+        let small = format!("{big}stream_window = 4194304\n");
+        let e = server(&small).unwrap_err().to_string();
+        assert!(e.contains("server.stream_window"), "{e}");
     }
 
     #[test]
