@@ -41,19 +41,6 @@ const STREAM_WINDOW_MAX: u64 = 1024 * MIB;
 /// handful of bulk streams each get their whole window, while a thousand busy
 /// streams stay within tens of MiB per daemon.
 const SEND_BUDGET_DEFAULT: u64 = 32 * MIB;
-
-/// `stream_window` when the file has none: 4 MiB, or four frames when
-/// `buffer_size` is large (a 16 MiB `buffer_size` is valid on its own and
-/// must not need a second key to start).
-fn default_window(buffer_size: u64) -> u64 {
-    STREAM_WINDOW_DEFAULT.max(WINDOW_FRAMES_DEFAULT * buffer_size)
-}
-
-/// `send_budget` when the file has none: 32 MiB, or two windows when the
-/// window is large, so that one bulk stream can still fill its window.
-fn default_budget(window: u64) -> u64 {
-    SEND_BUDGET_DEFAULT.max(2 * window)
-}
 /// Largest `send_budget`.
 const SEND_BUDGET_MAX: u64 = 64 * 1024 * MIB;
 const POOL_SIZE_MIN: u64 = 1;
@@ -79,6 +66,19 @@ const STATS_INTERVAL_MS_MIN: u64 = 100;
 /// `Instant + Duration`, which panics on overflow; a cap keeps any value a user
 /// can write far away from that.
 const MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+/// `stream_window` when the file has none: 4 MiB, or four frames when
+/// `buffer_size` is large (a 16 MiB `buffer_size` is valid on its own and
+/// must not need a second key to start).
+fn default_window(buffer_size: u64) -> u64 {
+    STREAM_WINDOW_DEFAULT.max(WINDOW_FRAMES_DEFAULT * buffer_size)
+}
+
+/// `send_budget` when the file has none: 32 MiB, or two windows when the
+/// window is large, so that one bulk stream can still fill its window.
+fn default_budget(window: u64) -> u64 {
+    SEND_BUDGET_DEFAULT.max(2 * window)
+}
 
 // ---------------------------------------------------------------------------
 // Runtime types
