@@ -83,6 +83,10 @@ pub struct Stream {
     done: AtomicU8,
     reset: AtomicBool,
     writer_busy: AtomicBool,
+    /// The writer shut the local socket's write side (the peer's FIN was
+    /// delivered); set before the call, so the reader can tell its own
+    /// half-close from a reset (see [`reset_by_local_peer`]).
+    write_shut: AtomicBool,
 }
 
 /// The sending direction: what was sent, what the peer has, what to re-send.
@@ -195,6 +199,7 @@ impl Stream {
             done: AtomicU8::new(0),
             reset: AtomicBool::new(false),
             writer_busy: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
         })
     }
 
@@ -650,7 +655,11 @@ fn read_loop(
     loop {
         if drained && size > INITIAL_READ {
             session.payloads().give_vec(std::mem::take(&mut buf));
-            let _ = socket.peek(&mut [0u8; 1]);
+            // The peek may be what reports a reset (once: the error is
+            // consumed), so its error must count as the read's.
+            if let Err(e) = wait_readable(&socket) {
+                return Ok(local_read_failed(session, stream, &e));
+            }
         }
         // Credit is looked at once there is something to send: what the
         // budget allowed before a long sleep may be spent by others since.
@@ -664,18 +673,16 @@ fn read_loop(
         let n = match socket.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                if !stream.is_reset() {
-                    log::debug!("stream {id}: local read failed: {e}");
-                    session.abort_stream(stream, RstReason::Reset, true, false);
-                }
-                return Ok(());
-            }
+            Err(e) => return Ok(local_read_failed(session, stream, &e)),
         };
         if stream.is_reset() {
             return Ok(());
         }
         if n == 0 {
+            if reset_by_local_peer(stream, &socket) {
+                let e = io::Error::from(io::ErrorKind::ConnectionReset);
+                return Ok(local_read_failed(session, stream, &e));
+            }
             send_fin(session, stream);
             return Ok(());
         }
@@ -695,6 +702,41 @@ fn read_loop(
         stream.budget.charge(n as u64);
         session.send_data(id, offset, bytes);
     }
+}
+
+/// Sleeps until the local socket has a byte to read, an end or an error.
+fn wait_readable(socket: &TcpStream) -> io::Result<()> {
+    loop {
+        match socket.peek(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// The local socket failed (reset by the application or backend): the peer
+/// must see a reset too, never a clean end of a stream that lost bytes.
+fn local_read_failed(session: &Session, stream: &Arc<Stream>, e: &io::Error) {
+    if !stream.is_reset() {
+        log::debug!("stream {}: local read failed: {e}", stream.id);
+        session.abort_stream(stream, RstReason::Reset, true, false);
+    }
+}
+
+/// True when an end of file on the local socket was really a reset whose
+/// error another call on the socket took first. A socket reports a reset's
+/// error once, to whichever call comes first (a link reader's or the stream
+/// writer's send, say); the reader then sees only an end of file, and used
+/// to forward a reset as a clean FIN, cutting the stream short unnoticed.
+/// After a genuine FIN the socket may still send (CLOSE_WAIT), so an empty
+/// send succeeds; after a reset it fails. Our own half-close also makes it
+/// fail, hence `write_shut`, which the writer sets before shutting.
+fn reset_by_local_peer(stream: &Stream, socket: &TcpStream) -> bool {
+    if stream.write_shut.load(Ordering::SeqCst) {
+        return false;
+    }
+    let probe = socket2::SockRef::from(socket).send_with_flags(&[], libc::MSG_DONTWAIT);
+    probe.is_err() && !stream.write_shut.load(Ordering::SeqCst)
 }
 
 /// The first `n` bytes of `buf` as a payload. A mostly full buffer is handed
@@ -803,6 +845,7 @@ fn write_loop(
                 }
             }
             Next::Finish(fin) => {
+                stream.write_shut.store(true, Ordering::SeqCst);
                 let _ = socket.shutdown(Direction::Write);
                 log::debug!(
                     "stream {}: peer finished at {fin}, local write side shut",

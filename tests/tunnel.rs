@@ -262,6 +262,36 @@ fn backend_reset_reaches_application_as_reset() {
 }
 
 #[test]
+fn a_reset_after_a_burst_reaches_application_as_reset_not_eof() {
+    // The reader used to sleep in a peek that took the reset's error and
+    // ignored it; the next read then saw a clean end, and the application a
+    // FIN: a cut-short response that looked complete.
+    within(Duration::from_secs(60), || {
+        let t = Tunnel::start(4, true);
+        for round in 0..5u64 {
+            let mut app = t.client.connect();
+            app.write_all(b"B").unwrap();
+            app.write_all(&(2u64 << 20).to_be_bytes()).unwrap();
+            app.write_all(&round.to_be_bytes()).unwrap();
+            app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0u64;
+            let end = loop {
+                match app.read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(n) => got += n as u64,
+                    Err(e) => break Some(e),
+                }
+            };
+            match end {
+                Some(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "round {round}: {e}"),
+                None => panic!("round {round}: a clean end after {got} bytes, not a reset"),
+            }
+        }
+    });
+}
+
+#[test]
 fn application_reset_reaches_backend() {
     within(Duration::from_secs(30), || {
         let t = Tunnel::start(2, true);

@@ -205,6 +205,14 @@ fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io:
             socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO))?;
             return Ok(());
         }
+        b'B' => {
+            // A burst, then a reset (SO_LINGER 0), as a crashing server does.
+            let len = read_u64(&mut sock)?;
+            let seed = read_u64(&mut sock)?;
+            send_pattern(&mut sock, seed, len)?;
+            socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO))?;
+            return Ok(());
+        }
         b'S' => {
             sock.set_write_timeout(Some(Duration::from_secs(120)))?;
             let buf = vec![0x5a; 64 * 1024];
