@@ -658,7 +658,7 @@ fn read_loop(
             // The peek may be what reports a reset (once: the error is
             // consumed), so its error must count as the read's.
             if let Err(e) = wait_readable(&socket) {
-                return Ok(local_read_failed(session, stream, &e));
+                return local_read_failed(session, stream, &e);
             }
         }
         // Credit is looked at once there is something to send: what the
@@ -673,7 +673,7 @@ fn read_loop(
         let n = match socket.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Ok(local_read_failed(session, stream, &e)),
+            Err(e) => return local_read_failed(session, stream, &e),
         };
         if stream.is_reset() {
             return Ok(());
@@ -681,7 +681,7 @@ fn read_loop(
         if n == 0 {
             if reset_by_local_peer(stream, &socket) {
                 let e = io::Error::from(io::ErrorKind::ConnectionReset);
-                return Ok(local_read_failed(session, stream, &e));
+                return local_read_failed(session, stream, &e);
             }
             send_fin(session, stream);
             return Ok(());
@@ -716,11 +716,13 @@ fn wait_readable(socket: &TcpStream) -> io::Result<()> {
 
 /// The local socket failed (reset by the application or backend): the peer
 /// must see a reset too, never a clean end of a stream that lost bytes.
-fn local_read_failed(session: &Session, stream: &Arc<Stream>, e: &io::Error) {
+/// Returns what the reader returns then.
+fn local_read_failed(session: &Session, stream: &Arc<Stream>, e: &io::Error) -> Result<(), String> {
     if !stream.is_reset() {
         log::debug!("stream {}: local read failed: {e}", stream.id);
         session.abort_stream(stream, RstReason::Reset, true, false);
     }
+    Ok(())
 }
 
 /// True when an end of file on the local socket was really a reset whose
