@@ -306,6 +306,13 @@ impl Pool {
                     self.session_lost(session);
                     return;
                 }
+                Err(_) if session.is_closed() || self.shutdown.is_triggered() => {
+                    // Our own teardown (an idle on-demand pool closing) cut
+                    // the handshake short; the server did not fail. Counted
+                    // as a failure, it made the next session refuse
+                    // applications at once ("no link to the server is up").
+                    return;
+                }
                 Err(e) => {
                     self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
                     failures += 1;

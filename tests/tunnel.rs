@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown as Direction, TcpStream};
+use std::net::{Shutdown as Direction, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -390,6 +390,53 @@ fn pool_on_demand_without_zero_rtt() {
         // And it comes back for the next application connection.
         upload(&client, 6, MIB);
         assert_eq!(proxy.accepted(), 6);
+    });
+}
+
+#[test]
+fn on_demand_pool_closing_mid_handshake_is_no_server_failure() {
+    // An on-demand pool closes when its last stream ends, cutting short the
+    // handshakes of links still connecting. That used to count as a failed
+    // connect to the server, and the next application connection was
+    // refused at once ("no link to the server is up").
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 4, ""));
+        // Every other link reaches the server 300 ms late, so each short
+        // connection ends while some handshakes are still going.
+        let front = TcpListener::bind("127.0.0.1:0").unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let to = server.addr;
+        std::thread::spawn(move || {
+            for (i, conn) in front.incoming().enumerate() {
+                let Ok(conn) = conn else { continue };
+                std::thread::spawn(move || {
+                    if i % 2 == 1 {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    if let Ok(up) = TcpStream::connect(to) {
+                        relay(conn, up);
+                    }
+                });
+            }
+        });
+        let client = start_client_toml(&client_toml(front_addr, 4, false, ""));
+        for round in 0..5u64 {
+            let mut app = client.connect();
+            app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            app.write_all(b"D").unwrap();
+            app.write_all(&100u64.to_be_bytes()).unwrap();
+            app.write_all(&round.to_be_bytes()).unwrap();
+            let got = read_to_end_hash(&mut app);
+            assert!(
+                matches!(got, Ok((100, h)) if h == pattern_hash(round, 100)),
+                "connection {round}: {got:?}"
+            );
+            drop(app);
+            // Past the late handshakes of the pool that just closed.
+            std::thread::sleep(Duration::from_millis(500));
+        }
     });
 }
 

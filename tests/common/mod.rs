@@ -424,7 +424,8 @@ impl Proxy {
     }
 }
 
-fn relay(a: TcpStream, b: TcpStream) {
+/// Copies both ways between `a` and `b` until both directions end.
+pub fn relay(a: TcpStream, b: TcpStream) {
     let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
         return;
     };
