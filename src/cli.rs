@@ -38,7 +38,8 @@ pub const EXIT_OSERR: u8 = 71;
         (e.g. RUST_LOG=debug), when set, overrides it. Under systemd (JOURNAL_STREAM set) \
         lines carry a syslog priority and no timestamp.\n\n\
         Signals: SIGINT or SIGTERM stops gracefully (new connections are refused, open ones \
-        may finish for up to drain_timeout_ms); a second one exits at once. SIGHUP re-reads \
+        may finish for up to drain_timeout_ms); a second one resets the open streams and \
+        exits at once. SIGHUP re-reads \
         the config file: log_level and stats_interval_ms are applied, every other changed key \
         is logged as waiting for a restart, and an invalid file is logged and ignored. \
         SIGUSR1 logs per-session and per-link statistics.\n\n\

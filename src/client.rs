@@ -514,8 +514,15 @@ impl Pool {
     }
 
     fn drain(&self) {
-        let mut sessions: Vec<Arc<Session>> = lock(&self.retiring).drain(..).collect();
-        sessions.extend(lock(&self.current).take());
+        // The sessions stay listed (as retiring) while they drain, so that
+        // stats, the watchdog and an exit at once (second SIGTERM, which
+        // resets their streams) still see them.
+        let current = lock(&self.current).take();
+        let sessions: Vec<Arc<Session>> = {
+            let mut retiring = lock(&self.retiring);
+            retiring.extend(current);
+            retiring.clone()
+        };
         let open: usize = sessions.iter().map(|s| s.stream_count()).sum();
         log::info!(
             "shutting down: {open} streams open; draining up to {:?}",
@@ -525,10 +532,11 @@ impl Pool {
         while Instant::now() < deadline && sessions.iter().any(|s| s.stream_count() > 0) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        for s in sessions {
+        for s in &sessions {
             s.reset_all(RstReason::Shutdown, true);
             s.close("client shutting down");
         }
+        lock(&self.retiring).clear();
     }
 }
 

@@ -11,6 +11,7 @@ use log::{info, warn};
 use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR};
 use mtcp::client::Client;
 use mtcp::config::{self, Config, ConfigError};
+use mtcp::frame::RstReason;
 use mtcp::ops::{LogControl, Ops, Request};
 use mtcp::server::Server;
 use mtcp::shutdown::Shutdown;
@@ -22,7 +23,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Beyond `drain_timeout_ms`, how long shutdown may take (threads ending,
@@ -181,11 +182,13 @@ fn daemon<D: Daemon>(
     // Installed before binding so that a signal arriving during start-up
     // still ends in an orderly shutdown (the signal is sticky), and a SIGHUP
     // waits in the queue instead of killing the process.
+    let running = Arc::new(OnceLock::new());
     let signals = SignalContext {
         shutdown: shutdown.clone(),
         requests,
         notifier: ctx.notifier.clone(),
         stop_within,
+        running: running.clone(),
     };
     if let Err(e) = install_signal_handler(signals) {
         fatal(format_args!("cannot install signal handlers: {e}"));
@@ -198,6 +201,7 @@ fn daemon<D: Daemon>(
             return ExitCode::from(EXIT_OSERR);
         }
     };
+    let _ = running.set(d.monitor());
     let addr = d.local_addr().unwrap_or(listen);
     start_operations(ctx, &d, addr, readiness, &shutdown, pending);
     match d.run(shutdown) {
@@ -266,6 +270,9 @@ struct SignalContext {
     /// How long a graceful stop may take; told to systemd so it does not
     /// kill a long drain.
     stop_within: Duration,
+    /// The running daemon's sessions, once it runs: an exit at once resets
+    /// their streams rather than closing them cleanly.
+    running: Arc<OnceLock<Monitor>>,
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once, so
@@ -300,7 +307,8 @@ fn install_signal_handler(ctx: SignalContext) -> std::io::Result<()> {
 fn on_stop_signal(sig: i32, stopping: bool, ctx: &SignalContext) {
     let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
     if stopping {
-        warn!("{name} received during shutdown, exiting now");
+        warn!("{name} received during shutdown, exiting now; open streams are reset");
+        reset_open_streams(ctx);
         std::process::exit(1);
     }
     info!("{name} received, shutting down (send it again to exit at once)");
@@ -312,6 +320,18 @@ fn on_stop_signal(sig: i32, stopping: bool, ctx: &SignalContext) {
         ),
     );
     ctx.shutdown.trigger();
+}
+
+/// Resets every open stream (RST to the peer, a TCP reset to the local
+/// socket) before an exit at once: a stream the exit merely closed would
+/// reach its application as a clean end, so a cut-short transfer would
+/// look complete.
+fn reset_open_streams(ctx: &SignalContext) {
+    if let Some(monitor) = ctx.running.get() {
+        for session in monitor.sessions() {
+            session.reset_all(RstReason::Shutdown, true);
+        }
+    }
 }
 
 /// Logs to stderr. Without `RUST_LOG` the level is the config file's

@@ -521,6 +521,49 @@ fn sigterm_during_a_transfer_lets_it_finish_and_exits_zero() {
 }
 
 #[test]
+fn a_second_sigterm_exits_at_once_and_resets_open_streams() {
+    // An exit at once used to close the application's socket cleanly: a
+    // transfer cut short reached it as a normal end.
+    let dir = TempDir::new("second-term");
+    let backend = echo_backend();
+    let server_notify = NotifySocket::new(&dir, "server-notify");
+    let (mut server, server_addr) = ready_server(&dir, &server_notify, 0, backend);
+    let cfg = dir.write(
+        "client.toml",
+        &client_config(server_addr.port(), "drain_timeout_ms = 60000\n"),
+    );
+    let notify = NotifySocket::new(&dir, "notify");
+    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+    let app_addr = listening_addr(notify.until("READY=1").last().expect("a message"));
+    let mut app = TcpStream::connect(app_addr).expect("connect to client");
+    app.set_read_timeout(Some(LIMIT)).expect("timeout");
+    app.write_all(&[7u8; 64 * 1024]).expect("write");
+    let mut echoed = [0u8; 1024];
+    app.read_exact(&mut echoed).expect("the stream is up");
+
+    client.signal("TERM");
+    notify.until("STOPPING=1");
+    client.signal("TERM");
+    assert_eq!(client.wait_exit(), Some(1), "{}", client.log());
+    let mut buf = vec![0u8; 64 * 1024];
+    let end = loop {
+        match app.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(_) => {}
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(
+        end,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "the application must see a reset, not a clean end; {}",
+        client.log()
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(), Some(0), "{}", server.log());
+}
+
+#[test]
 fn sighup_reloads_reports_and_never_exits() {
     let dir = TempDir::new("reload");
     let notify = NotifySocket::new(&dir, "notify");
