@@ -141,12 +141,18 @@ impl Client {
     }
 }
 
+/// The application's address for logs, which it may no longer have.
+fn peer_of(sock: &TcpStream) -> String {
+    sock.peer_addr()
+        .map_or_else(|_| "an application already gone".into(), |a| a.to_string())
+}
+
 /// Closes an application socket with a TCP reset, so the application sees
 /// at once that its connection failed.
 fn refuse_app(sock: TcpStream, why: &str) {
     log::warn!(
-        "application connection from {:?} refused: {why}",
-        sock.peer_addr()
+        "application connection from {} refused: {why}",
+        peer_of(&sock)
     );
     let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
 }
@@ -192,7 +198,7 @@ impl Pool {
     }
 
     fn accept(self: &Arc<Self>, sock: TcpStream) {
-        let peer = sock.peer_addr().ok();
+        let peer = peer_of(&sock);
         // Held until the stream is in the session's table, so an idle pool
         // cannot be closed between choosing the session and opening on it.
         let mut current = lock(&self.current);
@@ -217,15 +223,12 @@ impl Pool {
         let id = match session.open_stream(sock) {
             Ok(id) => id,
             Err(e) => {
-                log::warn!("application connection from {peer:?} refused: {e}");
+                log::warn!("application connection from {peer} refused: {e}");
                 return;
             }
         };
         drop(current);
-        log::debug!(
-            "session {:016x} stream {id}: opened for {peer:?}",
-            session.id
-        );
+        log::debug!("session {:016x} stream {id}: opened for {peer}", session.id);
         if linkless {
             self.watch_first_link(session, id, opened_at);
         }

@@ -310,9 +310,25 @@ pub fn client_handshake(
     first.extend_from_slice(&(n as u16).to_be_bytes());
     first.extend_from_slice(&msg[..n]);
     socket.write_all(&first)?;
-    // A server without a secret answers with a plain REFUSE frame, which
-    // fails here like a wrong secret does: both are "authentication failed".
-    let reply = read_record(socket)?;
+    let reply = match read_record(socket) {
+        Ok(reply) => reply,
+        // A server whose secret differs cannot even read our message, and
+        // closes without a word (it has no key to say anything with).
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(HandshakeError::Protocol(
+                "the server closed the secure handshake: its secret differs from ours".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // A server without a secret answers with a plain REFUSE frame, whose
+    // first two bytes (a frame length below 64 KiB) read as an empty record;
+    // a Noise reply is never empty.
+    if reply.is_empty() {
+        return Err(HandshakeError::Protocol(
+            "the server has no secret: it refused our secure handshake in plain text".into(),
+        ));
+    }
     let mut payload = [0u8; 64];
     let n = hs
         .read_message(&reply, &mut payload)
@@ -478,10 +494,29 @@ mod tests {
             server.join().unwrap().is_err(),
             "server accepted a wrong secret"
         );
-        assert!(
-            client.is_err(),
-            "client accepted a server with another secret"
-        );
+        let e = client
+            .err()
+            .expect("client accepted a server with another secret");
+        assert!(e.to_string().contains("secret differs"), "{e}");
+    }
+
+    #[test]
+    fn a_server_without_a_secret_is_named_as_such() {
+        let (mut c, mut s) = pair();
+        let secret = Secret::from_text("0123456789abcdef0123").unwrap();
+        // What a server without a secret does with a secured hello.
+        let server = std::thread::spawn(move || {
+            let mut first = [0u8; 64];
+            let _ = s.read(&mut first);
+            let mut refuse = Vec::new();
+            frame::encode(&frame::Frame::Refuse(frame::LinkReason::Auth), &mut refuse);
+            s.write_all(&refuse).unwrap();
+        });
+        let e = client_handshake(&mut c, &secret, true)
+            .err()
+            .expect("accepted");
+        server.join().unwrap();
+        assert!(e.to_string().contains("server has no secret"), "{e}");
     }
 
     #[test]

@@ -240,6 +240,10 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
     let (mut sealer, mut opener, prefix) = match channel {
         Ok(channel) => channel,
         Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e),
+        Err(HandshakeError::Refused(reason)) => {
+            log::warn!("link from {peer} refused: {reason}");
+            return Ok(());
+        }
         Err(e) => {
             log::warn!("link from {peer} refused: {e}");
             return Ok(());
