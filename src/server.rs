@@ -216,11 +216,17 @@ fn refuse(
 
 /// A connection that closes before its handshake is routine (port probes,
 /// health checks); one that times out or breaks is worth an info line.
-fn log_unfinished(peer: SocketAddr, e: &io::Error) -> Result<(), String> {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        log::debug!("connection from {peer} closed before its handshake");
-    } else {
-        log::info!("link from {peer}: handshake not completed: {e}");
+fn log_unfinished(peer: SocketAddr, e: &io::Error, deadline: Duration) -> Result<(), String> {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            log::debug!("connection from {peer} closed before its handshake");
+        }
+        // A read or write deadline (`handshake_timeout_ms`) ran out.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => log::info!(
+            "link from {peer}: handshake not completed within {} ms (handshake_timeout_ms)",
+            deadline.as_millis()
+        ),
+        _ => log::info!("link from {peer}: handshake not completed: {e}"),
     }
     Ok(())
 }
@@ -239,7 +245,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
     let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
     let (mut sealer, mut opener, prefix) = match channel {
         Ok(channel) => channel,
-        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e),
+        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
             log::warn!("link from {peer} refused: {reason}");
             return Ok(());
@@ -257,7 +263,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
             return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
         Err(HandshakeError::Refused(r)) => return refuse(&mut sock, &mut sealer, peer, r),
-        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e),
+        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
         Err(e) => {
             log::warn!("link from {peer}: bad handshake: {e}");
             return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
