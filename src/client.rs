@@ -16,7 +16,7 @@ use crate::secure;
 use crate::session::{Session, SessionEvent};
 use crate::shutdown::Shutdown;
 use crate::stats::Monitor;
-use crate::thread::{self, ThreadCount, lock};
+use crate::thread::{self, Bell, ThreadCount, lock};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,6 +51,11 @@ struct Pool {
     epoch: Instant,
     /// Shared by the current session and the retiring ones.
     send_budget: Arc<SendBudget>,
+    /// Rung when an application arrives while no link is up: a slot waiting
+    /// out its reconnect backoff tries again now (not sooner than
+    /// `reconnect_min` after its last try), so a server that came back
+    /// serves that application, not only those after the backoff.
+    retry_now: Bell,
 }
 
 impl Client {
@@ -103,6 +108,7 @@ impl Client {
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
+            retry_now: Bell::new(),
         });
         let p = pool.clone();
         self.monitor.attach(pool.send_budget.clone(), move || {
@@ -145,16 +151,6 @@ impl Client {
 fn peer_of(sock: &TcpStream) -> String {
     sock.peer_addr()
         .map_or_else(|_| "an application already gone".into(), |a| a.to_string())
-}
-
-/// Closes an application socket with a TCP reset, so the application sees
-/// at once that its connection failed.
-fn refuse_app(sock: TcpStream, why: &str) {
-    log::warn!(
-        "application connection from {} refused: {why}",
-        peer_of(&sock)
-    );
-    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
 }
 
 impl Pool {
@@ -216,9 +212,9 @@ impl Pool {
         let opened_at = Instant::now();
         let linkless = session.link_count() == 0;
         if linkless && self.server_failing() {
-            drop(current);
-            refuse_app(sock, "no link to the server is up");
-            return;
+            // Try the server again now; `watch_first_link` resets this
+            // application as soon as that attempt fails too.
+            self.retry_now.ring();
         }
         let id = match session.open_stream(sock) {
             Ok(id) => id,
@@ -333,12 +329,27 @@ impl Pool {
                     }
                 }
             }
+            let failed_at = Instant::now();
             let pause = jitter(backoff);
             backoff = (backoff * 2).min(self.config.reconnect_max);
-            select! {
-                recv(session.closed_signal()) -> _ => {},
-                recv(self.shutdown.receiver()) -> _ => {},
-                default(pause) => {},
+            let retry_now = select! {
+                recv(session.closed_signal()) -> _ => false,
+                recv(self.shutdown.receiver()) -> _ => false,
+                recv(self.retry_now.receiver()) -> _ => true,
+                default(pause) => false,
+            };
+            if retry_now {
+                // However many applications arrive, a slot tries at most
+                // once per `reconnect_min`.
+                let floor = self
+                    .config
+                    .reconnect_min
+                    .saturating_sub(failed_at.elapsed());
+                select! {
+                    recv(session.closed_signal()) -> _ => {},
+                    recv(self.shutdown.receiver()) -> _ => {},
+                    default(floor) => {},
+                }
             }
         }
     }

@@ -478,6 +478,49 @@ fn server_down_at_start_fails_fast_then_recovers() {
 }
 
 #[test]
+fn the_first_application_after_the_server_returns_is_served() {
+    // While the server is down the slots back off (here up to 5 s). An
+    // application arriving then makes a slot try again at once; it used to
+    // be reset until the next backoff ran out, even with the server back.
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = port_holder.local_addr().unwrap();
+        drop(port_holder);
+        let client = start_client_toml(&client_toml(
+            server_addr,
+            2,
+            true,
+            "reconnect_min_ms = 400\nreconnect_max_ms = 5000",
+        ));
+        // Long enough for the backoff to reach seconds.
+        std::thread::sleep(Duration::from_millis(2500));
+        let text = server_toml(backend.addr, 2, "").replace(
+            "listen_port = 0",
+            &format!("listen_port = {}", server_addr.port()),
+        );
+        let _server = start_server_toml(&text);
+        let started = Instant::now();
+        let mut app = client.connect();
+        app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        app.write_all(b"D").unwrap();
+        app.write_all(&1000u64.to_be_bytes()).unwrap();
+        app.write_all(&9u64.to_be_bytes()).unwrap();
+        let got = read_to_end_hash(&mut app);
+        assert!(
+            matches!(got, Ok((1000, h)) if h == pattern_hash(9, 1000)),
+            "the first connection after the server came back: {got:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
 fn two_clients_are_isolated_sessions() {
     within(Duration::from_secs(60), || {
         init_logging();
