@@ -453,24 +453,49 @@ fn zero_rtt_client_is_ready_only_once_a_link_is_up() {
     server.stop();
 }
 
+/// A ready server in front of an echo backend and a ready client with a
+/// long drain (60 s), both the real binary, for the shutdown tests.
+struct DrainPair {
+    server: Daemon,
+    server_notify: NotifySocket,
+    client: Daemon,
+    notify: NotifySocket,
+    app_addr: SocketAddr,
+}
+
+impl DrainPair {
+    fn start(dir: &TempDir) -> DrainPair {
+        let backend = echo_backend();
+        let server_notify = NotifySocket::new(dir, "server-notify");
+        let (server, server_addr) = ready_server(dir, &server_notify, 0, backend);
+        let cfg = dir.write(
+            "client.toml",
+            &client_config(server_addr.port(), "drain_timeout_ms = 60000\n"),
+        );
+        let notify = NotifySocket::new(dir, "notify");
+        let client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+        let app_addr = listening_addr(notify.until("READY=1").last().expect("a message"));
+        DrainPair {
+            server,
+            server_notify,
+            client,
+            notify,
+            app_addr,
+        }
+    }
+}
+
 #[test]
 fn sigterm_during_a_transfer_lets_it_finish_and_exits_zero() {
     const SEED: u64 = 42;
     const TOTAL: u64 = 48 * 1024 * 1024;
     const BEFORE_SIGNAL: u64 = 8 * 1024 * 1024;
     let dir = TempDir::new("drain");
-    let backend = echo_backend();
-    let server_notify = NotifySocket::new(&dir, "server-notify");
-    let (mut server, server_addr) = ready_server(&dir, &server_notify, 0, backend);
-    let cfg = dir.write(
-        "client.toml",
-        &client_config(server_addr.port(), "drain_timeout_ms = 60000\n"),
-    );
-    let notify = NotifySocket::new(&dir, "notify");
-    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
-    let app_addr = listening_addr(notify.until("READY=1").last().expect("a message"));
+    let pair = DrainPair::start(&dir);
+    let (mut server, mut client) = (pair.server, pair.client);
+    let (server_notify, notify) = (pair.server_notify, pair.notify);
 
-    let mut app = TcpStream::connect(app_addr).expect("connect to client");
+    let mut app = TcpStream::connect(pair.app_addr).expect("connect to client");
     app.set_read_timeout(Some(LIMIT)).expect("timeout");
     app.set_write_timeout(Some(LIMIT)).expect("timeout");
     let mut reader = app.try_clone().expect("clone");
@@ -525,17 +550,9 @@ fn a_second_sigterm_exits_at_once_and_resets_open_streams() {
     // An exit at once used to close the application's socket cleanly: a
     // transfer cut short reached it as a normal end.
     let dir = TempDir::new("second-term");
-    let backend = echo_backend();
-    let server_notify = NotifySocket::new(&dir, "server-notify");
-    let (mut server, server_addr) = ready_server(&dir, &server_notify, 0, backend);
-    let cfg = dir.write(
-        "client.toml",
-        &client_config(server_addr.port(), "drain_timeout_ms = 60000\n"),
-    );
-    let notify = NotifySocket::new(&dir, "notify");
-    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
-    let app_addr = listening_addr(notify.until("READY=1").last().expect("a message"));
-    let mut app = TcpStream::connect(app_addr).expect("connect to client");
+    let pair = DrainPair::start(&dir);
+    let (mut server, mut client, notify) = (pair.server, pair.client, pair.notify);
+    let mut app = TcpStream::connect(pair.app_addr).expect("connect to client");
     app.set_read_timeout(Some(LIMIT)).expect("timeout");
     app.write_all(&[7u8; 64 * 1024]).expect("write");
     let mut echoed = [0u8; 1024];

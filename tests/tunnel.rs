@@ -440,30 +440,35 @@ fn on_demand_pool_closing_mid_handshake_is_no_server_failure() {
     });
 }
 
+/// A backend, a 0-RTT client of 2 links, and the address of a server that
+/// is not running yet (its port reserved, then freed).
+fn client_without_server(client_extra: &str) -> (Backend, std::net::SocketAddr, ClientHandle) {
+    init_logging();
+    let backend = Backend::start();
+    let port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    let client = start_client_toml(&client_toml(server_addr, 2, true, client_extra));
+    (backend, server_addr, client)
+}
+
+/// Starts the server of [`client_without_server`] at its address.
+fn start_server_at(backend: &Backend, addr: std::net::SocketAddr) -> ServerHandle {
+    let text = server_toml(backend.addr, 2, "")
+        .replace("listen_port = 0", &format!("listen_port = {}", addr.port()));
+    start_server_toml(&text)
+}
+
 #[test]
 fn server_down_at_start_fails_fast_then_recovers() {
     within(Duration::from_secs(60), || {
-        init_logging();
-        let backend = Backend::start();
-        // Reserve a port for the server, but start it later.
-        let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let server_addr = port_holder.local_addr().unwrap();
-        drop(port_holder);
-        let client = start_client_toml(&client_toml(
-            server_addr,
-            2,
-            true,
-            "reconnect_min_ms = 50\nreconnect_max_ms = 200",
-        ));
+        let (backend, server_addr, client) =
+            client_without_server("reconnect_min_ms = 50\nreconnect_max_ms = 200");
         std::thread::sleep(Duration::from_millis(200));
         let mut app = client.connect();
         let _ = app.write_all(b"D");
         expect_reset_or_close(&mut app, Duration::from_secs(2));
-        let text = server_toml(backend.addr, 2, "").replace(
-            "listen_port = 0",
-            &format!("listen_port = {}", server_addr.port()),
-        );
-        let _server = start_server_toml(&text);
+        let _server = start_server_at(&backend, server_addr);
         let ok = wait_until(Duration::from_secs(5), || {
             let mut app = client.connect();
             if app.write_all(b"U").is_err() || app.write_all(b"abc").is_err() {
@@ -483,24 +488,11 @@ fn the_first_application_after_the_server_returns_is_served() {
     // application arriving then makes a slot try again at once; it used to
     // be reset until the next backoff ran out, even with the server back.
     within(Duration::from_secs(60), || {
-        init_logging();
-        let backend = Backend::start();
-        let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let server_addr = port_holder.local_addr().unwrap();
-        drop(port_holder);
-        let client = start_client_toml(&client_toml(
-            server_addr,
-            2,
-            true,
-            "reconnect_min_ms = 400\nreconnect_max_ms = 5000",
-        ));
+        let (backend, server_addr, client) =
+            client_without_server("reconnect_min_ms = 400\nreconnect_max_ms = 5000");
         // Long enough for the backoff to reach seconds.
         std::thread::sleep(Duration::from_millis(2500));
-        let text = server_toml(backend.addr, 2, "").replace(
-            "listen_port = 0",
-            &format!("listen_port = {}", server_addr.port()),
-        );
-        let _server = start_server_toml(&text);
+        let _server = start_server_at(&backend, server_addr);
         let started = Instant::now();
         let mut app = client.connect();
         app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
