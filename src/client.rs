@@ -8,15 +8,17 @@
 //! `client-pool` reacts to session events: with `enable_zero_rtt = false` it
 //! closes the pool when the last stream ends.
 
-use crate::budget::SendBudget;
 use crate::config::{ClientConfig, Role};
-use crate::frame::{self, Frame, LinkReason, RstReason};
-use crate::link::{self, HandshakeError, PeerLimits};
-use crate::secure;
-use crate::session::{Session, SessionEvent};
-use crate::shutdown::Shutdown;
-use crate::stats::Monitor;
-use crate::thread::{self, Bell, ThreadCount, lock};
+use crate::proto::frame::{self, Frame, LinkReason, RstReason};
+use crate::rt::budget::SendBudget;
+use crate::rt::link::{self, HandshakeError, PeerLimits};
+use crate::rt::monitor::Monitor;
+use crate::rt::secure;
+use crate::rt::session::{Session, SessionEvent};
+use crate::util::random::{jitter, random_u64};
+use crate::util::shutdown::Shutdown;
+use crate::util::sync::{Bell, lock};
+use crate::util::thread::{self, ThreadCount};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -62,7 +64,7 @@ impl Client {
     /// Binds the application listener; separate from [`run`](Self::run) so
     /// callers learn the real port first.
     pub fn bind(config: ClientConfig) -> io::Result<Client> {
-        let listener = crate::server::listen(config.listen)?;
+        let listener = crate::util::net::listen(config.listen)?;
         Ok(Client {
             listener,
             config,
@@ -119,11 +121,10 @@ impl Client {
         if self.config.zero_rtt {
             pool.session();
         }
-        crate::server::wake_on_shutdown(&self.threads, &shutdown, addr)?;
+        crate::util::net::wake_on_shutdown(&self.threads, &shutdown, addr)?;
         let p = pool.clone();
-        thread::spawn(&self.threads, "client-pool".into(), move || {
+        thread::spawn_task(&self.threads, "client-pool".into(), move || {
             p.event_loop(&events_rx);
-            Ok(())
         })?;
         for conn in self.listener.incoming() {
             if shutdown.is_triggered() {
@@ -182,10 +183,10 @@ impl Pool {
         );
         for index in 0..self.config.pool_size {
             let (pool, s) = (self.clone(), session.clone());
-            let spawned = thread::spawn(&self.threads, format!("pool-slot-{index}"), move || {
-                pool.slot_loop(&s, index as u16);
-                Ok(())
-            });
+            let spawned =
+                thread::spawn_task(&self.threads, format!("pool-slot-{index}"), move || {
+                    pool.slot_loop(&s, index as u16);
+                });
             if let Err(e) = spawned {
                 log::error!("cannot start link slot {index}: {e}");
             }
@@ -240,11 +241,11 @@ impl Pool {
         since: Instant,
     ) {
         let pool = self.clone();
-        let spawned = thread::spawn(&self.threads, format!("stream-{id}-wait"), move || {
+        let spawned = thread::spawn_task(&self.threads, format!("stream-{id}-wait"), move || {
             let deadline = since + pool.config.connect_timeout;
             while Instant::now() < deadline && !session.is_closed() {
                 if session.link_count() > 0 {
-                    return Ok(());
+                    return;
                 }
                 if pool.failed_since(since) {
                     break;
@@ -258,7 +259,6 @@ impl Pool {
                 );
                 session.abort_stream_id(id, RstReason::SessionLost);
             }
-            Ok(())
         });
         if let Err(e) = spawned {
             log::warn!("cannot start watch thread: {e}");
@@ -552,26 +552,4 @@ impl Pool {
         }
         lock(&self.retiring).clear();
     }
-}
-
-/// A random 64-bit number for session ids and backoff jitter; the session
-/// id must not repeat across restarts, or a restarted client could resume a
-/// stale session on the server.
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ (u64::from(std::process::id()) << 32);
-    }
-    u64::from_be_bytes(b)
-}
-
-/// `base` scaled by a random factor in [0.5, 1.5), so a pool of slots that
-/// failed together does not reconnect in lockstep.
-fn jitter(base: Duration) -> Duration {
-    let r = (random_u64() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + r)
 }

@@ -14,7 +14,7 @@
 //! keys. Every error is a single line naming the file and the `table.key`, so a
 //! user can fix it without reading the source.
 
-use crate::secure::Secret;
+use crate::proto::secret::Secret;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -89,49 +89,8 @@ fn default_budget(window: u64) -> u64 {
 // Runtime types
 // ---------------------------------------------------------------------------
 
-/// Which daemon a config file is for; chosen by the file's top-level `mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Accepts links from clients and connects to the backend.
-    Server,
-    /// Accepts application connections and stripes them over links to a server.
-    Client,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Server => "server",
-            Role::Client => "client",
-        })
-    }
-}
-
-/// How DATA frames are spread over the links of a pool.
-///
-/// Round-robin is the specification's rule; the other two exist because over
-/// links of unequal speed round-robin lets the slowest link set the pace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SchedulerKind {
-    /// Links take frames in turn (`"round_robin"`, the default).
-    RoundRobin,
-    /// Each frame goes to the link with the fewest bytes waiting (`"least_queued"`).
-    LeastQueued,
-    /// Each frame goes to the link where it is expected to arrive first,
-    /// from measured round-trip time and rate (`"adaptive"`).
-    Adaptive,
-}
-
-impl fmt::Display for SchedulerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SchedulerKind::RoundRobin => "round_robin",
-            SchedulerKind::LeastQueued => "least_queued",
-            SchedulerKind::Adaptive => "adaptive",
-        })
-    }
-}
+pub use crate::proto::Role;
+pub use crate::proto::scheduler::SchedulerKind;
 
 /// How much the daemon logs (`log_level`), unless `RUST_LOG` is set.
 ///
@@ -941,7 +900,7 @@ impl Ctx<'_> {
             )),
             (Some(text), None) => Secret::from_text(&text)
                 .map(|s| (Some(s), None))
-                .map_err(|e| self.err("secret", e)),
+                .map_err(|e| self.err("secret", e.to_string())),
             (None, Some(path)) => {
                 let mut full = PathBuf::from(&path);
                 if full.is_relative() {
@@ -957,7 +916,7 @@ impl Ctx<'_> {
                 let text = read_private(&full).map_err(|e| self.err("secret_file", e))?;
                 Secret::from_text(&text)
                     .map(|s| (Some(s), Some(full)))
-                    .map_err(|e| self.err("secret_file", e))
+                    .map_err(|e| self.err("secret_file", e.to_string()))
             }
             (None, None) => Ok((None, None)),
         }

@@ -3,22 +3,29 @@
 //! The library holds both daemons so that tests can run a server and a client
 //! in one process against real sockets; `main.rs` only parses the command
 //! line, sets up logging and signals, and maps errors to exit codes.
+//!
+//! Layers, bottom to top; each imports only from those before it:
+//!
+//! - [`util`]: threads, doorbells, the shutdown signal, socket helpers;
+//! - [`proto`]: the protocol core, with no I/O;
+//! - [`config`]: the config file, read and checked into typed settings;
+//! - [`rt`]: links, streams and sessions, the threads that drive the core;
+//! - [`server`], [`client`]: the two daemons;
+//! - [`ops`], [`systemd`], [`cli`]: reloads, stats reports, the service
+//!   manager, the command line.
 #![forbid(unsafe_code)]
 
-pub mod budget;
-pub mod cli;
-pub mod client;
+pub mod util;
+
+pub mod proto;
+
 pub mod config;
-pub mod frame;
-pub mod link;
-pub mod ops;
-pub mod scheduler;
-pub mod secure;
+
+pub mod rt;
+
+pub mod client;
 pub mod server;
-pub mod session;
-pub mod shutdown;
-pub mod stats;
-pub mod stream;
+
+pub mod cli;
+pub mod ops;
 pub mod systemd;
-pub mod thread;
-pub mod wire;

@@ -12,7 +12,7 @@
 //! what the daemon uses (and what the next reload compares against).
 
 use crate::config::{self, Config, OpsConfig, TunnelConfig};
-use crate::stats::Monitor;
+use crate::rt::monitor::Monitor;
 use crate::systemd::{self, Notifier};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::path::PathBuf;

@@ -6,15 +6,17 @@
 //! sessions whose client has been gone longer than the grace period. Links
 //! and streams have their own threads (see `link` and `stream`).
 
-use crate::budget::SendBudget;
 use crate::config::{Role, ServerConfig};
-use crate::frame::{self, Frame, LinkReason, RstReason};
-use crate::link::{self, HandshakeError, PeerLimits};
-use crate::secure::{self, Sealer};
-use crate::session::{Backend, Session, StreamBudget};
-use crate::shutdown::Shutdown;
-use crate::stats::Monitor;
-use crate::thread::{self, ThreadCount, lock};
+use crate::proto::frame::{self, Frame, LinkReason, RstReason};
+use crate::rt::budget::SendBudget;
+use crate::rt::link::{self, HandshakeError, PeerLimits};
+use crate::rt::monitor::Monitor;
+use crate::rt::secure::{self, Sealer};
+use crate::rt::session::{Backend, Session, StreamBudget};
+use crate::util::net;
+use crate::util::shutdown::Shutdown;
+use crate::util::sync::lock;
+use crate::util::thread::{self, ThreadCount};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,7 +49,7 @@ impl Server {
     /// Binds the link listener; separate from [`run`](Self::run) so callers
     /// (and tests) learn the real port before anything connects.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let listener = listen(config.listen)?;
+        let listener = net::listen(config.listen)?;
         Ok(Server {
             listener,
             config,
@@ -95,11 +97,10 @@ impl Server {
         self.monitor.attach(registry.send_budget.clone(), move || {
             lock(&reg.sessions).values().cloned().collect()
         });
-        wake_on_shutdown(&self.threads, &shutdown, addr)?;
+        net::wake_on_shutdown(&self.threads, &shutdown, addr)?;
         let reg = registry.clone();
-        thread::spawn(&self.threads, "server-reaper".into(), move || {
+        thread::spawn_task(&self.threads, "server-reaper".into(), move || {
             reap_loop(&reg);
-            Ok(())
         })?;
         self.accept_loop(&registry, &shutdown);
         drain(&registry);
@@ -159,48 +160,6 @@ fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
     } else if config.tunnel.secret.is_some() && !config.tunnel.encrypt {
         log::warn!("links are authenticated but not encrypted (encrypt = false)");
     }
-}
-
-/// Backlog of the listening sockets: a burst of application connections
-/// (or of links after an outage) must queue, not overflow into SYN cookies.
-const LISTEN_BACKLOG: i32 = 4096;
-
-/// A listening socket with a deep accept queue (std's is 128) and
-/// `SO_REUSEADDR`, so a restarted daemon binds at once.
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// Unblocks `accept()` when shutdown fires by connecting to ourselves.
-pub(crate) fn wake_on_shutdown(
-    threads: &ThreadCount,
-    shutdown: &Shutdown,
-    addr: SocketAddr,
-) -> io::Result<()> {
-    let shutdown = shutdown.clone();
-    let target = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    };
-    thread::spawn(threads, "accept-waker".into(), move || {
-        let _ = shutdown.receiver().recv();
-        let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
-        Ok(())
-    })?;
-    Ok(())
 }
 
 fn refuse(

@@ -18,8 +18,8 @@
 //! (applications get a prompt reset and links keep retrying) and units
 //! ordered after it must not hang on a server that is down.
 
-use crate::shutdown::Shutdown;
-use crate::stats::Monitor;
+use crate::rt::monitor::Monitor;
+use crate::util::shutdown::Shutdown;
 use std::ffi::OsStr;
 use std::io;
 use std::os::linux::net::SocketAddrExt;

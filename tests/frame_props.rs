@@ -1,4 +1,4 @@
-//! Property tests for the pure frame codec (`mtcp::frame`).
+//! Property tests for the pure frame codec (`mtcp::proto::frame`).
 //!
 //! They pin down the wire-protocol contract the link readers and writers rely
 //! on: every frame round-trips, a partial frame is "read more" and never an
@@ -9,7 +9,7 @@
 //! Case counts are chosen so the whole file runs in a few seconds in a debug
 //! build; set `PROPTEST_CASES` to run more.
 
-use mtcp::frame::*;
+use mtcp::proto::frame::*;
 use proptest::prelude::*;
 
 /// Payload limit used by most properties; DATA payloads are drawn below it.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mtcp::frame::{self, Frame};
+use mtcp::proto::frame::{self, Frame};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;

@@ -6,7 +6,7 @@
 use mtcp::client::Client;
 use mtcp::config::{self, Config};
 use mtcp::server::Server;
-use mtcp::shutdown::Shutdown;
+use mtcp::util::shutdown::Shutdown;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
@@ -230,8 +230,8 @@ fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io:
 pub struct ServerHandle {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
-    pub threads: mtcp::thread::ThreadCount,
-    pub monitor: mtcp::stats::Monitor,
+    pub threads: mtcp::util::thread::ThreadCount,
+    pub monitor: mtcp::rt::monitor::Monitor,
     join: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -254,8 +254,8 @@ impl Drop for ServerHandle {
 pub struct ClientHandle {
     pub addr: SocketAddr,
     pub shutdown: Shutdown,
-    pub threads: mtcp::thread::ThreadCount,
-    pub monitor: mtcp::stats::Monitor,
+    pub threads: mtcp::util::thread::ThreadCount,
+    pub monitor: mtcp::rt::monitor::Monitor,
     join: Option<JoinHandle<io::Result<()>>>,
 }
 

@@ -1,4 +1,4 @@
-//! Feeds arbitrary bytes to `mtcp::frame::decode` under several limits.
+//! Feeds arbitrary bytes to `mtcp::proto::frame::decode` under several limits.
 //!
 //! Checks: no panic; a decoded frame never uses more bytes than it was given
 //! nor more than the limit allows; re-encoding a decoded frame gives back
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtcp::frame::{DecodeError, MAX_CONTROL_BODY, decode, encode, max_frame_len};
+use mtcp::proto::frame::{DecodeError, MAX_CONTROL_BODY, decode, encode, max_frame_len};
 
 fn check(data: &[u8], max_len: u32) {
     let mut pos = 0;

@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mtcp::secure::{self, Secret};
+use mtcp::proto::secret::Secret;
+use mtcp::rt::secure;
 use std::io::{self, Read, Write};
 
 /// The peer's bytes as input, the server's answers collected.

@@ -17,11 +17,10 @@
 //! random (generate it with `head -c 32 /dev/urandom | base64`), because an
 //! observer of one handshake can test guesses of a weak secret offline.
 
-use crate::frame::{self, Frame};
-use crate::link::{HANDSHAKE_MAX_LEN, HandshakeError};
-use sha2::{Digest, Sha256};
+use crate::proto::frame::{self, Frame};
+use crate::proto::secret::Secret;
+use crate::rt::link::{HANDSHAKE_MAX_LEN, HandshakeError};
 use snow::StatelessTransportState;
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -39,36 +38,6 @@ pub const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
 const HS_VERSION: u8 = 1;
 const HS_OK: u8 = 0;
 const HS_MISMATCH: u8 = 1;
-/// Shortest secret accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
-
-/// The pre-shared secret, hashed; `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret([u8; 32]);
-
-impl Secret {
-    /// Derives the Noise PSK from the configured secret text (whitespace at
-    /// either end ignored, so a trailing newline in a file does not matter).
-    pub fn from_text(text: &str) -> Result<Secret, String> {
-        let trimmed = text.trim();
-        if trimmed.len() < MIN_SECRET_LEN {
-            return Err(format!(
-                "secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes (e.g. `head -c 32 /dev/urandom | base64`)",
-                trimmed.len()
-            ));
-        }
-        let mut h = Sha256::new();
-        h.update(b"mtcp psk v1\0");
-        h.update(trimmed.as_bytes());
-        Ok(Secret(h.finalize().into()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// The sending half of a link's channel (owned by the link writer).
 pub struct Sealer {
@@ -290,7 +259,7 @@ fn builder(secret: &Secret) -> Result<snow::Builder<'_>, HandshakeError> {
         .parse()
         .map_err(|_| HandshakeError::Protocol("noise parameters".into()))?;
     snow::Builder::new(params)
-        .psk(0, &secret.0)
+        .psk(0, secret.psk())
         .map_err(noise_err)
 }
 
@@ -517,13 +486,5 @@ mod tests {
             .expect("accepted");
         server.join().unwrap();
         assert!(e.to_string().contains("server has no secret"), "{e}");
-    }
-
-    #[test]
-    fn short_secrets_are_rejected_and_debug_masks() {
-        assert!(Secret::from_text("short").is_err());
-        let s = Secret::from_text("  0123456789abcdef  \n").unwrap();
-        assert_eq!(format!("{s:?}"), "Secret(***)");
-        assert_eq!(s, Secret::from_text("0123456789abcdef").unwrap());
     }
 }

@@ -16,11 +16,12 @@
 //! waiting (`MSG_DONTWAIT`): a request/response round trip then needs no
 //! thread hand-off on this side, and bulk data skips one copy.
 
-use crate::budget::{BudgetWaiter, SendBudget};
-use crate::frame::{Frame, RstReason, StreamId};
-use crate::session::Session;
-use crate::thread::{self, Bell, ThreadCount, lock};
-use crate::wire::{Payload, PayloadPool};
+use crate::proto::frame::{Frame, RstReason, StreamId};
+use crate::rt::budget::{BudgetWaiter, SendBudget};
+use crate::rt::session::Session;
+use crate::rt::wire::{Payload, PayloadPool};
+use crate::util::sync::{Bell, lock};
+use crate::util::thread::{self, ThreadCount};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
@@ -48,7 +49,7 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 /// undelivered, or at least its floor (`budget::STREAM_FLOOR`, equal to
 /// this) when it waits for the daemon's send budget. Bounds what a quiet
 /// stream's peer keeps for re-sending.
-const ACK_EVERY: u64 = crate::budget::STREAM_FLOOR;
+const ACK_EVERY: u64 = crate::rt::budget::STREAM_FLOOR;
 /// A fast stream acknowledges at most once per `ACK_DELAY`, or once per
 /// `ACK_EVERY_MOST` bytes (a quarter window, if less): at gigabits per
 /// second every ACK costs the sender a wake-up and a read, and the receiver

@@ -15,9 +15,9 @@
 //! retransmission copy (`writev`); an encrypted channel seals them into
 //! records first, which is the one copy encryption needs anyway.
 
-use crate::frame::{self, Frame, StreamId};
-use crate::secure::Sealer;
-use crate::thread::lock;
+use crate::proto::frame::{self, Frame, StreamId};
+use crate::rt::secure::Sealer;
+use crate::util::sync::lock;
 use socket2::SockRef;
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;

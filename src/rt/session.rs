@@ -9,15 +9,16 @@
 //! next one to come up), everything a lost link may have carried: unacked
 //! bytes, pending FINs, OPENs the peer has not confirmed, and current ACKs.
 
-use crate::budget::SendBudget;
 use crate::config::{Endpoint, Role, TunnelConfig};
-use crate::frame::{Frame, LinkReason, RstReason, StreamId};
-use crate::link::{LinkHandle, Outbound, PeerLimits};
-use crate::scheduler::Scheduler;
-use crate::shutdown::Shutdown;
-use crate::stream::{self, Resend, Stream};
-use crate::thread::{ThreadCount, lock};
-use crate::wire::{Payload, PayloadPool};
+use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
+use crate::proto::scheduler::Scheduler;
+use crate::rt::budget::SendBudget;
+use crate::rt::link::{LinkHandle, Outbound, PeerLimits};
+use crate::rt::stream::{self, Resend, Stream};
+use crate::rt::wire::{Payload, PayloadPool};
+use crate::util::shutdown::Shutdown;
+use crate::util::sync::lock;
+use crate::util::thread::ThreadCount;
 use crossbeam_channel::Sender;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -208,7 +209,7 @@ pub struct Session {
     links: Mutex<Vec<Arc<LinkHandle>>>,
     link_up: Condvar,
     streams: Mutex<StreamTable>,
-    scheduler: Scheduler,
+    scheduler: Mutex<Scheduler>,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     peer_goaway: AtomicBool,
@@ -252,7 +253,7 @@ impl Session {
                 closed: VecDeque::new(),
                 outcomes: HashMap::new(),
             }),
-            scheduler,
+            scheduler: Mutex::new(scheduler),
             reinject_pending: AtomicBool::new(false),
             had_link: AtomicBool::new(false),
             peer_goaway: AtomicBool::new(false),
@@ -445,6 +446,20 @@ impl Session {
         }
     }
 
+    /// The link for the next DATA frame, as the scheduler picks it.
+    fn pick_data_link(&self) -> Option<Arc<LinkHandle>> {
+        let links = lock(&self.links);
+        let i = lock(&self.scheduler).pick(links.len(), |i| links[i].load())?;
+        Some(links[i].clone())
+    }
+
+    /// The least loaded link, for a control frame.
+    fn pick_control_link(&self) -> Option<Arc<LinkHandle>> {
+        let links = lock(&self.links);
+        let i = lock(&self.scheduler).pick_control(links.len(), |i| links[i].load())?;
+        Some(links[i].clone())
+    }
+
     fn notify(&self, event: SessionEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.try_send(event);
@@ -456,7 +471,7 @@ impl Session {
     pub fn send_control(&self, f: Frame<'static>) {
         let never_block = NEVER_BLOCK.with(|c| c.get());
         loop {
-            let Some(link) = self.scheduler.pick_control(&lock(&self.links)) else {
+            let Some(link) = self.pick_control_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
                 return;
             };
@@ -478,7 +493,7 @@ impl Session {
     /// every queue was full. Counts as sent when there is no link: the
     /// re-send after the next link comes up covers it.
     pub fn try_send_control(&self, f: Frame<'static>) -> bool {
-        match self.scheduler.pick_control(&lock(&self.links)) {
+        match self.pick_control_link() {
             Some(link) => link.try_send_control(f),
             None => {
                 self.reinject_pending.store(true, Ordering::SeqCst);
@@ -496,7 +511,7 @@ impl Session {
             offset,
             bytes,
         };
-        if self.scheduler.measures_links() {
+        if lock(&self.scheduler).measures_links() {
             // Usually empty (a link is due every 10 ms at most), so this
             // allocates nothing per frame and sends with no lock held.
             let due: Vec<Arc<LinkHandle>> = lock(&self.links)
@@ -509,7 +524,7 @@ impl Session {
             }
         }
         loop {
-            let Some(link) = self.scheduler.pick(&lock(&self.links)) else {
+            let Some(link) = self.pick_data_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
                 // A link may have come up between the pick and the flag.
                 if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {

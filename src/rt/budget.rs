@@ -17,7 +17,7 @@
 //! acknowledgements return it, so a busy daemon wakes a few waiters per ACK,
 //! not all of them.
 
-use crate::thread::{Bell, lock};
+use crate::util::sync::{Bell, lock};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -13,9 +13,9 @@
 //! deadlocked (it takes the session table lock and each session's link and
 //! stream locks), which is what the systemd watchdog relies on.
 
-use crate::budget::SendBudget;
-use crate::session::Session;
-use crate::thread::lock;
+use crate::rt::budget::SendBudget;
+use crate::rt::session::Session;
+use crate::util::sync::lock;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

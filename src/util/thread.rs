@@ -5,9 +5,8 @@
 //! doing what. The live-thread counter lets a daemon wait, on shutdown, until
 //! every thread it started has really ended.
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Stack size for every MTCP thread: buffers live on the heap, so a small
@@ -45,16 +44,32 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `body` on a thread called `name`. An `Err` it returns is logged at
-/// `debug` with the thread name (callers log life-cycle events themselves at
-/// the right level); a panic is caught by the runtime and logged as an error.
-pub fn spawn<F>(
+/// Starts `body`, which cannot fail, on a thread called `name` (see [`spawn`]).
+pub fn spawn_task<F>(
     count: &ThreadCount,
     name: String,
     body: F,
 ) -> std::io::Result<std::thread::JoinHandle<()>>
 where
-    F: FnOnce() -> Result<(), String> + Send + 'static,
+    F: FnOnce() + Send + 'static,
+{
+    spawn(count, name, move || {
+        body();
+        Ok::<(), std::convert::Infallible>(())
+    })
+}
+
+/// Starts `body` on a thread called `name`. An `Err` it returns is logged at
+/// `debug` with the thread name (callers log life-cycle events themselves at
+/// the right level); a panic is caught by the runtime and logged as an error.
+pub fn spawn<F, E>(
+    count: &ThreadCount,
+    name: String,
+    body: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Result<(), E> + Send + 'static,
+    E: std::fmt::Display,
 {
     count.0.fetch_add(1, Ordering::SeqCst);
     let guard = Guard(count.0.clone());
@@ -69,44 +84,4 @@ where
         });
     // On failure the closure (and its guard) was dropped: the count is right.
     result
-}
-
-/// A doorbell: any number of rings collapse into one wake-up, and ringing
-/// never blocks. Used where one thread must tell another "look again" without
-/// holding a lock (a link reader telling a stream writer that bytes arrived).
-#[derive(Clone)]
-pub struct Bell {
-    tx: Sender<()>,
-    rx: Receiver<()>,
-}
-
-impl Bell {
-    /// A bell nobody has rung yet.
-    pub fn new() -> Self {
-        let (tx, rx) = bounded(1);
-        Bell { tx, rx }
-    }
-
-    /// Wakes the waiter, or makes its next wait return at once.
-    pub fn ring(&self) {
-        let _ = self.tx.try_send(());
-    }
-
-    /// The receiving side, for `select!` next to a shutdown signal.
-    pub fn receiver(&self) -> &Receiver<()> {
-        &self.rx
-    }
-}
-
-impl Default for Bell {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Locks a mutex even if a thread panicked while holding it: MTCP's locks
-/// guard plain tables and counters, and carrying on with them is safer than
-/// taking the whole daemon down with one failed thread.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

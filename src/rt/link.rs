@@ -10,12 +10,14 @@
 //! that remain.
 
 use crate::config::SchedulerKind;
-use crate::frame::{self, Frame, LinkReason};
-use crate::secure::{self, Opener, Sealer};
-use crate::session::Session;
-use crate::shutdown::Shutdown;
-use crate::thread::{self, ThreadCount, lock};
-use crate::wire::{Attempt, Wire};
+use crate::proto::frame::{self, Frame, LinkReason};
+use crate::proto::scheduler::LinkLoad;
+use crate::rt::secure::{self, Opener, Sealer};
+use crate::rt::session::Session;
+use crate::rt::wire::{Attempt, Wire};
+use crate::util::shutdown::Shutdown;
+use crate::util::sync::lock;
+use crate::util::thread::{self, ThreadCount};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select};
 use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use crate::wire::{Outbound, Payload};
+pub use crate::rt::wire::{Outbound, Payload};
 
 /// Control frames waiting per link: ACKs, FINs and PONGs are small, so a deep
 /// queue costs little and keeps stream writers from waiting.
@@ -205,18 +207,13 @@ impl LinkHandle {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// When a frame handed to this link now is expected to arrive, in µs
-    /// from now: the measured round trip (which includes what the socket and
-    /// the path hold) plus the time to drain what waits in our queue.
-    pub fn expected_delay_us(&self) -> u64 {
-        let srtt = self.probe.srtt_us.load(Ordering::Relaxed);
-        let queued = self.queued_bytes() as u64;
-        if queued == 0 {
-            return srtt;
+    /// What the scheduler weighs: our queue and the link's measurements.
+    pub fn load(&self) -> LinkLoad {
+        LinkLoad {
+            queued_bytes: self.queued_bytes() as u64,
+            srtt_us: self.probe.srtt_us.load(Ordering::Relaxed),
+            rate: self.probe.rate.load(Ordering::Relaxed),
         }
-        // Unmeasured rate: as if 1 byte/µs, so a queue still counts.
-        let rate = self.probe.rate.load(Ordering::Relaxed).max(1_000_000);
-        srtt + queued.saturating_mul(1_000_000) / rate
     }
 
     /// True when the link should be measured again: no PING is out and the
@@ -537,7 +534,7 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) -> Result<(), String> {
-        crate::session::set_never_block(true);
+        crate::rt::session::set_never_block(true);
         let result = self.pump();
         let reason = match &result {
             Ok(()) => "closed by peer".to_string(),
@@ -547,7 +544,7 @@ impl Reader {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        crate::session::set_never_block(false);
+        crate::rt::session::set_never_block(false);
         self.session.remove_link(&self.link, &self.link.reason());
         result
     }

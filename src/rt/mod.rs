@@ -1,0 +1,13 @@
+//! The I/O layer: the threads that own sockets and drive the protocol core.
+//!
+//! A link's two threads live in `link`, a stream's in `stream`; the session
+//! ties them together and implements what each of them calls (`LinkHost`,
+//! `StreamHost`), so neither needs to know the session's type.
+
+pub mod budget;
+pub mod link;
+pub mod monitor;
+pub mod secure;
+pub mod session;
+pub mod stream;
+pub mod wire;

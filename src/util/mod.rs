@@ -1,0 +1,8 @@
+//! Small utilities with no knowledge of the protocol: thread spawning,
+//! doorbells and locks, the shutdown signal, socket helpers, randomness.
+
+pub mod net;
+pub mod random;
+pub mod shutdown;
+pub mod sync;
+pub mod thread;

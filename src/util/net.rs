@@ -1,0 +1,94 @@
+//! Socket helpers: every listening socket, outgoing connect and
+//! never-waiting send in MTCP goes through these, so their options and their
+//! retry rules are written once.
+
+use crate::util::shutdown::Shutdown;
+use crate::util::thread::{self, ThreadCount};
+use socket2::SockRef;
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Backlog of the listening sockets: a burst of application connections
+/// (or of links after an outage) must queue, not overflow into SYN cookies.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket with a deep accept queue (std's is 128) and
+/// `SO_REUSEADDR`, so a restarted daemon binds at once.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Unblocks `accept()` when shutdown fires by connecting to ourselves.
+pub fn wake_on_shutdown(
+    threads: &ThreadCount,
+    shutdown: &Shutdown,
+    addr: SocketAddr,
+) -> io::Result<()> {
+    let shutdown = shutdown.clone();
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    thread::spawn(threads, "accept-waker".into(), move || {
+        let _ = shutdown.receiver().recv();
+        let _ = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+        Ok::<(), io::Error>(())
+    })?;
+    Ok(())
+}
+
+/// Connects to the first of `addrs` that answers within `timeout` each.
+/// The error names the last address tried; `what` names the peer when
+/// there is no address at all.
+pub fn connect_first(addrs: &[SocketAddr], timeout: Duration, what: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{what} resolved to no address"),
+    );
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// One `sendmsg` that does not wait for room, whatever the socket's mode,
+/// retried only when a signal interrupted it. `WouldBlock` means full.
+pub fn send_now(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        match SockRef::from(socket).send_vectored_with_flags(slices, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// True when an error only says the socket had no room (or no bytes) now.
+pub fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// True when a read or write deadline ran out (`SO_RCVTIMEO`/`SO_SNDTIMEO`
+/// report it as `WouldBlock` on Linux).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
