@@ -8,9 +8,15 @@
 //! (`tests/simulation.rs`) drive two cores over an in-memory network on a
 //! fake clock.
 
+pub mod error;
+pub mod estimator;
 pub mod frame;
+pub mod handshake;
+pub mod recv;
 pub mod scheduler;
 pub mod secret;
+pub mod send;
+pub mod table;
 
 use std::fmt;
 

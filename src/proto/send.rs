@@ -1,0 +1,254 @@
+//! The sending direction of one stream: what was sent, what the peer has
+//! acknowledged, and what to send again after a link failure.
+//!
+//! Every byte stays here until the peer acknowledges it, so a link that dies
+//! loses nothing: its bytes are still here to re-send on another link.
+//! Flow control has two limits: the peer's per-stream window, and the
+//! daemon-wide send budget shared by all streams, with a per-stream floor
+//! ([`STREAM_FLOOR`]) so that streams whose applications stopped reading
+//! cannot starve the others.
+
+use crate::proto::error::Violation;
+use crate::proto::frame::{Frame, StreamId};
+pub use crate::proto::recv::STREAM_FLOOR;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// DATA bytes, shared between the stream's retransmission copy and the link
+/// that sends them, so neither has to copy them.
+pub type Payload = Arc<Vec<u8>>;
+
+/// A frame to send again after a link failure.
+#[derive(Debug, Clone)]
+pub enum Resend {
+    Control(Frame<'static>),
+    Data(StreamId, u64, Payload),
+}
+
+/// The sending direction's state.
+#[derive(Debug, Default)]
+pub struct SendState {
+    next: u64,
+    /// Peer's cumulative delivered offset; FIN counts as one byte.
+    acked: u64,
+    fin: Option<u64>,
+    unacked: VecDeque<(u64, Payload)>,
+    /// Bytes charged to the send budget and not yet released: sent, not
+    /// acknowledged, and the stream not reset.
+    charged: u64,
+}
+
+/// What an ACK changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AckOutcome {
+    /// Bytes to give back to the send budget.
+    pub freed: u64,
+    /// Every byte and the FIN are delivered: the sending side is finished.
+    pub finished: bool,
+}
+
+impl SendState {
+    /// Nothing sent yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps `bytes` as the stream's next bytes until acknowledged, charging
+    /// them to the send budget; returns their offset.
+    pub fn push(&mut self, bytes: Payload) -> u64 {
+        let offset = self.next;
+        let n = bytes.len() as u64;
+        self.next += n;
+        self.charged += n;
+        self.unacked.push_back((offset, bytes));
+        offset
+    }
+
+    /// Marks the end of the stream (the local side closed); returns the FIN
+    /// offset to send.
+    pub fn close(&mut self) -> u64 {
+        self.fin = Some(self.next);
+        self.next
+    }
+
+    /// Bytes sent and not yet acknowledged: what counts against the window.
+    pub fn in_flight(&self) -> u64 {
+        self.next - self.acked.min(self.next)
+    }
+
+    /// Bytes acknowledged and sent.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.acked, self.next)
+    }
+
+    /// Applies the peer's cumulative ACK: frees credit and retransmission
+    /// copies (handed to `release`).
+    pub fn on_ack(
+        &mut self,
+        delivered: u64,
+        mut release: impl FnMut(Payload),
+    ) -> Result<AckOutcome, Violation> {
+        let sent = self.next + u64::from(self.fin.is_some());
+        if delivered > sent {
+            return Err(Violation::AckBeyondSent {
+                ack: delivered,
+                sent,
+            });
+        }
+        if delivered <= self.acked {
+            return Ok(AckOutcome::default());
+        }
+        let freed = (delivered.min(self.next) - self.acked.min(self.next)).min(self.charged);
+        self.charged -= freed;
+        self.acked = delivered;
+        while let Some((off, bytes)) = self.unacked.front() {
+            if off + bytes.len() as u64 > delivered {
+                break;
+            }
+            if let Some((_, bytes)) = self.unacked.pop_front() {
+                release(bytes);
+            }
+        }
+        let finished = self.fin.is_some_and(|f| delivered == f + 1);
+        Ok(AckOutcome { freed, finished })
+    }
+
+    /// Gives up everything kept for re-sending (a reset stream re-sends
+    /// nothing); returns the budget to give back.
+    pub fn abandon(&mut self, mut release: impl FnMut(Payload)) -> u64 {
+        for (_, bytes) in self.unacked.drain(..) {
+            release(bytes);
+        }
+        std::mem::take(&mut self.charged)
+    }
+
+    /// Frames that re-create what a failed link may have lost for stream
+    /// `id`: OPEN if the peer has acknowledged nothing, every unacknowledged
+    /// byte, and a pending FIN.
+    pub fn resend(&self, id: StreamId, out: &mut Vec<Resend>) {
+        if self.acked == 0 {
+            out.push(Resend::Control(Frame::Open { stream: id }));
+        }
+        for (offset, bytes) in &self.unacked {
+            out.push(Resend::Data(id, *offset, bytes.clone()));
+        }
+        if let Some(f) = self.fin
+            && self.acked <= f
+        {
+            out.push(Resend::Control(Frame::Fin {
+                stream: id,
+                offset: f,
+            }));
+        }
+    }
+}
+
+/// How many more bytes a stream with `in_flight` bytes unacknowledged may
+/// send now under the peer's `window` when the daemon's streams together
+/// use `used` of a budget of `limit`: at least up to its floor, beyond that
+/// what both the window and the budget allow.
+pub fn credit(in_flight: u64, window: u64, limit: u64, used: u64) -> u64 {
+    let floor = STREAM_FLOOR.min(window).saturating_sub(in_flight);
+    let free = limit.saturating_sub(used);
+    floor.max(window.saturating_sub(in_flight).min(free))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn payload(n: usize) -> Payload {
+        Arc::new(vec![0; n])
+    }
+
+    #[test]
+    fn acks_free_copies_and_budget_in_order() {
+        let mut s = SendState::new();
+        assert_eq!(s.push(payload(10)), 0);
+        assert_eq!(s.push(payload(5)), 10);
+        let mut released = Vec::new();
+        let out = s.on_ack(12, |p| released.push(p.len())).unwrap();
+        assert_eq!(out.freed, 12);
+        assert_eq!(released, [10], "the second payload is still partly owed");
+        assert_eq!(s.in_flight(), 3);
+        assert_eq!(s.on_ack(11, |_| {}).unwrap(), AckOutcome::default());
+        assert_eq!(
+            s.on_ack(16, |_| {}),
+            Err(Violation::AckBeyondSent { ack: 16, sent: 15 })
+        );
+    }
+
+    #[test]
+    fn the_fin_counts_as_one_byte() {
+        let mut s = SendState::new();
+        s.push(payload(4));
+        assert_eq!(s.close(), 4);
+        let out = s.on_ack(4, |_| {}).unwrap();
+        assert!(!out.finished);
+        let out = s.on_ack(5, |_| {}).unwrap();
+        assert!(out.finished);
+        assert_eq!(out.freed, 0, "the FIN byte was never charged");
+    }
+
+    #[test]
+    fn resend_lists_open_data_and_fin_until_acknowledged() {
+        let mut s = SendState::new();
+        s.push(payload(3));
+        s.push(payload(2));
+        s.close();
+        let mut out = Vec::new();
+        s.resend(7, &mut out);
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|r| match r {
+                Resend::Control(f) => format!("{f:?}"),
+                Resend::Data(_, off, b) => format!("DATA {off}+{}", b.len()),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Open { stream: 7 }",
+                "DATA 0+3",
+                "DATA 3+2",
+                "Fin { stream: 7, offset: 5 }"
+            ]
+        );
+        s.on_ack(6, |_| {}).unwrap();
+        out.clear();
+        s.resend(7, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn abandon_returns_the_whole_charge() {
+        let mut s = SendState::new();
+        s.push(payload(100));
+        s.push(payload(50));
+        s.on_ack(30, |_| {}).unwrap();
+        let mut released = 0;
+        assert_eq!(s.abandon(|_| released += 1), 120);
+        assert_eq!(released, 2);
+        let mut out = Vec::new();
+        s.resend(1, &mut out);
+        assert!(out.iter().all(|r| matches!(r, Resend::Control(_))));
+    }
+
+    #[test]
+    fn floor_holds_whatever_the_budget() {
+        assert_eq!(credit(0, 4 * MIB, MIB, 10 * MIB), STREAM_FLOOR);
+        assert_eq!(credit(STREAM_FLOOR - 1, 4 * MIB, MIB, 10 * MIB), 1);
+        assert_eq!(credit(STREAM_FLOOR, 4 * MIB, MIB, 10 * MIB), 0);
+        assert_eq!(credit(0, 1000, MIB, 10 * MIB), 1000, "window caps floor");
+    }
+
+    #[test]
+    fn budget_and_window_both_cap_credit() {
+        assert_eq!(credit(0, 4 * MIB, MIB, 0), MIB);
+        assert_eq!(credit(MIB, 2 * MIB, MIB, 0), MIB);
+        assert_eq!(credit(MIB, MIB + 10, MIB, 0), 10);
+        assert_eq!(credit(3 * STREAM_FLOOR, 4 * MIB, MIB, MIB - 100), 100);
+    }
+}
