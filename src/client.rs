@@ -9,12 +9,14 @@
 //! closes the pool when the last stream ends.
 
 use crate::config::{ClientConfig, Role};
-use crate::proto::frame::{self, Frame, LinkReason, RstReason};
+use crate::proto::frame::{self, LinkReason, RstReason};
+use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault};
 use crate::rt::budget::SendBudget;
-use crate::rt::link::{self, HandshakeError, PeerLimits};
+use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure;
 use crate::rt::session::{Session, SessionEvent};
+use crate::util::net::connect_first;
 use crate::util::random::{jitter, random_u64};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::{Bell, lock};
@@ -360,21 +362,8 @@ impl Pool {
         index: u16,
     ) -> Result<Arc<link::LinkHandle>, HandshakeError> {
         let timeout = self.config.connect_timeout;
-        let mut last = io::Error::new(
-            io::ErrorKind::NotFound,
-            "server name resolved to no address",
-        );
-        let mut sock = None;
-        for addr in self.config.server.resolve()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-            }
-        }
-        let mut sock = sock.ok_or(last)?;
+        let addrs = self.config.server.resolve()?;
+        let mut sock = connect_first(&addrs, timeout, "server name")?;
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
@@ -383,47 +372,27 @@ impl Pool {
             Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt)?,
             None => secure::plain(),
         };
-        let hello = Frame::Hello(frame::Hello {
-            version: frame::VERSION,
-            flags: if session.has_had_link() {
-                frame::HELLO_RESUME
-            } else {
-                0
-            },
-            session_id: session.id,
-            link_index: index,
-            max_payload: self.config.tunnel.buffer_size as u32,
-            window: self.config.tunnel.stream_window,
-        });
+        let hello = handshake::hello(
+            session.id,
+            session.has_had_link(),
+            index,
+            session.our_limits(),
+        );
         sealer.send_frame(&mut sock, &hello)?;
-        let mut buf = [0u8; 68];
-        match opener.recv_frame(&mut sock, None, &mut buf)? {
-            Frame::Welcome(w)
-                if w.version == frame::VERSION && w.max_payload >= 512 && w.window >= 512 =>
-            {
-                session.set_peer_limits(PeerLimits {
-                    max_payload: w.max_payload,
-                    window: w.window,
-                });
-            }
-            Frame::Refuse(r) => return Err(HandshakeError::Refused(r)),
-            other => {
-                return Err(HandshakeError::Protocol(format!(
-                    "expected WELCOME, got {other:?}"
-                )));
-            }
-        }
+        let mut buf = [0u8; HANDSHAKE_BUF_LEN];
+        let answer = opener.recv_frame(&mut sock, None, &mut buf)?;
+        session.set_peer_limits(handshake::check_answer(answer)?);
         if session.is_closed() {
-            return Err(HandshakeError::Protocol(
-                "session closed during handshake".into(),
-            ));
+            return Err(HandshakeFault::SessionClosed.into());
         }
+        let settings = session.link_settings();
         Ok(link::start(
-            session,
+            session.clone(),
             sock,
             index,
             &self.threads,
             (sealer, opener),
+            settings,
         )?)
     }
 

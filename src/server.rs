@@ -8,8 +8,11 @@
 
 use crate::config::{Role, ServerConfig};
 use crate::proto::frame::{self, Frame, LinkReason, RstReason};
+use crate::proto::handshake::{
+    self, HANDSHAKE_BUF_LEN, HandshakeError, Join, JoinLimits, KnownSession,
+};
 use crate::rt::budget::SendBudget;
-use crate::rt::link::{self, HandshakeError, PeerLimits};
+use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure::{self, Sealer};
 use crate::rt::session::{Backend, Session, StreamBudget};
@@ -135,10 +138,9 @@ impl Server {
                 continue;
             }
             let reg = registry.clone();
-            let spawned = thread::spawn(&self.threads, "handshake".into(), move || {
-                let result = handshake(&reg, sock);
+            let spawned = thread::spawn_task(&self.threads, "handshake".into(), move || {
+                handshake(&reg, sock);
                 reg.pending.fetch_sub(1, Ordering::SeqCst);
-                result
             });
             if let Err(e) = spawned {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
@@ -162,20 +164,14 @@ fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
     }
 }
 
-fn refuse(
-    sock: &mut TcpStream,
-    sealer: &mut Sealer,
-    peer: SocketAddr,
-    reason: LinkReason,
-) -> Result<(), String> {
+fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, peer: SocketAddr, reason: LinkReason) {
     log::warn!("link from {peer} refused: {reason}");
     let _ = sealer.send_frame(sock, &Frame::Refuse(reason));
-    Ok(())
 }
 
 /// A connection that closes before its handshake is routine (port probes,
 /// health checks); one that times out or breaks is worth an info line.
-fn log_unfinished(peer: SocketAddr, e: &io::Error, deadline: Duration) -> Result<(), String> {
+fn log_unfinished(peer: SocketAddr, e: &io::Error, deadline: Duration) {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => {
             log::debug!("connection from {peer} closed before its handshake");
@@ -187,18 +183,22 @@ fn log_unfinished(peer: SocketAddr, e: &io::Error, deadline: Duration) -> Result
         ),
         _ => log::info!("link from {peer}: handshake not completed: {e}"),
     }
-    Ok(())
 }
 
-fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
-    let peer = sock.peer_addr().map_err(|e| e.to_string())?;
+/// Runs the server's side of a new link's handshake (the `handshake`
+/// thread), and starts the link in its session when it passes.
+fn handshake(reg: &Registry, mut sock: TcpStream) {
+    let peer = match sock.peer_addr() {
+        Ok(p) => p,
+        Err(e) => return log::debug!("connection gone before its handshake: {e}"),
+    };
     let deadline = reg.config.handshake_timeout;
     let setup = sock
         .set_read_timeout(Some(deadline))
         .and_then(|_| sock.set_write_timeout(Some(deadline)))
         .and_then(|_| sock.set_nodelay(true));
     if let Err(e) = setup {
-        return Err(format!("link from {peer}: {e}"));
+        return log::info!("link from {peer}: {e}");
     }
     let tunnel = &reg.config.tunnel;
     let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
@@ -206,60 +206,52 @@ fn handshake(reg: &Registry, mut sock: TcpStream) -> Result<(), String> {
         Ok(channel) => channel,
         Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
-            log::warn!("link from {peer} refused: {reason}");
-            return Ok(());
+            return log::warn!("link from {peer} refused: {reason}");
         }
-        Err(e) => {
-            log::warn!("link from {peer} refused: {e}");
-            return Ok(());
-        }
+        Err(HandshakeError::Fault(e)) => return log::warn!("link from {peer} refused: {e}"),
     };
-    let mut buf = [0u8; 68];
+    let mut buf = [0u8; HANDSHAKE_BUF_LEN];
     let hello = match opener.recv_frame(&mut sock, prefix, &mut buf) {
         Ok(Frame::Hello(h)) => h,
         Ok(other) => {
-            log::warn!("link from {peer}: expected HELLO, got {other:?}");
+            log::warn!(
+                "link from {peer}: expected HELLO, got {}",
+                handshake::kind_name(&other)
+            );
             return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
         Err(HandshakeError::Refused(r)) => return refuse(&mut sock, &mut sealer, peer, r),
         Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
-        Err(e) => {
+        Err(HandshakeError::Fault(e)) => {
             log::warn!("link from {peer}: bad handshake: {e}");
             return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
     };
-    if hello.version != frame::VERSION {
-        return refuse(&mut sock, &mut sealer, peer, LinkReason::Version);
-    }
-    if hello.max_payload < 512 || hello.window < 512 {
-        return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
-    }
+    let client_limits = match handshake::check_hello(&hello) {
+        Ok(limits) => limits,
+        Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
+    };
     let session = match join_session(reg, &hello, peer) {
         Ok(s) => s,
         Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
     };
-    let welcome = Frame::Welcome(frame::Welcome {
-        version: frame::VERSION,
-        max_payload: reg.config.tunnel.buffer_size as u32,
-        window: reg.config.tunnel.stream_window,
-    });
+    let welcome = handshake::welcome(session.our_limits());
     if let Err(e) = sealer.send_frame(&mut sock, &welcome) {
-        log::warn!("link from {peer}: cannot send WELCOME: {e}");
-        return Ok(());
+        return log::warn!("link from {peer}: cannot send WELCOME: {e}");
     }
-    session.set_peer_limits(PeerLimits {
-        max_payload: hello.max_payload,
-        window: hello.window,
-    });
-    link::start(
-        &session,
+    session.set_peer_limits(client_limits);
+    let settings = session.link_settings();
+    let started = link::start(
+        session,
         sock,
         hello.link_index,
         &reg.threads,
         (sealer, opener),
-    )
-    .map(|_| ())
-    .map_err(|e| format!("link from {peer}: {e}"))
+        settings,
+    );
+    if let Err(e) = started {
+        log::warn!("link from {peer}: cannot start: {e}");
+    }
 }
 
 fn join_session(
@@ -267,46 +259,45 @@ fn join_session(
     hello: &frame::Hello,
     peer: SocketAddr,
 ) -> Result<Arc<Session>, LinkReason> {
-    if reg.shutdown.is_triggered() {
-        return Err(LinkReason::ShuttingDown);
-    }
     let mut sessions = lock(&reg.sessions);
-    if let Some(s) = sessions.get(&hello.session_id) {
-        if s.is_closed() {
-            return Err(LinkReason::UnknownSession);
-        }
-        if s.link_count() >= reg.config.max_links_per_session {
-            return Err(LinkReason::TooManyLinks);
-        }
-        return Ok(s.clone());
-    }
-    if hello.flags & frame::HELLO_RESUME != 0 {
-        return Err(LinkReason::UnknownSession);
-    }
-    if sessions.len() >= reg.config.max_sessions {
-        return Err(LinkReason::TooManySessions);
-    }
-    let backend = Backend {
-        endpoint: reg.config.backend.clone(),
-        timeout: reg.config.backend_connect_timeout,
-        budget: reg.budget.clone(),
+    let known = sessions.get(&hello.session_id).map(|s| KnownSession {
+        closed: s.is_closed(),
+        links: s.link_count(),
+    });
+    let limits = JoinLimits {
+        max_links_per_session: reg.config.max_links_per_session,
+        max_sessions: reg.config.max_sessions,
     };
-    let session = Session::new(
-        hello.session_id,
-        Role::Server,
-        reg.config.tunnel.clone(),
-        Some(backend),
-        reg.threads.clone(),
-        None,
-        reg.send_budget.clone(),
-    );
-    sessions.insert(hello.session_id, session.clone());
-    log::info!(
-        "session {:016x} started by {peer} ({} sessions)",
-        hello.session_id,
-        sessions.len()
-    );
-    Ok(session)
+    let shutting_down = reg.shutdown.is_triggered();
+    match handshake::join(hello, known, sessions.len(), limits, shutting_down)? {
+        Join::Existing => sessions
+            .get(&hello.session_id)
+            .cloned()
+            .ok_or(LinkReason::UnknownSession),
+        Join::New => {
+            let backend = Backend {
+                endpoint: reg.config.backend.clone(),
+                timeout: reg.config.backend_connect_timeout,
+                budget: reg.budget.clone(),
+            };
+            let session = Session::new(
+                hello.session_id,
+                Role::Server,
+                reg.config.tunnel.clone(),
+                Some(backend),
+                reg.threads.clone(),
+                None,
+                reg.send_budget.clone(),
+            );
+            sessions.insert(hello.session_id, session.clone());
+            log::info!(
+                "session {:016x} started by {peer} ({} sessions)",
+                hello.session_id,
+                sessions.len()
+            );
+            Ok(session)
+        }
+    }
 }
 
 fn reap_loop(reg: &Registry) {

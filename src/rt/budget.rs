@@ -17,18 +17,12 @@
 //! acknowledgements return it, so a busy daemon wakes a few waiters per ACK,
 //! not all of them.
 
+use crate::proto::send;
+pub use crate::proto::send::STREAM_FLOOR;
 use crate::util::sync::{Bell, lock};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Bytes a stream may always have unacknowledged, budget or not (less only
-/// if its window is smaller). The receiver's ACK threshold
-/// (`stream::ACK_EVERY`) is set from it: a stream held at its floor has sent
-/// enough to be acknowledged once the far application reads it, so it never
-/// waits for an ACK that the receiver holds back until more bytes come.
-/// Small, so that a thousand stalled streams hold 16 MiB, not more.
-pub const STREAM_FLOOR: u64 = 16 * 1024;
 
 /// The budget one daemon's streams share, in every session.
 pub struct SendBudget {
@@ -94,9 +88,7 @@ impl SendBudget {
     /// now under a peer `window`: at least up to its floor, beyond that what
     /// both the window and the budget allow.
     pub fn credit(&self, own: u64, window: u64) -> u64 {
-        let floor = STREAM_FLOOR.min(window).saturating_sub(own);
-        let free = self.limit.saturating_sub(self.used());
-        floor.max(window.saturating_sub(own).min(free))
+        send::credit(own, window, self.limit, self.used())
     }
 
     /// Counts `n` bytes just sent (read from the local socket).
@@ -155,21 +147,9 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     #[test]
-    fn floor_holds_whatever_the_budget() {
-        let b = SendBudget::new(MIB);
-        b.charge(10 * MIB);
-        assert_eq!(b.credit(0, 4 * MIB), STREAM_FLOOR);
-        assert_eq!(b.credit(STREAM_FLOOR - 1, 4 * MIB), 1);
-        assert_eq!(b.credit(STREAM_FLOOR, 4 * MIB), 0);
-        assert_eq!(b.credit(0, 1000), 1000, "a smaller window caps the floor");
-    }
-
-    #[test]
-    fn budget_and_window_both_cap_credit() {
+    fn credit_counts_what_the_daemon_uses() {
         let b = SendBudget::new(MIB);
         assert_eq!(b.credit(0, 4 * MIB), MIB);
-        assert_eq!(b.credit(MIB, 2 * MIB), MIB);
-        assert_eq!(b.credit(MIB, MIB + 10), 10);
         b.charge(MIB - 100);
         assert_eq!(b.credit(3 * STREAM_FLOOR, 4 * MIB), 100);
         b.release(MIB - 100);

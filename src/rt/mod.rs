@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod link;
 pub mod monitor;
+pub mod pool;
 pub mod secure;
 pub mod session;
 pub mod stream;

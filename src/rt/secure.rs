@@ -18,8 +18,10 @@
 //! observer of one handshake can test guesses of a weak secret offline.
 
 use crate::proto::frame::{self, Frame};
+use crate::proto::handshake::{
+    self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault, check_frame_len, kind_name,
+};
 use crate::proto::secret::Secret;
-use crate::rt::link::{HANDSHAKE_MAX_LEN, HandshakeError};
 use snow::StatelessTransportState;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -76,7 +78,7 @@ fn halves(keys: Option<Arc<StatelessTransportState>>) -> (Sealer, Opener) {
 }
 
 fn noise_err(e: snow::Error) -> HandshakeError {
-    HandshakeError::Protocol(format!("noise: {e}"))
+    HandshakeFault::Noise(e.to_string()).into()
 }
 
 impl Sealer {
@@ -188,7 +190,7 @@ impl Opener {
         &mut self,
         socket: &mut impl Read,
         prefix: Option<[u8; 4]>,
-        buf: &'b mut [u8; 68],
+        buf: &'b mut [u8; HANDSHAKE_BUF_LEN],
     ) -> Result<Frame<'b>, HandshakeError> {
         let total = match self.keys.clone() {
             None => {
@@ -197,7 +199,7 @@ impl Opener {
                     None => socket.read_exact(&mut buf[..4])?,
                 }
                 let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                frame_len_ok(len)?;
+                check_frame_len(len)?;
                 let total = 4 + len as usize;
                 socket.read_exact(&mut buf[4..total])?;
                 total
@@ -210,32 +212,14 @@ impl Opener {
                     .map_err(|_| HandshakeError::Refused(frame::LinkReason::Auth))?;
                 self.nonce += 1;
                 if !(4..=buf.len()).contains(&n) {
-                    return Err(HandshakeError::Protocol(format!(
-                        "handshake record of {n} bytes"
-                    )));
+                    return Err(HandshakeFault::RecordLength(n).into());
                 }
                 buf[..n].copy_from_slice(&plain[..n]);
                 n
             }
         };
-        match frame::decode(&buf[..total], HANDSHAKE_MAX_LEN) {
-            Ok(Some((f, used))) if used == total => Ok(f),
-            Ok(_) => Err(HandshakeError::Protocol("malformed handshake frame".into())),
-            Err(frame::DecodeError::BadMagic) => {
-                Err(HandshakeError::Refused(frame::LinkReason::BadMagic))
-            }
-            Err(e) => Err(HandshakeError::Protocol(e.to_string())),
-        }
+        handshake::decode_frame(&buf[..total])
     }
-}
-
-fn frame_len_ok(len: u32) -> Result<(), HandshakeError> {
-    if len == 0 || len > HANDSHAKE_MAX_LEN {
-        return Err(HandshakeError::Protocol(format!(
-            "handshake frame length {len}"
-        )));
-    }
-    Ok(())
 }
 
 fn read_record(socket: &mut impl Read) -> io::Result<Vec<u8>> {
@@ -257,7 +241,7 @@ fn write_record(socket: &mut impl Write, body: &[u8]) -> io::Result<()> {
 fn builder(secret: &Secret) -> Result<snow::Builder<'_>, HandshakeError> {
     let params = NOISE_PARAMS
         .parse()
-        .map_err(|_| HandshakeError::Protocol("noise parameters".into()))?;
+        .map_err(|e: snow::Error| HandshakeFault::Noise(e.to_string()))?;
     snow::Builder::new(params)
         .psk(0, secret.psk())
         .map_err(noise_err)
@@ -284,9 +268,7 @@ pub fn client_handshake(
         // A server whose secret differs cannot even read our message, and
         // closes without a word (it has no key to say anything with).
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(HandshakeError::Protocol(
-                "the server closed the secure handshake: its secret differs from ours".into(),
-            ));
+            return Err(HandshakeFault::SecretDiffers.into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -294,18 +276,14 @@ pub fn client_handshake(
     // first two bytes (a frame length below 64 KiB) read as an empty record;
     // a Noise reply is never empty.
     if reply.is_empty() {
-        return Err(HandshakeError::Protocol(
-            "the server has no secret: it refused our secure handshake in plain text".into(),
-        ));
+        return Err(HandshakeFault::ServerHasNoSecret.into());
     }
     let mut payload = [0u8; 64];
     let n = hs
         .read_message(&reply, &mut payload)
         .map_err(|_| HandshakeError::Refused(frame::LinkReason::Auth))?;
     if n != 1 || payload[0] != HS_OK {
-        return Err(HandshakeError::Protocol(
-            "server and client disagree on `encrypt`".into(),
-        ));
+        return Err(HandshakeFault::EncryptMismatch.into());
     }
     finish(hs, encrypt)
 }
@@ -333,9 +311,7 @@ pub fn server_handshake(
         .map_err(noise_err)?;
     write_record(socket, &msg[..n])?;
     if !agree {
-        return Err(HandshakeError::Protocol(
-            "client and server disagree on `encrypt`".into(),
-        ));
+        return Err(HandshakeFault::EncryptMismatch.into());
     }
     finish(hs, encrypt)
 }
@@ -375,11 +351,12 @@ pub fn open_server_channel(
             let _ = plain()
                 .0
                 .send_frame(io, &Frame::Refuse(frame::LinkReason::Auth));
-            Err(HandshakeError::Protocol(if ours.is_some() {
-                "peer has no secret, this server requires one".into()
+            Err(if ours.is_some() {
+                HandshakeFault::PeerHasNoSecret
             } else {
-                "peer uses a secret, this server has none".into()
-            }))
+                HandshakeFault::PeerHasSecret
+            }
+            .into())
         }
     }
 }
@@ -392,12 +369,14 @@ pub fn server_accept(
     encrypt: bool,
 ) -> Result<frame::Hello, HandshakeError> {
     let (_, mut opener, prefix) = open_server_channel(io, secret, encrypt)?;
-    let mut buf = [0u8; 68];
+    let mut buf = [0u8; HANDSHAKE_BUF_LEN];
     match opener.recv_frame(io, prefix, &mut buf)? {
         Frame::Hello(h) => Ok(h),
-        other => Err(HandshakeError::Protocol(format!(
-            "expected HELLO, got {other:?}"
-        ))),
+        other => Err(HandshakeFault::Unexpected {
+            expected: "HELLO",
+            got: kind_name(&other),
+        }
+        .into()),
     }
 }
 
@@ -417,13 +396,11 @@ mod tests {
         mut s: TcpStream,
         secret: Secret,
         encrypt: bool,
-    ) -> Result<(Sealer, Opener, TcpStream), String> {
+    ) -> Result<(Sealer, Opener, TcpStream), HandshakeError> {
         let mut magic = [0u8; 4];
-        s.read_exact(&mut magic).map_err(|e| e.to_string())?;
+        s.read_exact(&mut magic)?;
         assert_eq!(magic, SECURE_MAGIC);
-        server_handshake(&mut s, &secret, encrypt)
-            .map(|(a, b)| (a, b, s))
-            .map_err(|e| e.to_string())
+        server_handshake(&mut s, &secret, encrypt).map(|(a, b)| (a, b, s))
     }
 
     #[test]

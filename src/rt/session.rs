@@ -2,43 +2,49 @@
 //!
 //! The session is the switchboard shared by every thread of a client pool or
 //! of one client on the server: link readers hand it frames and it routes
-//! them to streams; stream readers hand it DATA and its scheduler picks a
-//! link. Its locks guard small tables only and are never held across I/O.
+//! them to streams ([`StreamTable`] decides which); stream readers hand it
+//! DATA and its scheduler picks a link. It implements what links and streams
+//! call ([`LinkHost`], [`StreamHost`]). Its locks guard small tables only and
+//! are never held across I/O.
 //!
 //! When a link dies the session re-sends, on the links that remain (or on the
 //! next one to come up), everything a lost link may have carried: unacked
-//! bytes, pending FINs, OPENs the peer has not confirmed, and current ACKs.
+//! bytes, pending FINs, OPENs the peer has not confirmed, current ACKs, and
+//! the RSTs it sent recently.
 
-use crate::config::{Endpoint, Role, TunnelConfig};
+use crate::config::{Endpoint, TunnelConfig};
+use crate::proto::Role;
+use crate::proto::error::{FrameError, Violation};
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
+use crate::proto::handshake::{PeerLimits, kind_name};
 use crate::proto::scheduler::Scheduler;
+use crate::proto::send::{Payload, Resend};
+use crate::proto::table::{Lookup, OpenError, Outcome, StreamTable};
 use crate::rt::budget::SendBudget;
-use crate::rt::link::{LinkHandle, Outbound, PeerLimits};
-use crate::rt::stream::{self, Resend, Stream};
-use crate::rt::wire::{Payload, PayloadPool};
+use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
+use crate::rt::pool::PayloadPool;
+use crate::rt::stream::{self, Stream, StreamHost};
+use crate::util::net::connect_first;
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::ThreadCount;
-use crossbeam_channel::Sender;
-use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-thread_local! {
-    /// Set on link reader threads, which must never block: control frames
-    /// they originate are dropped rather than waited for when queues are full.
-    static NEVER_BLOCK: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the calling thread as a link reader (see `NEVER_BLOCK`), or, with
-/// `false`, as one that may block again (a dead link's reader re-sending what
-/// its link lost must not drop any of it).
-pub fn set_never_block(on: bool) {
-    NEVER_BLOCK.with(|c| c.set(on));
+/// Whether sending a control frame may wait for room in a link's queue.
+/// Link readers never wait (they drain the sockets everything else waits
+/// on); a frame they cannot queue is dropped and recovered by the re-send
+/// after the next link failure, or handed to the stream's writer (ACKs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait for room (stream threads, the re-send after a link died).
+    Yes,
+    /// Never wait (link readers).
+    No,
 }
 
 /// Where the server connects the streams of a session.
@@ -95,96 +101,20 @@ pub enum SessionEvent {
     NoLinks(u64),
 }
 
-/// Why a new stream could not be opened.
+/// Why a new application connection could not become a stream.
 #[derive(Debug)]
-pub enum OpenError {
-    /// The session is closing or the peer sent GOAWAY.
-    Closing,
-    /// The configured stream limit is reached.
-    TooManyStreams(usize),
-    /// Stream ids are exhausted; a new session is needed.
-    IdsExhausted,
+pub enum StreamOpenError {
+    /// The table refused it (closing, limit, ids).
+    Refused(OpenError),
+    /// Its threads could not be started.
     Io(io::Error),
 }
 
-impl std::fmt::Display for OpenError {
+impl std::fmt::Display for StreamOpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::Closing => write!(f, "session is closing"),
-            OpenError::TooManyStreams(n) => write!(f, "stream limit {n} reached"),
-            OpenError::IdsExhausted => write!(f, "stream ids exhausted"),
-            OpenError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// Stream ids a session has ever seen, so a late frame of a finished stream
-/// never re-creates it. Ids are handed out in order, so everything below
-/// `low` has been seen and only the few above it need remembering.
-struct SeenIds {
-    low: u64,
-    above: BTreeSet<u64>,
-}
-
-impl Default for SeenIds {
-    /// Stream ids start at 1; 0 is never valid and counts as seen.
-    fn default() -> Self {
-        SeenIds {
-            low: 1,
-            above: BTreeSet::new(),
-        }
-    }
-}
-
-impl SeenIds {
-    fn contains(&self, id: u64) -> bool {
-        id < self.low || self.above.contains(&id)
-    }
-
-    fn insert(&mut self, id: u64) {
-        if id < self.low {
-            return;
-        }
-        self.above.insert(id);
-        while self.above.remove(&self.low) {
-            self.low += 1;
-        }
-    }
-}
-
-/// How a stream that left the table ended, remembered for a while because
-/// the frame that told the peer (its last ACK, or an RST) may have died with
-/// a link: a peer that re-sends FIN gets the answer again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Finished,
-    /// Reset; `told` when we sent the RST (so it is ours to repeat).
-    Reset {
-        reason: RstReason,
-        told: bool,
-    },
-}
-
-/// Most recently closed streams remembered per session.
-const RECENTLY_CLOSED: usize = 1024;
-
-struct StreamTable {
-    map: HashMap<StreamId, Arc<Stream>>,
-    seen: SeenIds,
-    next_id: u64,
-    closed: VecDeque<StreamId>,
-    outcomes: HashMap<StreamId, Outcome>,
-}
-
-impl StreamTable {
-    fn remember(&mut self, id: StreamId, outcome: Outcome) {
-        if self.outcomes.insert(id, outcome).is_none() {
-            self.closed.push_back(id);
-        }
-        while self.closed.len() > RECENTLY_CLOSED {
-            if let Some(old) = self.closed.pop_front() {
-                self.outcomes.remove(&old);
-            }
+            StreamOpenError::Refused(e) => write!(f, "{e}"),
+            StreamOpenError::Io(e) => write!(f, "{e}"),
         }
     }
 }
@@ -197,19 +127,36 @@ pub struct SessionStats {
     pub frames_resent: AtomicU64,
 }
 
+/// Where a frame for a stream missing from the table goes.
+enum Route {
+    /// Another thread put the stream there meanwhile.
+    Stream(Arc<Stream>),
+    /// A stream the peer just opened.
+    Opened(Arc<Stream>),
+    /// Answer with an RST (limits, closing).
+    Refuse,
+    /// A stream that ended (or never may open): only a late FIN is answered.
+    Unknown,
+}
+
+/// The live links and the scheduler that picks among them, under one lock.
+struct Links {
+    live: Vec<Arc<LinkHandle>>,
+    scheduler: Scheduler,
+}
+
 /// One session: its links, its streams and its scheduler.
 pub struct Session {
     pub id: u64,
-    role: Role,
+    me: Weak<Session>,
     tunnel: TunnelConfig,
     backend: Option<Backend>,
     threads: ThreadCount,
     peer_max_payload: AtomicU32,
     peer_window: AtomicU32,
-    links: Mutex<Vec<Arc<LinkHandle>>>,
+    links: Mutex<Links>,
     link_up: Condvar,
-    streams: Mutex<StreamTable>,
-    scheduler: Mutex<Scheduler>,
+    streams: Mutex<StreamTable<Arc<Stream>>>,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     peer_goaway: AtomicBool,
@@ -233,27 +180,22 @@ impl Session {
         events: Option<Sender<SessionEvent>>,
         send_budget: Arc<SendBudget>,
     ) -> Arc<Session> {
-        let scheduler = Scheduler::new(tunnel.scheduler);
         let max_payload = tunnel.buffer_size as u32;
         let window = tunnel.stream_window;
-        Arc::new(Session {
+        Arc::new_cyclic(|me| Session {
             id,
-            role,
+            me: me.clone(),
+            links: Mutex::new(Links {
+                live: Vec::new(),
+                scheduler: Scheduler::new(tunnel.scheduler),
+            }),
+            streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
             tunnel,
             backend,
             threads,
             peer_max_payload: AtomicU32::new(max_payload),
             peer_window: AtomicU32::new(window),
-            links: Mutex::new(Vec::new()),
             link_up: Condvar::new(),
-            streams: Mutex::new(StreamTable {
-                map: HashMap::new(),
-                seen: SeenIds::default(),
-                next_id: 1,
-                closed: VecDeque::new(),
-                outcomes: HashMap::new(),
-            }),
-            scheduler: Mutex::new(scheduler),
             reinject_pending: AtomicBool::new(false),
             had_link: AtomicBool::new(false),
             peer_goaway: AtomicBool::new(false),
@@ -266,19 +208,28 @@ impl Session {
         })
     }
 
-    /// The tunables this session runs with.
-    pub fn tunnel(&self) -> &TunnelConfig {
-        &self.tunnel
+    /// This session as a shared handle, for the threads it starts. Always
+    /// there while a method runs (the caller holds an `Arc`).
+    fn me(&self) -> Option<Arc<Session>> {
+        self.me.upgrade()
     }
 
-    /// Read buffers for this session's streams, recycled once acknowledged.
-    pub fn payloads(&self) -> &PayloadPool {
-        &self.payloads
+    /// How this session's links run.
+    pub fn link_settings(&self) -> LinkSettings {
+        LinkSettings::for_tunnel(&self.tunnel)
     }
 
     /// Largest DATA payload we accept (what we announced).
     pub fn max_payload(&self) -> u32 {
         self.tunnel.buffer_size as u32
+    }
+
+    /// Our receive limits, as announced in the handshake.
+    pub fn our_limits(&self) -> PeerLimits {
+        PeerLimits {
+            max_payload: self.max_payload(),
+            window: self.tunnel.stream_window,
+        }
     }
 
     /// Records the limits the peer announced in its handshake.
@@ -288,24 +239,14 @@ impl Session {
         self.peer_window.store(limits.window, Ordering::SeqCst);
     }
 
-    /// Bytes a stream may have unacknowledged towards the peer.
-    pub fn peer_window(&self) -> u32 {
-        self.peer_window.load(Ordering::SeqCst)
-    }
-
-    /// Largest DATA payload to send: ours to read, the peer's to accept.
-    pub fn send_payload_limit(&self) -> usize {
-        (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst)) as usize
+    /// True once the session is over; its threads stop.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_triggered()
     }
 
     /// Ready once the session is closed, for `select!`.
-    pub fn closed_signal(&self) -> &crossbeam_channel::Receiver<()> {
+    pub fn closed_signal(&self) -> &Receiver<()> {
         self.closed.receiver()
-    }
-
-    /// True once the session is over; stream threads stop.
-    pub fn is_closed(&self) -> bool {
-        self.closed.is_triggered()
     }
 
     /// True once a link has ever joined: the client then asks to resume.
@@ -320,12 +261,12 @@ impl Session {
 
     /// Links alive now.
     pub fn link_count(&self) -> usize {
-        lock(&self.links).len()
+        lock(&self.links).live.len()
     }
 
     /// Streams open now.
     pub fn stream_count(&self) -> usize {
-        lock(&self.streams).map.len()
+        lock(&self.streams).len()
     }
 
     /// How long the session has had no link, if it has none.
@@ -335,14 +276,14 @@ impl Session {
 
     /// Snapshot of the live links, for stats.
     pub fn links(&self) -> Vec<Arc<LinkHandle>> {
-        lock(&self.links).clone()
+        lock(&self.links).live.clone()
     }
 
     /// Waits until at least one link is up, the session closes, or `limit`.
     pub fn wait_for_link(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut links = lock(&self.links);
-        while links.is_empty() && !self.is_closed() {
+        while links.live.is_empty() && !self.is_closed() {
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -352,76 +293,16 @@ impl Session {
                 Err(p) => p.into_inner().0,
             };
         }
-        !links.is_empty()
+        !links.live.is_empty()
     }
 
-    /// Joins a link that finished its handshake; re-sends what earlier links
-    /// may have lost if any link died since the last re-send.
-    pub fn add_link(&self, link: Arc<LinkHandle>) {
-        let count = {
-            let mut links = lock(&self.links);
-            links.push(link.clone());
-            links.len()
-        };
-        self.had_link.store(true, Ordering::SeqCst);
-        *lock(&self.no_links_since) = None;
-        self.link_up.notify_all();
-        log::info!(
-            "session {:016x}: link {} up (slot {}, peer {}), {count} live",
-            self.id,
-            link.id,
-            link.index,
-            link.peer
-        );
-        if self.reinject_pending.swap(false, Ordering::SeqCst) {
-            self.reinject();
-        }
-    }
-
-    /// Removes a dead link (its writer has stopped) and re-sends what it may
-    /// have carried.
-    pub fn remove_link(&self, link: &LinkHandle, reason: &str) {
-        let remaining = {
-            let mut links = lock(&self.links);
-            let before = links.len();
-            links.retain(|l| l.id != link.id);
-            if before == links.len() {
-                return;
-            }
-            links.len()
-        };
-        log::info!(
-            "session {:016x}: link {} down (slot {}, peer {}): {reason}; {remaining} live",
-            self.id,
-            link.id,
-            link.index,
-            link.peer
-        );
-        if self.is_closed() {
-            return;
-        }
-        if remaining == 0 {
-            *lock(&self.no_links_since) = Some(Instant::now());
-            self.reinject_pending.store(true, Ordering::SeqCst);
-            self.notify(SessionEvent::NoLinks(self.id));
-        } else {
-            self.reinject();
-        }
-    }
-
+    /// Re-sends on the live links everything a lost link may have carried.
     fn reinject(&self) {
-        let mut frames = Vec::new();
+        let mut frames: Vec<Resend> = Vec::new();
         let streams: Vec<Arc<Stream>> = {
             let table = lock(&self.streams);
-            for (id, outcome) in &table.outcomes {
-                if let Outcome::Reset { reason, told: true } = outcome {
-                    frames.push(Resend::Control(Frame::Rst {
-                        stream: *id,
-                        reason: *reason,
-                    }));
-                }
-            }
-            table.map.values().cloned().collect()
+            frames.extend(table.resets_told().map(Resend::Control));
+            table.streams().cloned().collect()
         };
         for s in &streams {
             s.resend_frames(&mut frames);
@@ -440,7 +321,9 @@ impl Session {
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         for f in frames {
             match f {
-                Resend::Control(c) => self.send_control(c),
+                Resend::Control(c) => {
+                    self.control(c, Wait::Yes);
+                }
                 Resend::Data(stream, offset, bytes) => self.send_data(stream, offset, bytes),
             }
         }
@@ -448,16 +331,19 @@ impl Session {
 
     /// The link for the next DATA frame, as the scheduler picks it.
     fn pick_data_link(&self) -> Option<Arc<LinkHandle>> {
-        let links = lock(&self.links);
-        let i = lock(&self.scheduler).pick(links.len(), |i| links[i].load())?;
-        Some(links[i].clone())
+        let mut links = lock(&self.links);
+        let Links { live, scheduler } = &mut *links;
+        let i = scheduler.pick(live.len(), |i| live[i].load())?;
+        Some(live[i].clone())
     }
 
     /// The least loaded link, for a control frame.
     fn pick_control_link(&self) -> Option<Arc<LinkHandle>> {
         let links = lock(&self.links);
-        let i = lock(&self.scheduler).pick_control(links.len(), |i| links[i].load())?;
-        Some(links[i].clone())
+        let i = links
+            .scheduler
+            .pick_control(links.live.len(), |i| links.live[i].load())?;
+        Some(links.live[i].clone())
     }
 
     fn notify(&self, event: SessionEvent) {
@@ -466,55 +352,418 @@ impl Session {
         }
     }
 
-    /// Queues a control frame on the least loaded link. Dropped when there is
-    /// no link: the re-send after the next link comes up covers it.
-    pub fn send_control(&self, f: Frame<'static>) {
-        let never_block = NEVER_BLOCK.with(|c| c.get());
+    /// Queues a control frame on the least loaded link. Counts as sent when
+    /// there is no link: the re-send after the next link comes up covers
+    /// it. With [`Wait::No`], false when every queue was full (the frame is
+    /// dropped: the caller recovers it or the next re-send does).
+    fn control(&self, f: Frame<'static>, wait: Wait) -> bool {
         loop {
             let Some(link) = self.pick_control_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
-                return;
+                return true;
             };
-            if link.try_send_control(f) {
-                return;
+            if link.send_control(f, false) {
+                return true;
             }
-            if never_block {
-                log::warn!("link {}: control queue full, frame dropped", link.id);
-                return;
+            if wait == Wait::No {
+                log::debug!(
+                    "link {}: control queue full, {} dropped",
+                    link.id,
+                    kind_name(&f)
+                );
+                return false;
             }
-            if link.send_control(f) {
-                return;
+            if link.send_control(f, true) {
+                return true;
             }
             // The link died while we waited; try another.
         }
     }
 
-    /// Queues a control frame without waiting (link readers); false when
-    /// every queue was full. Counts as sent when there is no link: the
-    /// re-send after the next link comes up covers it.
-    pub fn try_send_control(&self, f: Frame<'static>) -> bool {
-        match self.pick_control_link() {
-            Some(link) => link.try_send_control(f),
-            None => {
-                self.reinject_pending.store(true, Ordering::SeqCst);
-                true
+    /// Handles one frame for an established stream (link reader).
+    fn stream_frame(&self, s: &Arc<Stream>, f: Frame<'_>) {
+        let result = match f {
+            Frame::Data { offset, data, .. } => s.on_data(offset, data).map(|ack| {
+                if let Some(delivered) = ack {
+                    let ack = Frame::Ack {
+                        stream: s.id,
+                        delivered,
+                    };
+                    if !self.control(ack, Wait::No) {
+                        s.owe_ack();
+                    }
+                }
+            }),
+            Frame::Fin { offset, .. } => s.on_fin(offset),
+            Frame::Ack { delivered, .. } => s.on_ack(delivered).map(|finished| {
+                if finished {
+                    self.drop_stream(s.id, Outcome::Finished);
+                }
+            }),
+            Frame::Rst { reason, .. } => {
+                log::debug!(
+                    "session {:016x} stream {}: reset by peer: {reason}",
+                    self.id,
+                    s.id
+                );
+                self.abort(s, reason, false, true, Wait::No);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(v) = result {
+            self.violation(s, &v);
+        }
+    }
+
+    fn violation(&self, s: &Arc<Stream>, v: &Violation) {
+        log::warn!(
+            "session {:016x} stream {}: peer broke protocol: {v}",
+            self.id,
+            s.id
+        );
+        self.abort(s, RstReason::Protocol, true, true, Wait::No);
+    }
+
+    /// A frame for a stream that is not in the table: opens it (server, a
+    /// new id within the limits), answers a late FIN, or is dropped.
+    fn unknown_stream_frame(&self, id: StreamId, f: Frame<'_>) {
+        let may_open = matches!(
+            f,
+            Frame::Open { .. } | Frame::Data { .. } | Frame::Fin { .. }
+        );
+        // Looked up and admitted under one lock: another link reader with a
+        // frame for the same new stream must find it in the table, not
+        // merely "seen" (it would drop its frame).
+        let mut table = lock(&self.streams);
+        let next = match table.lookup(id, may_open) {
+            Lookup::Known(s) => Route::Stream(s),
+            Lookup::Candidate(id) => match self.admit(&mut table, id) {
+                Some(s) => Route::Opened(s),
+                None => Route::Refuse,
+            },
+            Lookup::Refused(_) => Route::Refuse,
+            Lookup::Unknown => {
+                if matches!(f, Frame::Rst { .. }) {
+                    table.reset_unknown(id);
+                }
+                Route::Unknown
+            }
+        };
+        drop(table);
+        match next {
+            Route::Stream(s) => self.stream_frame(&s, f),
+            Route::Opened(s) => {
+                if self.start_backend(&s) {
+                    self.stream_frame(&s, f);
+                }
+            }
+            Route::Refuse => self.refuse(id),
+            Route::Unknown => {
+                if let Frame::Fin { offset, .. } = f {
+                    self.answer_late_fin(id, offset);
+                }
             }
         }
     }
 
-    /// Queues a DATA frame on the link the scheduler picks. Without a live
+    /// A FIN for a stream that already left the table: its final ACK (or
+    /// our RST) was lost with a link, and the peer is asking again.
+    fn answer_late_fin(&self, id: StreamId, offset: u64) {
+        let reply = lock(&self.streams).late_fin_reply(id, offset);
+        match reply {
+            Ok(Some(frame)) => {
+                self.control(frame, Wait::No);
+            }
+            Ok(None) => {}
+            Err(v) => log::warn!(
+                "session {:016x} stream {id}: peer broke protocol: {v}",
+                self.id
+            ),
+        }
+    }
+
+    /// Opens a stream the peer asked for (server), unless the session is
+    /// closing or the server-wide stream limit is reached. Called with the
+    /// table locked, so the stream is in it before any other frame looks.
+    fn admit(&self, table: &mut StreamTable<Arc<Stream>>, id: StreamId) -> Option<Arc<Stream>> {
+        let budget = self.backend.as_ref().map(|b| &b.budget);
+        let closing = self.is_closed() || self.peer_going_away();
+        if closing || budget.is_some_and(|b| !b.try_take()) {
+            return None;
+        }
+        let s = Stream::new(
+            id,
+            self.tunnel.stream_window,
+            self.payloads.clone(),
+            self.send_budget.clone(),
+        );
+        table.insert(id, s.clone());
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        log::debug!("session {:016x} stream {id}: opened by peer", self.id);
+        Some(s)
+    }
+
+    /// Starts the thread that connects the backend of a stream the peer
+    /// opened; resets the stream if it cannot.
+    fn start_backend(&self, s: &Arc<Stream>) -> bool {
+        let started = match self.me() {
+            Some(me) => stream::start_backend(me, s, &self.threads),
+            None => Err(io::Error::other("session gone")),
+        };
+        if let Err(e) = started {
+            log::warn!(
+                "session {:016x} stream {}: cannot start thread: {e}",
+                self.id,
+                s.id
+            );
+            self.abort(s, RstReason::Refused, true, true, Wait::No);
+            return false;
+        }
+        true
+    }
+
+    /// Refuses a stream the peer opened, with an RST.
+    fn refuse(&self, id: StreamId) {
+        let open = self.stream_count();
+        let total = self
+            .backend
+            .as_ref()
+            .map(|b| format!(", server-wide {} of {}", b.budget.used(), b.budget.limit));
+        let closing = self.peer_going_away() || self.is_closed();
+        log::warn!(
+            "session {:016x} stream {id}: refused ({open} of {} streams open in session{}{})",
+            self.id,
+            self.tunnel.max_streams,
+            total.unwrap_or_default(),
+            if closing { ", closing" } else { "" }
+        );
+        self.control(
+            Frame::Rst {
+                stream: id,
+                reason: RstReason::Refused,
+            },
+            Wait::No,
+        );
+    }
+
+    /// Opens a stream for an accepted application connection (client).
+    pub fn open_stream(&self, socket: TcpStream) -> Result<StreamId, StreamOpenError> {
+        let me = self
+            .me()
+            .ok_or(StreamOpenError::Refused(OpenError::Closing))?;
+        let (id, s) = {
+            let mut table = lock(&self.streams);
+            if self.is_closed() || self.peer_going_away() {
+                return Err(StreamOpenError::Refused(OpenError::Closing));
+            }
+            table
+                .open_local(|id| {
+                    Stream::new(
+                        id,
+                        self.tunnel.stream_window,
+                        self.payloads.clone(),
+                        self.send_budget.clone(),
+                    )
+                })
+                .map_err(StreamOpenError::Refused)?
+        };
+        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+        self.control(Frame::Open { stream: id }, Wait::Yes);
+        if let Err(e) = stream::start(me, &s, socket, &self.threads) {
+            self.abort(&s, RstReason::Refused, true, true, Wait::Yes);
+            return Err(StreamOpenError::Io(e));
+        }
+        Ok(id)
+    }
+
+    /// Resets a stream: tells the peer (`tell_peer`), closes the local socket
+    /// (`hard`: with a TCP reset), and forgets the stream.
+    fn abort(&self, s: &Arc<Stream>, reason: RstReason, tell_peer: bool, hard: bool, wait: Wait) {
+        if !s.reset(hard) {
+            return;
+        }
+        log::debug!("session {:016x} stream {}: reset ({reason})", self.id, s.id);
+        if tell_peer {
+            self.control(
+                Frame::Rst {
+                    stream: s.id,
+                    reason,
+                },
+                wait,
+            );
+        }
+        self.drop_stream(
+            s.id,
+            Outcome::Reset {
+                reason,
+                told: tell_peer,
+            },
+        );
+    }
+
+    /// Resets the stream `id` if it is still open.
+    pub fn abort_stream_id(&self, id: StreamId, reason: RstReason) {
+        let s = lock(&self.streams).get(id).cloned();
+        if let Some(s) = s {
+            self.abort(&s, reason, true, true, Wait::Yes);
+        }
+    }
+
+    fn drop_stream(&self, id: StreamId, outcome: Outcome) {
+        let Some(left) = lock(&self.streams).remove(id, outcome) else {
+            return;
+        };
+        if let Some(b) = &self.backend {
+            b.budget.give_back();
+        }
+        log::debug!("session {:016x} stream {id}: closed, {left} open", self.id);
+        if left == 0 {
+            self.notify(SessionEvent::Idle(self.id));
+        }
+    }
+
+    /// Resets every stream (session lost or drain time over).
+    pub fn reset_all(&self, reason: RstReason, tell_peer: bool) {
+        let streams: Vec<Arc<Stream>> = lock(&self.streams).streams().cloned().collect();
+        for s in streams {
+            self.abort(&s, reason, tell_peer, true, Wait::Yes);
+        }
+    }
+
+    /// Tells the peer we are going away, so it opens no new streams here.
+    pub fn send_goaway(&self, reason: LinkReason) {
+        for link in self.links() {
+            link.send_control(Frame::GoAway(reason), false);
+        }
+    }
+
+    /// Ends the session: stream threads stop, the peer hears GOAWAY (so it
+    /// can forget the session at once), links flush and close.
+    pub fn close(&self, reason: &str) {
+        if self.closed.is_triggered() {
+            return;
+        }
+        log::info!("session {:016x}: closing: {reason}", self.id);
+        self.closed.trigger();
+        for link in self.links() {
+            link.send_control(Frame::GoAway(LinkReason::ShuttingDown), false);
+            link.close_after_flush();
+        }
+        self.link_up.notify_all();
+    }
+}
+
+impl LinkHost for Session {
+    fn on_frame(&self, link: &LinkHandle, f: Frame<'_>) -> Result<(), FrameError> {
+        let id = match f {
+            Frame::Open { stream }
+            | Frame::Data { stream, .. }
+            | Frame::Fin { stream, .. }
+            | Frame::Ack { stream, .. }
+            | Frame::Rst { stream, .. } => stream,
+            Frame::GoAway(reason) => {
+                if !self.peer_goaway.swap(true, Ordering::SeqCst) {
+                    log::info!(
+                        "session {:016x}: peer going away ({reason}), said on link {}",
+                        self.id,
+                        link.id
+                    );
+                }
+                return Ok(());
+            }
+            other => return Err(FrameError::Unexpected(kind_name(&other))),
+        };
+        let known = lock(&self.streams).get(id).cloned();
+        match known {
+            Some(s) => self.stream_frame(&s, f),
+            None => self.unknown_stream_frame(id, f),
+        }
+        Ok(())
+    }
+
+    fn link_up(&self, link: Arc<LinkHandle>) {
+        let count = {
+            let mut links = lock(&self.links);
+            links.live.push(link.clone());
+            links.live.len()
+        };
+        self.had_link.store(true, Ordering::SeqCst);
+        *lock(&self.no_links_since) = None;
+        self.link_up.notify_all();
+        log::info!(
+            "session {:016x}: link {} up (slot {}, peer {}), {count} live",
+            self.id,
+            link.id,
+            link.index,
+            link.peer
+        );
+        if self.reinject_pending.swap(false, Ordering::SeqCst) {
+            self.reinject();
+        }
+    }
+
+    fn link_down(&self, link: &LinkHandle, why: &LinkError) {
+        let remaining = {
+            let mut links = lock(&self.links);
+            let before = links.live.len();
+            links.live.retain(|l| l.id != link.id);
+            if before == links.live.len() {
+                return;
+            }
+            links.live.len()
+        };
+        log::info!(
+            "session {:016x}: link {} down (slot {}, peer {}): {why}; {remaining} live",
+            self.id,
+            link.id,
+            link.index,
+            link.peer
+        );
+        if self.is_closed() {
+            return;
+        }
+        if remaining == 0 {
+            *lock(&self.no_links_since) = Some(Instant::now());
+            self.reinject_pending.store(true, Ordering::SeqCst);
+            self.notify(SessionEvent::NoLinks(self.id));
+        } else {
+            self.reinject();
+        }
+    }
+}
+
+impl StreamHost for Session {
+    fn session_id(&self) -> u64 {
+        self.id
+    }
+
+    fn payloads(&self) -> &PayloadPool {
+        &self.payloads
+    }
+
+    fn send_payload_limit(&self) -> usize {
+        (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst)) as usize
+    }
+
+    fn peer_window(&self) -> u64 {
+        u64::from(self.peer_window.load(Ordering::SeqCst))
+    }
+
+    /// Hands a DATA frame to the link the scheduler picks. Without a live
     /// link the bytes stay in the stream's retransmission copy and go out
     /// when a link comes up.
-    pub fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
+    fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
         let mut msg = Outbound::Data {
             stream,
             offset,
             bytes,
         };
-        if lock(&self.scheduler).measures_links() {
+        if lock(&self.links).scheduler.measures_links() {
             // Usually empty (a link is due every 10 ms at most), so this
             // allocates nothing per frame and sends with no lock held.
             let due: Vec<Arc<LinkHandle>> = lock(&self.links)
+                .live
                 .iter()
                 .filter(|l| l.probe_due())
                 .cloned()
@@ -539,328 +788,33 @@ impl Session {
         }
     }
 
-    /// Routes one frame from a link reader. An `Err` closes that link.
-    pub fn on_frame(self: &Arc<Self>, link: &LinkHandle, f: Frame<'_>) -> Result<(), String> {
-        match f {
-            Frame::Open { stream } => {
-                self.stream_for(stream, true);
-            }
-            Frame::Data {
-                stream,
-                offset,
-                data,
-            } => {
-                if let Some(s) = self.stream_for(stream, true) {
-                    match s.on_data(offset, data) {
-                        Ok(Some(delivered)) => {
-                            let ack = Frame::Ack { stream, delivered };
-                            if !self.try_send_control(ack) {
-                                s.owe_ack();
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(v) => self.violation(&s, &v.0),
-                    }
-                }
-            }
-            Frame::Fin { stream, offset } => match self.stream_for(stream, true) {
-                Some(s) => {
-                    if let Err(v) = s.on_fin(offset) {
-                        self.violation(&s, &v.0);
-                    }
-                }
-                None => self.answer_late_fin(stream, offset),
-            },
-            Frame::Ack { stream, delivered } => {
-                if let Some(s) = self.stream_for(stream, false) {
-                    match s.on_ack(delivered, &self.payloads) {
-                        Ok(out) if out.send_finished => self.forget_stream(stream),
-                        Ok(_) => {}
-                        Err(v) => self.violation(&s, &v.0),
-                    }
-                }
-            }
-            Frame::Rst { stream, reason } => {
-                if let Some(s) = self.stream_for(stream, false) {
-                    log::debug!(
-                        "session {:016x} stream {stream}: reset by peer: {reason}",
-                        self.id
-                    );
-                    self.abort_stream(&s, reason, false, true);
-                } else if self.role == Role::Server {
-                    // A stream reset before it reached us must not open later.
-                    let mut table = lock(&self.streams);
-                    if table.seen.above.len() < 4 * self.tunnel.max_streams + 1024 {
-                        table.seen.insert(u64::from(stream));
-                    }
-                }
-            }
-            Frame::GoAway(reason) => {
-                if !self.peer_goaway.swap(true, Ordering::SeqCst) {
-                    log::info!(
-                        "session {:016x}: peer going away ({reason}), said on link {}",
-                        self.id,
-                        link.id
-                    );
-                }
-            }
-            other => return Err(format!("unexpected frame after handshake: {other:?}")),
-        }
-        Ok(())
+    fn send_control(&self, f: Frame<'static>) {
+        self.control(f, Wait::Yes);
     }
 
-    /// A FIN for a stream that already left the table: its final ACK (or
-    /// our RST) was lost with a link, and the peer is asking again.
-    fn answer_late_fin(&self, stream: StreamId, offset: u64) {
-        let outcome = lock(&self.streams).outcomes.get(&stream).copied();
-        let reply = match outcome {
-            Some(Outcome::Finished) => Frame::Ack {
-                stream,
-                delivered: offset + 1,
-            },
-            Some(Outcome::Reset { reason, .. }) => Frame::Rst { stream, reason },
-            None => return,
-        };
-        self.send_control(reply);
+    fn abort_stream(&self, stream: &Arc<Stream>, reason: RstReason, tell_peer: bool, hard: bool) {
+        self.abort(stream, reason, tell_peer, hard, Wait::Yes);
     }
 
-    fn violation(&self, s: &Arc<Stream>, what: &str) {
-        log::warn!(
-            "session {:016x} stream {}: peer broke protocol: {what}",
-            self.id,
-            s.id
-        );
-        self.abort_stream(s, RstReason::Protocol, true, true);
-    }
-
-    /// The stream a frame is for. On the server a frame for a stream id never
-    /// seen before opens the stream (`create`); a late frame for a finished
-    /// one is dropped.
-    fn stream_for(self: &Arc<Self>, id: StreamId, create: bool) -> Option<Arc<Stream>> {
-        let mut table = lock(&self.streams);
-        if let Some(s) = table.map.get(&id) {
-            return Some(s.clone());
-        }
-        if !create || self.role != Role::Server || table.seen.contains(u64::from(id)) {
-            return None;
-        }
-        let limit = self.tunnel.max_streams;
-        // Ids are handed out in order, so only a hostile peer leaves this
-        // many gaps; refusing keeps the set of seen ids bounded.
-        let gaps_ok = table.seen.above.len() < 4 * limit + 1024;
-        if gaps_ok {
-            table.seen.insert(u64::from(id));
-        }
-        let budget = self.backend.as_ref().map(|b| &b.budget);
-        let refused = !gaps_ok
-            || table.map.len() >= limit
-            || self.is_closed()
-            || self.peer_going_away()
-            || budget.is_some_and(|b| !b.try_take());
-        if refused {
-            drop(table);
-            let total = budget.map(|b| format!(", server-wide {} of {}", b.used(), b.limit));
-            log::warn!(
-                "session {:016x} stream {id}: refused ({} of {limit} streams open in session{}{})",
-                self.id,
-                self.stream_count(),
-                total.unwrap_or_default(),
-                if self.peer_going_away() || self.is_closed() {
-                    ", closing"
-                } else {
-                    ""
-                }
-            );
-            self.send_control(Frame::Rst {
-                stream: id,
-                reason: RstReason::Refused,
-            });
-            return None;
-        }
-        let s = Stream::new(
-            id,
-            self.tunnel.stream_window,
-            self.payloads.clone(),
-            self.send_budget.clone(),
-        );
-        table.map.insert(id, s.clone());
-        drop(table);
-        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-        log::debug!("session {:016x} stream {id}: opened by peer", self.id);
-        if let Err(e) = stream::start_backend(self, &s, &self.threads) {
-            log::warn!(
-                "session {:016x} stream {id}: cannot start thread: {e}",
-                self.id
-            );
-            self.abort_stream(&s, RstReason::Refused, true, true);
-            return None;
-        }
-        Some(s)
-    }
-
-    /// Opens a stream for an accepted application connection (client).
-    pub fn open_stream(self: &Arc<Self>, socket: TcpStream) -> Result<StreamId, OpenError> {
-        let (id, s) = {
-            let mut table = lock(&self.streams);
-            if self.is_closed() || self.peer_going_away() {
-                return Err(OpenError::Closing);
-            }
-            if table.map.len() >= self.tunnel.max_streams {
-                return Err(OpenError::TooManyStreams(self.tunnel.max_streams));
-            }
-            let id = StreamId::try_from(table.next_id).map_err(|_| OpenError::IdsExhausted)?;
-            table.next_id += 1;
-            let s = Stream::new(
-                id,
-                self.tunnel.stream_window,
-                self.payloads.clone(),
-                self.send_budget.clone(),
-            );
-            table.map.insert(id, s.clone());
-            (id, s)
-        };
-        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-        self.send_control(Frame::Open { stream: id });
-        if let Err(e) = stream::start(self, &s, socket, &self.threads) {
-            self.abort_stream(&s, RstReason::Refused, true, true);
-            return Err(OpenError::Io(e));
-        }
-        Ok(id)
-    }
-
-    /// Resets a stream: tells the peer (`tell_peer`), closes the local socket
-    /// (`hard`: with a TCP reset), and forgets the stream.
-    pub fn abort_stream(&self, s: &Arc<Stream>, reason: RstReason, tell_peer: bool, hard: bool) {
-        if !s.reset(hard) {
-            return;
-        }
-        log::debug!("session {:016x} stream {}: reset ({reason})", self.id, s.id);
-        if tell_peer {
-            self.send_control(Frame::Rst {
-                stream: s.id,
-                reason,
-            });
-        }
-        self.drop_stream(
-            s.id,
-            Outcome::Reset {
-                reason,
-                told: tell_peer,
-            },
-        );
-    }
-
-    /// Resets the stream `id` if it is still open.
-    pub fn abort_stream_id(&self, id: StreamId, reason: RstReason) {
-        let s = lock(&self.streams).map.get(&id).cloned();
-        if let Some(s) = s {
-            self.abort_stream(&s, reason, true, true);
-        }
-    }
-
-    /// Drops a stream whose both directions finished from the table.
-    pub fn forget_stream(&self, id: StreamId) {
+    fn stream_finished(&self, id: StreamId) {
         self.drop_stream(id, Outcome::Finished);
     }
 
-    fn drop_stream(&self, id: StreamId, outcome: Outcome) {
-        let left = {
-            let mut table = lock(&self.streams);
-            if table.map.remove(&id).is_none() {
-                return;
-            }
-            if let Some(b) = &self.backend {
-                b.budget.give_back();
-            }
-            table.remember(id, outcome);
-            table.map.len()
-        };
-        log::debug!("session {:016x} stream {id}: closed, {left} open", self.id);
-        if left == 0 {
-            self.notify(SessionEvent::Idle(self.id));
-        }
+    fn is_closed(&self) -> bool {
+        Session::is_closed(self)
     }
 
-    /// Resets every stream (session lost or drain time over).
-    pub fn reset_all(&self, reason: RstReason, tell_peer: bool) {
-        let streams: Vec<Arc<Stream>> = lock(&self.streams).map.values().cloned().collect();
-        for s in streams {
-            self.abort_stream(&s, reason, tell_peer, true);
-        }
-    }
-
-    /// Tells the peer we are going away, so it opens no new streams here.
-    pub fn send_goaway(&self, reason: LinkReason) {
-        for link in self.links() {
-            link.try_send_control(Frame::GoAway(reason));
-        }
-    }
-
-    /// Ends the session: stream threads stop, the peer hears GOAWAY (so it
-    /// can forget the session at once), links flush and close.
-    pub fn close(&self, reason: &str) {
-        if self.closed.is_triggered() {
-            return;
-        }
-        log::info!("session {:016x}: closing: {reason}", self.id);
-        self.closed.trigger();
-        for link in self.links() {
-            link.try_send_control(Frame::GoAway(LinkReason::ShuttingDown));
-            link.close_after_flush();
-        }
-        self.link_up.notify_all();
+    fn closed_signal(&self) -> &Receiver<()> {
+        Session::closed_signal(self)
     }
 
     /// Connects this session's backend, trying each resolved address within
-    /// the configured timeout (server).
-    pub fn connect_backend(&self) -> io::Result<TcpStream> {
+    /// the configured timeout.
+    fn connect_backend(&self) -> io::Result<TcpStream> {
         let Some(backend) = &self.backend else {
             return Err(io::Error::other("no backend on a client session"));
         };
         let addrs = backend.endpoint.resolve()?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "backend resolved to no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, backend.timeout) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-            }
-        }
-        Err(last)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_ids_remember_out_of_order_arrivals_compactly() {
-        let mut seen = SeenIds::default();
-        for id in [1u64, 3, 2, 5] {
-            seen.insert(id);
-        }
-        assert!(seen.contains(0) && seen.contains(1) && seen.contains(2) && seen.contains(3));
-        assert!(!seen.contains(4));
-        assert!(seen.contains(5));
-        seen.insert(4);
-        assert_eq!(seen.low, 6);
-        assert!(seen.above.is_empty());
-    }
-
-    #[test]
-    fn recently_closed_streams_are_bounded() {
-        let mut table = StreamTable {
-            map: HashMap::new(),
-            seen: SeenIds::default(),
-            next_id: 1,
-            closed: VecDeque::new(),
-            outcomes: HashMap::new(),
-        };
-        for id in 0..(RECENTLY_CLOSED as u32 + 10) {
-            table.remember(id, Outcome::Finished);
-        }
-        assert_eq!(table.outcomes.len(), RECENTLY_CLOSED);
-        assert!(!table.outcomes.contains_key(&0));
-        assert!(table.outcomes.contains_key(&(RECENTLY_CLOSED as u32 + 9)));
+        connect_first(&addrs, backend.timeout, "backend")
     }
 }

@@ -16,17 +16,12 @@
 //! records first, which is the one copy encryption needs anyway.
 
 use crate::proto::frame::{self, Frame, StreamId};
+use crate::proto::send::Payload;
 use crate::rt::secure::Sealer;
-use crate::util::sync::lock;
-use socket2::SockRef;
+use crate::util::net::{is_would_block as is_full, send_now};
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-
-/// DATA bytes, shared between the stream's retransmission copy and the link
-/// that sends them, so neither has to copy them.
-pub type Payload = Arc<Vec<u8>>;
 
 /// Frames queued for a link.
 pub enum Outbound {
@@ -226,20 +221,6 @@ fn slices<'a>(heads: &'a [u8], pieces: &[Piece<'a>]) -> Vec<IoSlice<'a>> {
         .collect()
 }
 
-/// One `sendmsg` that does not wait for room, whatever the socket's mode.
-fn send_now(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    loop {
-        match SockRef::from(socket).send_vectored_with_flags(slices, libc::MSG_DONTWAIT) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
-fn is_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
 /// The bytes of `slices` after the first `skip`.
 fn flat_tail(slices: &[IoSlice<'_>], mut skip: usize) -> Vec<u8> {
     let mut tail = Vec::new();
@@ -269,73 +250,4 @@ fn write_all_vectored(socket: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) ->
         }
     }
     Ok(written)
-}
-
-/// Read buffers recycled once the peer has acknowledged their bytes.
-///
-/// A bulk stream fills a `buffer_size` buffer per read; allocating each one
-/// afresh made the allocator hand memory back to the kernel and fault it in
-/// again (page faults and page clearing were a tenth of a relay's CPU).
-/// The pool is per session and small, so idle sessions keep little.
-pub struct PayloadPool {
-    size: usize,
-    most: usize,
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-/// Bytes of free buffers a session's pool keeps at most.
-const POOL_BYTES: usize = 1024 * 1024;
-
-impl PayloadPool {
-    /// A pool of buffers of `size` bytes (the largest read a stream makes).
-    pub fn new(size: usize) -> PayloadPool {
-        PayloadPool {
-            size,
-            most: (POOL_BYTES / size.max(1)).max(1),
-            free: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// A buffer of `len` zero-or-stale bytes, to read into.
-    pub fn take(&self, len: usize) -> Vec<u8> {
-        if len == self.size
-            && let Some(mut buf) = lock(&self.free).pop()
-        {
-            buf.resize(len, 0);
-            return buf;
-        }
-        vec![0; len]
-    }
-
-    /// A copy of `bytes` (a frame that arrived out of order and must wait),
-    /// in a pooled buffer if it would fill most of one.
-    pub fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
-        if bytes.len() <= self.size
-            && 2 * bytes.len() >= self.size
-            && let Some(mut buf) = lock(&self.free).pop()
-        {
-            buf.clear();
-            buf.extend_from_slice(bytes);
-            return buf;
-        }
-        bytes.to_vec()
-    }
-
-    /// Takes back a payload nobody else holds any more.
-    pub fn give(&self, payload: Payload) {
-        if let Ok(buf) = Arc::try_unwrap(payload) {
-            self.give_vec(buf);
-        }
-    }
-
-    /// Takes back a buffer, if it is one of the pool's size and the pool
-    /// has room.
-    pub fn give_vec(&self, buf: Vec<u8>) {
-        if buf.capacity() == self.size {
-            let mut free = lock(&self.free);
-            if free.len() < self.most {
-                free.push(buf);
-            }
-        }
-    }
 }

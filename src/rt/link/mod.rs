@@ -1,0 +1,440 @@
+//! One pooled TCP connection between client and server: its shared face
+//! ([`LinkHandle`]) and its two threads (`writer`, `reader`).
+//!
+//! A frame handed to an idle link is written at once by the thread that hands
+//! it over (see `wire`). `link-N-tx` (`writer.rs`) drains what had to be
+//! queued, control before data, batching it into one `writev`, finishes
+//! frames the fast path wrote only in part, and sends keepalive PINGs when
+//! idle. `link-N-rx` (`reader.rs`) reads and decodes frames and hands each
+//! to its host (the session), which routes it to its stream without ever
+//! blocking on one. Either thread that fails kills the link; the host then
+//! re-sends what the link may have lost on the links that remain.
+//!
+//! What a link needs of its session is the [`LinkHost`] trait, which the
+//! session implements: this module never names the session's type.
+
+mod reader;
+mod writer;
+
+use crate::config::{SchedulerKind, TunnelConfig};
+use crate::proto::error::{FrameError, LinkClose};
+use crate::proto::estimator::Estimator;
+use crate::proto::frame::{self, Frame};
+use crate::proto::scheduler::LinkLoad;
+use crate::rt::secure::{Opener, Sealer};
+use crate::rt::wire::{Attempt, Wire};
+use crate::util::shutdown::Shutdown;
+use crate::util::sync::lock;
+use crate::util::thread::{self, ThreadCount};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::fmt;
+use std::io;
+use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use crate::rt::wire::Outbound;
+
+/// Control frames waiting per link: ACKs, FINs and PONGs are small, so a deep
+/// queue costs little and keeps stream writers from waiting.
+const CONTROL_QUEUE: usize = 4096;
+/// DATA frames waiting per link: shallow, so that the scheduler sees which
+/// link is slow and a dead link strands little.
+const DATA_QUEUE: usize = 8;
+/// Most bytes a link's socket holds that TCP has not sent yet
+/// (`TCP_NOTSENT_LOWAT`). Without it the kernel buffers megabytes per link,
+/// a slow link hides a second of data there, and the receiver's window
+/// stalls waiting for it; with it, a slow link's writer blocks early, its
+/// queue grows, and the scheduler sends elsewhere.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+/// The same for the adaptive scheduler, lower: its PINGs wait behind the
+/// socket's backlog, so a short backlog makes its choices take effect
+/// sooner, and a slow link is never handed more than it drains in a few
+/// round trips (20/20/20/5 Mbit/s bed: 0.81-0.93x of the sum of caps at
+/// 128 KiB, 0.92-0.97x at 32 KiB).
+const ADAPTIVE_NOTSENT_LOWAT: u32 = 32 * 1024;
+
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a link's threads ask of the session they belong to.
+pub trait LinkHost: Send + Sync {
+    /// Routes one frame from the link's reader. Must never block: the
+    /// reader is what drains the socket. An error closes the link.
+    fn on_frame(&self, link: &LinkHandle, f: Frame<'_>) -> Result<(), FrameError>;
+    /// The link finished its handshake and its threads run.
+    fn link_up(&self, link: Arc<LinkHandle>);
+    /// The link is dead and its writer has stopped: nothing more can be
+    /// queued on it, so a re-send now sees every byte it may have stranded.
+    fn link_down(&self, link: &LinkHandle, why: &LinkError);
+}
+
+/// Why a link ended, with the detail a log line wants.
+#[derive(Debug)]
+pub enum LinkError {
+    /// The peer closed its end.
+    PeerClosed,
+    /// Nothing arrived for this long (`keepalive_timeout_ms`).
+    KeepaliveTimeout(Duration),
+    /// Reading the socket failed.
+    Read(io::Error),
+    /// Writing the socket failed.
+    Write(io::Error),
+    /// The peer sent bytes that are not an acceptable frame.
+    Frame(FrameError),
+    /// We closed it (session closing, daemon shutting down).
+    ClosedByUs,
+    /// Its threads could not be started.
+    Start(io::Error),
+}
+
+impl LinkError {
+    /// The kind of close, for counters.
+    pub fn kind(&self) -> LinkClose {
+        let io_kind = |e: &io::Error| match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => LinkClose::Reset,
+            // A record that failed authentication (`secure::Opener`).
+            io::ErrorKind::InvalidData => LinkClose::DecodeError,
+            _ => LinkClose::IoError,
+        };
+        match self {
+            LinkError::PeerClosed => LinkClose::PeerClosed,
+            LinkError::KeepaliveTimeout(_) => LinkClose::KeepaliveTimeout,
+            LinkError::Read(e) | LinkError::Write(e) => io_kind(e),
+            LinkError::Frame(FrameError::Decode(_)) => LinkClose::DecodeError,
+            LinkError::Frame(FrameError::Unexpected(_)) => LinkClose::ProtocolViolation,
+            LinkError::ClosedByUs | LinkError::Start(_) => LinkClose::ClosedByUs,
+        }
+    }
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::PeerClosed => write!(f, "closed by peer"),
+            LinkError::KeepaliveTimeout(d) => write!(f, "silent for {d:?} (keepalive timeout)"),
+            LinkError::Read(e) => write!(f, "read failed: {e}"),
+            LinkError::Write(e) => write!(f, "write failed: {e}"),
+            LinkError::Frame(e) => write!(f, "{e}"),
+            LinkError::ClosedByUs => write!(f, "closed by us"),
+            LinkError::Start(e) => write!(f, "cannot start its threads: {e}"),
+        }
+    }
+}
+
+/// How a link runs, from the session's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkSettings {
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// `TCP_NOTSENT_LOWAT` for the link's socket.
+    pub notsent_lowat: u32,
+    /// Largest DATA payload we accept (what we announced).
+    pub max_payload: u32,
+}
+
+impl LinkSettings {
+    /// The settings for links of a session that runs with `tunnel`.
+    pub fn for_tunnel(tunnel: &TunnelConfig) -> Self {
+        LinkSettings {
+            keepalive_interval: tunnel.keepalive_interval,
+            keepalive_timeout: tunnel.keepalive_timeout,
+            notsent_lowat: match tunnel.scheduler {
+                SchedulerKind::Adaptive => ADAPTIVE_NOTSENT_LOWAT,
+                SchedulerKind::RoundRobin | SchedulerKind::LeastQueued => NOTSENT_LOWAT,
+            },
+            max_payload: tunnel.buffer_size as u32,
+        }
+    }
+}
+
+/// Counters a link keeps for logs and stats.
+#[derive(Default)]
+pub struct LinkStats {
+    pub bytes_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    /// Round-trip time of the last PING, in microseconds (0 = not measured).
+    pub rtt_us: AtomicU64,
+}
+
+/// The shared face of a live link: its queues, load and kill switch.
+pub struct LinkHandle {
+    /// Process-unique id, for logs.
+    pub id: u64,
+    /// The link's slot in its client's pool.
+    pub index: u16,
+    pub peer: SocketAddr,
+    control: Sender<Outbound>,
+    data: Sender<Outbound>,
+    queued: AtomicUsize,
+    kill: Shutdown,
+    reason: Mutex<Option<LinkError>>,
+    socket: TcpStream,
+    /// The socket's sending end; see `wire` for who writes and when.
+    wire: Mutex<Wire>,
+    pub stats: LinkStats,
+    probe: Mutex<Estimator>,
+    /// Clock for PING tokens, shared by both threads so RTTs are exact.
+    born: Instant,
+}
+
+impl LinkHandle {
+    /// Bytes handed to this link and not yet written to its socket; the
+    /// least-queued scheduler's measure of load.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// What the scheduler weighs: our queue and the link's measurements.
+    pub fn load(&self) -> LinkLoad {
+        let probe = lock(&self.probe);
+        LinkLoad {
+            queued_bytes: self.queued_bytes() as u64,
+            srtt_us: probe.srtt_us(),
+            rate: probe.rate(),
+        }
+    }
+
+    /// Sends a DATA frame: written at once when the link is idle and its
+    /// socket has room, queued otherwise, waiting while the queue is full.
+    /// Fails only when the link has died, handing the frame back.
+    pub fn send_data(&self, msg: Outbound) -> Result<(), Outbound> {
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return Ok(()),
+            Err(back) => back,
+        };
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        self.data.send(msg).map_err(|e| {
+            self.queued.fetch_sub(load, Ordering::Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// Sends a control frame ahead of all queued DATA, waiting for room in
+    /// the queue when `wait` (never on a link reader, which must not block).
+    /// False when it could not be queued.
+    pub fn send_control(&self, f: Frame<'static>, wait: bool) -> bool {
+        let msg = Outbound::Control(f);
+        // Counted exactly as the writer uncounts it; a mismatch would wrap
+        // the load and blind the scheduler.
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return true,
+            Err(back) => back,
+        };
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        let ok = if wait {
+            self.control.send(msg).is_ok()
+        } else {
+            self.control.try_send(msg).is_ok()
+        };
+        if !ok {
+            self.queued.fetch_sub(load, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// The fast path: writes `msg` from the calling thread when nothing is
+    /// queued before it and the socket takes it without waiting. Hands the
+    /// frame back when it must be queued instead.
+    fn try_fast(&self, msg: Outbound, load: usize) -> Result<(), Outbound> {
+        if !self.control.is_empty() || !self.data.is_empty() || self.is_dead() {
+            return Err(msg);
+        }
+        let Ok(mut wire) = self.wire.try_lock() else {
+            return Err(msg);
+        };
+        if wire.has_pending() {
+            return Err(msg);
+        }
+        trace_out(self.id, &msg);
+        match wire.try_write(&msg, load) {
+            Ok(Attempt::Sent(n)) => {
+                drop(wire);
+                self.count_out(1, n);
+                Ok(())
+            }
+            Ok(Attempt::Refused) => Err(msg),
+            Ok(Attempt::Partial) => {
+                // Counted before the lock is let go, so the writer's uncount
+                // always comes after.
+                self.queued.fetch_add(load, Ordering::Relaxed);
+                drop(wire);
+                self.count_out(1, 0);
+                let _ = self.control.try_send(Outbound::Flush);
+                Ok(())
+            }
+            Err(e) => {
+                drop(wire);
+                self.kill(LinkError::Write(e));
+                Err(msg)
+            }
+        }
+    }
+
+    fn count_out(&self, frames: u64, bytes: usize) {
+        self.stats.frames_out.fetch_add(frames, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// True when the link should be measured again: no PING is out and the
+    /// last was a while ago.
+    pub fn probe_due(&self) -> bool {
+        lock(&self.probe).probe_due(self.now_us())
+    }
+
+    /// Sends a measuring PING if one is due. Never blocks.
+    pub fn probe_if_due(&self) {
+        let now = self.now_us();
+        let ping = {
+            let mut probe = lock(&self.probe);
+            if !probe.probe_due(now) {
+                return;
+            }
+            let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+            Frame::Ping {
+                token: probe.start_probe(now, bytes_out),
+            }
+        };
+        self.send_control(ping, false);
+    }
+
+    /// A PING that also starts a measurement (the writer's keepalive).
+    fn probe_frame(&self) -> Frame<'static> {
+        let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+        let token = lock(&self.probe).start_probe(self.now_us(), bytes_out);
+        Frame::Ping { token }
+    }
+
+    /// Takes the answer to a PING.
+    fn on_pong(&self, token: u64) {
+        let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+        let rtt = lock(&self.probe).on_pong(self.now_us(), token, bytes_out);
+        self.stats.rtt_us.store(rtt, Ordering::Relaxed);
+    }
+
+    /// Microseconds since the link was born, never 0 (0 means "no PING").
+    fn now_us(&self) -> u64 {
+        (self.born.elapsed().as_micros() as u64).max(1)
+    }
+
+    /// Closes the link once the frames queued so far are written (GOAWAY
+    /// before a deliberate close).
+    pub fn close_after_flush(&self) {
+        if self.control.try_send(Outbound::Finish).is_err() {
+            self.kill(LinkError::ClosedByUs);
+        }
+    }
+
+    /// Ends the link: both threads stop and the socket is shut down. The
+    /// first reason given is the one logged.
+    pub fn kill(&self, why: LinkError) {
+        {
+            let mut reason = lock(&self.reason);
+            if reason.is_none() {
+                *reason = Some(why);
+            }
+        }
+        self.kill.trigger();
+        let _ = self.socket.shutdown(Direction::Both);
+    }
+
+    /// True once [`kill`](Self::kill) ran.
+    pub fn is_dead(&self) -> bool {
+        self.kill.is_triggered()
+    }
+
+    /// A receiver that is ready once the link is dead, for waiting on it.
+    pub fn dead_signal(&self) -> &Receiver<()> {
+        self.kill.receiver()
+    }
+
+    /// The reason the link was killed with, taken (once).
+    fn take_reason(&self) -> LinkError {
+        lock(&self.reason).take().unwrap_or(LinkError::ClosedByUs)
+    }
+}
+
+/// What a frame adds to its link's load while queued: its size for DATA,
+/// nothing for the writer's own PINGs and PONGs (they are queued without
+/// counting), a small fixed amount for other control frames.
+fn load_of(msg: &Outbound) -> usize {
+    match msg {
+        Outbound::Data { bytes, .. } => bytes.len() + frame::DATA_OVERHEAD,
+        Outbound::Control(Frame::Ping { .. } | Frame::Pong { .. }) => 0,
+        Outbound::Control(_) => frame::MAX_CONTROL_BODY,
+        Outbound::Finish | Outbound::Flush => 0,
+    }
+}
+
+fn trace_out(link: u64, msg: &Outbound) {
+    match msg {
+        Outbound::Control(f) => log::trace!("link {link} tx {f:?}"),
+        Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        } => log::trace!(
+            "link {link} tx DATA stream {stream} offset {offset} len {}",
+            bytes.len()
+        ),
+        Outbound::Finish | Outbound::Flush => {}
+    }
+}
+
+/// Starts the reader and writer threads of an established link and joins it
+/// to `host`.
+pub fn start(
+    host: Arc<dyn LinkHost>,
+    socket: TcpStream,
+    index: u16,
+    threads: &ThreadCount,
+    channel: (Sealer, Opener),
+    settings: LinkSettings,
+) -> io::Result<Arc<LinkHandle>> {
+    let (sealer, opener) = channel;
+    let peer = socket.peer_addr()?;
+    socket.set_nodelay(true)?;
+    socket2::SockRef::from(&socket).set_tcp_notsent_lowat(settings.notsent_lowat)?;
+    socket.set_read_timeout(Some(settings.keepalive_timeout))?;
+    socket.set_write_timeout(Some(settings.keepalive_timeout))?;
+    let (control_tx, control_rx) = bounded(CONTROL_QUEUE);
+    let (data_tx, data_rx) = bounded(DATA_QUEUE);
+    let handle = Arc::new(LinkHandle {
+        id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
+        index,
+        peer,
+        control: control_tx,
+        data: data_tx,
+        queued: AtomicUsize::new(0),
+        kill: Shutdown::new(),
+        reason: Mutex::new(None),
+        socket: socket.try_clone()?,
+        wire: Mutex::new(Wire::new(sealer, socket.try_clone()?)),
+        stats: LinkStats::default(),
+        probe: Mutex::new(Estimator::new()),
+        born: Instant::now(),
+    });
+    let writer = writer::Writer::new(handle.clone(), control_rx, data_rx, settings);
+    let id = handle.id;
+    let writer = thread::spawn_task(threads, format!("link-{id}-tx"), move || writer.run())?;
+    let reader = reader::Reader::new(
+        writer,
+        handle.clone(),
+        host.clone(),
+        opener,
+        socket,
+        settings,
+    );
+    if let Err(e) = thread::spawn_task(threads, format!("link-{id}-rx"), move || reader.run()) {
+        handle.kill(LinkError::Start(io::Error::new(e.kind(), e.to_string())));
+        return Err(e);
+    }
+    host.link_up(handle.clone());
+    Ok(handle)
+}

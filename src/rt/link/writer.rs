@@ -1,0 +1,115 @@
+//! `link-N-tx`: writes what had to be queued for the link, control before
+//! data, batched into one `writev`; finishes a frame the fast path wrote
+//! only in part; PINGs when idle.
+
+use super::{LinkError, LinkHandle, LinkSettings, Outbound, load_of, trace_out};
+use crate::util::sync::lock;
+use crossbeam_channel::{Receiver, TryRecvError, select};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The writer stops collecting frames into one `write` past this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+pub(super) struct Writer {
+    link: Arc<LinkHandle>,
+    control: Receiver<Outbound>,
+    data: Receiver<Outbound>,
+    interval: Duration,
+}
+
+impl Writer {
+    pub(super) fn new(
+        link: Arc<LinkHandle>,
+        control: Receiver<Outbound>,
+        data: Receiver<Outbound>,
+        settings: LinkSettings,
+    ) -> Self {
+        Writer {
+            link,
+            control,
+            data,
+            interval: settings.keepalive_interval,
+        }
+    }
+
+    /// Writes until the link dies or is closed; a failure kills the link.
+    pub(super) fn run(self) {
+        if let Err(e) = self.pump() {
+            self.link.kill(e);
+        }
+    }
+
+    fn pump(&self) -> Result<(), LinkError> {
+        let kill = self.link.kill.receiver().clone();
+        let mut batch = Vec::new();
+        loop {
+            let first = select! {
+                recv(self.control) -> m => m.ok(),
+                recv(self.data) -> m => m.ok(),
+                recv(kill) -> _ => return Ok(()),
+                default(self.interval) => Some(Outbound::Control(self.link.probe_frame())),
+            };
+            let Some(first) = first else {
+                return Ok(());
+            };
+            let finish = self.collect(first, &mut batch);
+            let load: usize = batch.iter().map(load_of).sum();
+            let written = self.write(&batch);
+            let frames = batch.len() as u64;
+            batch.clear();
+            match written {
+                Ok((pending_load, bytes)) => {
+                    self.link
+                        .queued
+                        .fetch_sub(load + pending_load, Ordering::Relaxed);
+                    self.link.count_out(frames, bytes);
+                }
+                Err(e) => {
+                    self.link.queued.fetch_sub(load, Ordering::Relaxed);
+                    return Err(LinkError::Write(e));
+                }
+            }
+            if finish {
+                self.link.kill(LinkError::ClosedByUs);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gathers `first` and whatever else is queued, control first, up to
+    /// one batch; true when the batch ends with `Finish`.
+    fn collect(&self, first: Outbound, batch: &mut Vec<Outbound>) -> bool {
+        let mut finish = matches!(first, Outbound::Finish);
+        let mut bytes = load_of(&first);
+        batch.push(first);
+        while bytes < BATCH_BYTES && !finish {
+            let next = match self.control.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => match self.data.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
+            };
+            finish = matches!(next, Outbound::Finish);
+            bytes += load_of(&next);
+            batch.push(next);
+        }
+        finish
+    }
+
+    /// Writes a frame left pending by the fast path, then the batch.
+    /// Returns the pending frame's load and the bytes written.
+    fn write(&self, batch: &[Outbound]) -> io::Result<(usize, usize)> {
+        for msg in batch {
+            trace_out(self.link.id, msg);
+        }
+        let mut wire = lock(&self.link.wire);
+        let (pending_load, mut bytes) = wire.finish_pending()?;
+        bytes += wire.write_batch(batch)?;
+        Ok((pending_load, bytes))
+    }
+}
