@@ -1,0 +1,107 @@
+//! The file's shape, exactly as written: serde reads the text into these
+//! structs first, so syntax errors, missing keys, unknown keys and wrong types
+//! are caught (with the key's position) before any value is judged.
+
+use super::types::{LogLevel, SchedulerKind};
+use serde::Deserialize;
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Mode {
+    Server,
+    Client,
+}
+
+/// The top level only; the tables are skipped here and read in pass 2.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHead {
+    pub(super) mode: Mode,
+    pub(super) server: Option<serde::de::IgnoredAny>,
+    pub(super) client: Option<serde::de::IgnoredAny>,
+}
+
+/// Pass 2 for a server file; the top level was checked by [`RawHead`].
+#[derive(Deserialize)]
+pub(super) struct RawServerFile {
+    pub(super) server: RawServer,
+}
+
+/// Pass 2 for a client file; the top level was checked by [`RawHead`].
+#[derive(Deserialize)]
+pub(super) struct RawClientFile {
+    pub(super) client: RawClient,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of server settings")]
+pub(super) struct RawServer {
+    pub(super) listen_ip: String,
+    pub(super) listen_port: u16,
+    pub(super) backend_ip: String,
+    pub(super) backend_port: u16,
+    pub(super) connection_pool_size: u64,
+    pub(super) buffer_size: u64,
+    pub(super) stream_window: Option<u64>,
+    pub(super) send_budget: Option<u64>,
+    pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) keepalive_interval_ms: Option<u64>,
+    pub(super) keepalive_timeout_ms: Option<u64>,
+    pub(super) drain_timeout_ms: Option<u64>,
+    pub(super) max_streams: Option<u64>,
+    pub(super) backend_connect_timeout_ms: Option<u64>,
+    pub(super) handshake_timeout_ms: Option<u64>,
+    pub(super) max_sessions: Option<u64>,
+    pub(super) max_total_streams: Option<u64>,
+    pub(super) max_pending_handshakes: Option<u64>,
+    pub(super) session_grace_ms: Option<u64>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) encrypt: Option<bool>,
+    pub(super) log_level: Option<LogLevel>,
+    pub(super) stats_interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of client settings")]
+pub(super) struct RawClient {
+    pub(super) local_listen_ip: String,
+    pub(super) local_listen_port: u16,
+    pub(super) server_ip: String,
+    pub(super) server_port: u16,
+    pub(super) connection_pool_size: u64,
+    pub(super) buffer_size: u64,
+    pub(super) enable_zero_rtt: bool,
+    pub(super) stream_window: Option<u64>,
+    pub(super) send_budget: Option<u64>,
+    pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) keepalive_interval_ms: Option<u64>,
+    pub(super) keepalive_timeout_ms: Option<u64>,
+    pub(super) drain_timeout_ms: Option<u64>,
+    pub(super) max_streams: Option<u64>,
+    pub(super) connect_timeout_ms: Option<u64>,
+    pub(super) reconnect_min_ms: Option<u64>,
+    pub(super) reconnect_max_ms: Option<u64>,
+    pub(super) session_grace_ms: Option<u64>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) encrypt: Option<bool>,
+    pub(super) log_level: Option<LogLevel>,
+    pub(super) stats_interval_ms: Option<u64>,
+}
+
+/// The tunnel keys, gathered from either table (serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`, so both raw tables list them).
+pub(super) struct RawTunnel {
+    pub(super) buffer_size: u64,
+    pub(super) stream_window: Option<u64>,
+    pub(super) send_budget: Option<u64>,
+    pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) keepalive_interval_ms: Option<u64>,
+    pub(super) keepalive_timeout_ms: Option<u64>,
+    pub(super) drain_timeout_ms: Option<u64>,
+    pub(super) max_streams: Option<u64>,
+    pub(super) secret: Option<String>,
+    pub(super) secret_file: Option<String>,
+    pub(super) encrypt: Option<bool>,
+}
