@@ -11,11 +11,12 @@ use crate::proto::frame::{self, Frame, LinkReason, RstReason};
 use crate::proto::handshake::{
     self, HANDSHAKE_BUF_LEN, HandshakeError, Join, JoinLimits, KnownSession,
 };
+use crate::rt::backend::{Backend, StreamBudget};
 use crate::rt::budget::SendBudget;
 use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure::{self, Sealer};
-use crate::rt::session::{Backend, Session, StreamBudget};
+use crate::rt::session::Session;
 use crate::util::net;
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;

@@ -4,6 +4,7 @@
 //! ties them together and implements what each of them calls (`LinkHost`,
 //! `StreamHost`), so neither needs to know the session's type.
 
+pub mod backend;
 pub mod budget;
 pub mod link;
 pub mod monitor;

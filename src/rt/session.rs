@@ -12,7 +12,7 @@
 //! bytes, pending FINs, OPENs the peer has not confirmed, current ACKs, and
 //! the RSTs it sent recently.
 
-use crate::config::{Endpoint, TunnelConfig};
+use crate::config::TunnelConfig;
 use crate::proto::Role;
 use crate::proto::error::{FrameError, Violation};
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
@@ -20,18 +20,18 @@ use crate::proto::handshake::{PeerLimits, kind_name};
 use crate::proto::scheduler::Scheduler;
 use crate::proto::send::{Payload, Resend};
 use crate::proto::table::{Lookup, OpenError, Outcome, StreamTable};
+use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
 use crate::rt::stream::{self, Stream, StreamHost};
-use crate::util::net::connect_first;
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::ThreadCount;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,51 +45,6 @@ pub enum Wait {
     Yes,
     /// Never wait (link readers).
     No,
-}
-
-/// Where the server connects the streams of a session.
-#[derive(Clone)]
-pub struct Backend {
-    pub endpoint: Endpoint,
-    pub timeout: Duration,
-    /// Streams of all sessions together, against `max_total_streams`.
-    pub budget: Arc<StreamBudget>,
-}
-
-/// A count of streams shared by all sessions of a server, so that many
-/// sessions together stay within one limit.
-pub struct StreamBudget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl StreamBudget {
-    /// A budget of `limit` streams.
-    pub fn new(limit: usize) -> Self {
-        StreamBudget {
-            used: AtomicUsize::new(0),
-            limit,
-        }
-    }
-
-    fn try_take(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.limit).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    }
-
-    /// Streams counted now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
-    }
 }
 
 /// Something the owner of a session wants to hear about.
@@ -814,7 +769,6 @@ impl StreamHost for Session {
         let Some(backend) = &self.backend else {
             return Err(io::Error::other("no backend on a client session"));
         };
-        let addrs = backend.endpoint.resolve()?;
-        connect_first(&addrs, backend.timeout, "backend")
+        backend.connect()
     }
 }
