@@ -16,17 +16,23 @@ use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure;
 use crate::rt::session::{Session, SessionEvent};
+use crate::util::accept::Acceptor;
 use crate::util::net::connect_first;
 use crate::util::random::{jitter, random_u64};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::{Bell, lock};
 use crate::util::thread::{self, ThreadCount};
+use crate::util::throttle::{self, Throttle};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+static REFUSED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+static NO_LINK: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
 
 /// How often the pool checks whether a linkless session outlived its grace.
 const GRACE_CHECK: Duration = Duration::from_millis(100);
@@ -128,17 +134,9 @@ impl Client {
         thread::spawn_task(&self.threads, "client-pool".into(), move || {
             p.event_loop(&events_rx);
         })?;
-        for conn in self.listener.incoming() {
-            if shutdown.is_triggered() {
-                break;
-            }
-            match conn {
-                Ok(sock) => pool.accept(sock),
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
+        let mut acceptor = Acceptor::new(&self.listener, "application");
+        while let Some(sock) = acceptor.accept(&shutdown) {
+            pool.accept(sock);
         }
         pool.drain();
         self.monitor.detach();
@@ -222,7 +220,7 @@ impl Pool {
         let id = match session.open_stream(sock) {
             Ok(id) => id,
             Err(e) => {
-                log::warn!("application connection from {peer} refused: {e}");
+                crate::warn_throttled!(REFUSED, "application connection from {peer} refused: {e}");
                 return;
             }
         };
@@ -254,16 +252,16 @@ impl Pool {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if session.link_count() == 0 {
-                log::warn!(
-                    "session {:016x} stream {id}: no link to the server, resetting",
+            if session.link_count() == 0 && session.abort_stream_id(id, RstReason::SessionLost) {
+                crate::warn_throttled!(
+                    NO_LINK,
+                    "session {:016x} stream {id}: no link to the server, reset",
                     session.id
                 );
-                session.abort_stream_id(id, RstReason::SessionLost);
             }
         });
         if let Err(e) = spawned {
-            log::warn!("cannot start watch thread: {e}");
+            crate::warn_throttled!(NO_THREAD, "cannot start watch thread: {e}");
         }
     }
 
@@ -304,7 +302,17 @@ impl Pool {
                     continue;
                 }
                 Err(HandshakeError::Refused(LinkReason::UnknownSession)) => {
-                    self.session_lost(session);
+                    self.session_lost(session, "the server no longer knows it: it restarted");
+                    return;
+                }
+                Err(HandshakeError::Io(e)) if server_is_gone(&e, session) => {
+                    // Nothing listens on the server's port: its sessions
+                    // died with it, and no grace period brings them back.
+                    // Outages look different (connects time out or the
+                    // network is unreachable) and keep the grace period.
+                    self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
+                    let why = format!("the server refused a new link ({e}): it is not running");
+                    self.session_lost(session, &why);
                     return;
                 }
                 Err(_) if session.is_closed() || self.shutdown.is_triggered() => {
@@ -399,12 +407,12 @@ impl Pool {
     /// The server no longer knows `session` (it restarted): its streams
     /// cannot be saved, so the applications see a reset now, and a new
     /// session takes over.
-    fn session_lost(self: &Arc<Self>, session: &Arc<Session>) {
+    fn session_lost(self: &Arc<Self>, session: &Arc<Session>, why: &str) {
         let mut current = lock(&self.current);
         let is_current = current.as_ref().is_some_and(|s| s.id == session.id);
         if !session.is_closed() {
             log::warn!(
-                "session {:016x}: lost (server restarted, or no link within the grace period); resetting {} streams",
+                "session {:016x}: lost ({why}); resetting {} streams",
                 session.id,
                 session.stream_count()
             );
@@ -482,7 +490,7 @@ impl Pool {
                 self.config.session_grace,
                 s.stream_count()
             );
-            self.session_lost(&s);
+            self.session_lost(&s, "no link within the grace period");
         }
     }
 
@@ -521,4 +529,14 @@ impl Pool {
         }
         lock(&self.retiring).clear();
     }
+}
+
+/// True when a failed connect says the server process is gone: the
+/// connection was refused (nothing listens) after the session's links all
+/// died. Only then: a refusal while other links live is not the server's
+/// death, and a session that never had a link has nothing to lose.
+fn server_is_gone(e: &io::Error, session: &Session) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused
+        && session.has_had_link()
+        && session.link_count() == 0
 }

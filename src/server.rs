@@ -17,16 +17,30 @@ use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure::{self, Sealer};
 use crate::rt::session::Session;
+use crate::util::accept::Acceptor;
 use crate::util::net;
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::{self, ThreadCount};
+use crate::util::throttle::{self, Throttle, Throttles};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+static TOO_MANY_HANDSHAKES: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+/// Links refused or failed in their handshake, per reason: a peer that keeps
+/// trying is logged once per interval, never in a flood.
+static REFUSED: Throttles = Throttles::new(throttle::DEFAULT_INTERVAL);
+
+/// The peer's address for logs, which it may no longer have.
+fn peer_text(sock: &TcpStream) -> String {
+    sock.peer_addr()
+        .map_or_else(|_| "a peer already gone".into(), |a| a.to_string())
+}
 
 /// How often the reaper looks for abandoned sessions.
 const REAP_INTERVAL: Duration = Duration::from_millis(250);
@@ -117,24 +131,16 @@ impl Server {
     }
 
     fn accept_loop(&self, registry: &Arc<Registry>, shutdown: &Shutdown) {
-        for conn in self.listener.incoming() {
-            if shutdown.is_triggered() {
-                return;
-            }
-            let sock = match conn {
-                Ok(s) => s,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
+        let mut acceptor = Acceptor::new(&self.listener, "link");
+        while let Some(sock) = acceptor.accept(shutdown) {
             if registry.pending.fetch_add(1, Ordering::SeqCst) >= self.config.max_pending_handshakes
             {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
-                log::warn!(
-                    "too many handshakes in progress, closing connection from {:?}",
-                    sock.peer_addr()
+                crate::warn_throttled!(
+                    TOO_MANY_HANDSHAKES,
+                    "{} handshakes in progress (max_pending_handshakes), closing connection from {}",
+                    self.config.max_pending_handshakes,
+                    peer_text(&sock)
                 );
                 continue;
             }
@@ -145,7 +151,7 @@ impl Server {
             });
             if let Err(e) = spawned {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
-                log::warn!("cannot start handshake thread: {e}");
+                crate::warn_throttled!(NO_THREAD, "cannot start handshake thread: {e}");
             }
         }
     }
@@ -166,7 +172,11 @@ fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
 }
 
 fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, peer: SocketAddr, reason: LinkReason) {
-    log::warn!("link from {peer} refused: {reason}");
+    crate::warn_throttled_by!(
+        REFUSED,
+        reason.label(),
+        "link from {peer} refused: {reason}"
+    );
     let _ = sealer.send_frame(sock, &Frame::Refuse(reason));
 }
 
@@ -207,15 +217,23 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Ok(channel) => channel,
         Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
-            return log::warn!("link from {peer} refused: {reason}");
+            return crate::warn_throttled_by!(
+                REFUSED,
+                reason.label(),
+                "link from {peer} refused: {reason}"
+            );
         }
-        Err(HandshakeError::Fault(e)) => return log::warn!("link from {peer} refused: {e}"),
+        Err(HandshakeError::Fault(e)) => {
+            return crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer} refused: {e}");
+        }
     };
     let mut buf = [0u8; HANDSHAKE_BUF_LEN];
     let hello = match opener.recv_frame(&mut sock, prefix, &mut buf) {
         Ok(Frame::Hello(h)) => h,
         Ok(other) => {
-            log::warn!(
+            crate::warn_throttled_by!(
+                REFUSED,
+                "unexpected_frame",
                 "link from {peer}: expected HELLO, got {}",
                 handshake::kind_name(&other)
             );
@@ -224,7 +242,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Err(HandshakeError::Refused(r)) => return refuse(&mut sock, &mut sealer, peer, r),
         Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
         Err(HandshakeError::Fault(e)) => {
-            log::warn!("link from {peer}: bad handshake: {e}");
+            crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer}: bad handshake: {e}");
             return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
     };

@@ -209,6 +209,23 @@ impl LinkReason {
     }
 }
 
+impl LinkReason {
+    /// A short stable name for counters and throttled log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkReason::BadMagic => "not_mtcp",
+            LinkReason::Version => "version",
+            LinkReason::UnknownSession => "unknown_session",
+            LinkReason::TooManyLinks => "too_many_links",
+            LinkReason::TooManySessions => "too_many_sessions",
+            LinkReason::Auth => "auth",
+            LinkReason::ShuttingDown => "shutting_down",
+            LinkReason::Protocol => "protocol",
+            LinkReason::Other(_) => "other",
+        }
+    }
+}
+
 impl fmt::Display for LinkReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = match self {

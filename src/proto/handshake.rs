@@ -63,6 +63,28 @@ pub enum HandshakeFault {
     SessionClosed,
 }
 
+impl HandshakeFault {
+    /// A short stable name for counters and throttled log lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeFault::FrameLength(_) => "frame_length",
+            HandshakeFault::RecordLength(_) => "record_length",
+            HandshakeFault::Malformed(_) => "malformed",
+            HandshakeFault::Trailing => "trailing",
+            HandshakeFault::Unexpected { .. } => "unexpected_frame",
+            HandshakeFault::LimitsTooSmall(_) => "limits",
+            HandshakeFault::Version { .. } => "version",
+            HandshakeFault::SecretDiffers => "secret_differs",
+            HandshakeFault::ServerHasNoSecret => "server_has_no_secret",
+            HandshakeFault::PeerHasNoSecret => "peer_has_no_secret",
+            HandshakeFault::PeerHasSecret => "peer_has_secret",
+            HandshakeFault::EncryptMismatch => "encrypt_mismatch",
+            HandshakeFault::Noise(_) => "noise",
+            HandshakeFault::SessionClosed => "session_closed",
+        }
+    }
+}
+
 impl fmt::Display for HandshakeFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -28,12 +28,17 @@ use crate::rt::stream::{self, Stream, StreamHost};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::ThreadCount;
+use crate::util::throttle::{self, Throttle};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+static VIOLATION: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+static REFUSED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
 
 /// Whether sending a control frame may wait for room in a link's queue.
 /// Link readers never wait (they drain the sockets everything else waits
@@ -372,7 +377,8 @@ impl Session {
     }
 
     fn violation(&self, s: &Arc<Stream>, v: &Violation) {
-        log::warn!(
+        crate::warn_throttled!(
+            VIOLATION,
             "session {:016x} stream {}: peer broke protocol: {v}",
             self.id,
             s.id
@@ -431,7 +437,8 @@ impl Session {
                 self.control(frame, Wait::No);
             }
             Ok(None) => {}
-            Err(v) => log::warn!(
+            Err(v) => crate::warn_throttled!(
+                VIOLATION,
                 "session {:016x} stream {id}: peer broke protocol: {v}",
                 self.id
             ),
@@ -467,7 +474,8 @@ impl Session {
             None => Err(io::Error::other("session gone")),
         };
         if let Err(e) = started {
-            log::warn!(
+            crate::warn_throttled!(
+                NO_THREAD,
                 "session {:016x} stream {}: cannot start thread: {e}",
                 self.id,
                 s.id
@@ -486,7 +494,8 @@ impl Session {
             .as_ref()
             .map(|b| format!(", server-wide {} of {}", b.budget.used(), b.budget.limit));
         let closing = self.peer_going_away() || self.is_closed();
-        log::warn!(
+        crate::warn_throttled!(
+            REFUSED,
             "session {:016x} stream {id}: refused ({open} of {} streams open in session{}{})",
             self.id,
             self.tunnel.max_streams,
@@ -557,11 +566,15 @@ impl Session {
         );
     }
 
-    /// Resets the stream `id` if it is still open.
-    pub fn abort_stream_id(&self, id: StreamId, reason: RstReason) {
+    /// Resets the stream `id` if it is still open; true if it was.
+    pub fn abort_stream_id(&self, id: StreamId, reason: RstReason) -> bool {
         let s = lock(&self.streams).get(id).cloned();
-        if let Some(s) = s {
-            self.abort(&s, reason, true, true, Wait::Yes);
+        match s {
+            Some(s) => {
+                self.abort(&s, reason, true, true, Wait::Yes);
+                true
+            }
+            None => false,
         }
     }
 

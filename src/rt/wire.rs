@@ -22,6 +22,7 @@ use crate::util::net::{is_would_block as is_full, send_now};
 use std::io::{self, IoSlice, Write};
 use std::net::TcpStream;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Frames queued for a link.
 pub enum Outbound {
@@ -56,7 +57,7 @@ enum Piece<'a> {
 /// The socket's sending half and the channel's sealing state.
 pub struct Wire {
     sealer: Sealer,
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     /// Scratch: encoded control frames and DATA headers of one write.
     heads: Vec<u8>,
     /// Scratch: the plaintext of one write on an encrypted channel.
@@ -69,7 +70,7 @@ pub struct Wire {
 
 impl Wire {
     /// A wire that writes to `socket` through `sealer`.
-    pub fn new(sealer: Sealer, socket: TcpStream) -> Wire {
+    pub fn new(sealer: Sealer, socket: Arc<TcpStream>) -> Wire {
         Wire {
             sealer,
             socket,
@@ -92,7 +93,7 @@ impl Wire {
         if self.pending.is_empty() {
             return Ok((0, 0));
         }
-        self.socket.write_all(&self.pending)?;
+        (&*self.socket).write_all(&self.pending)?;
         let written = self.pending.len();
         self.pending.clear();
         Ok((std::mem::take(&mut self.pending_load), written))
@@ -106,11 +107,11 @@ impl Wire {
         if self.sealer.is_plain() {
             let pieces = self.lay_out(frames);
             let mut slices = slices(&self.heads, &pieces);
-            write_all_vectored(&mut self.socket, &mut slices)
+            write_all_vectored(&self.socket, &mut slices)
         } else {
             self.flatten(frames);
             let wire = self.sealer.seal(&self.plain)?;
-            self.socket.write_all(wire)?;
+            (&*self.socket).write_all(wire)?;
             Ok(wire.len())
         }
     }
@@ -236,7 +237,7 @@ fn flat_tail(slices: &[IoSlice<'_>], mut skip: usize) -> Vec<u8> {
 }
 
 /// `write_all` for a list of slices (std's is not stable yet).
-fn write_all_vectored(socket: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<usize> {
+fn write_all_vectored(mut socket: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<usize> {
     let mut written = 0;
     while !slices.is_empty() {
         match socket.write_vectored(slices) {

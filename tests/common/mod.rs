@@ -3,6 +3,8 @@
 //! every wait in time.
 #![allow(dead_code)]
 
+pub mod process;
+
 use mtcp::client::Client;
 use mtcp::config::{self, Config};
 use mtcp::server::Server;
@@ -508,11 +510,15 @@ const TAP_LIMIT: usize = 8 * 1024 * 1024;
 
 /// A relay between client and server that injects faults from outside the
 /// daemons: cut links with a TCP reset, blackhole them (bytes vanish, no FIN
-/// or RST), refuse new connections (outage), or point at another server.
+/// or RST), swallow new connections (an outage: they are never answered,
+/// as when the network is down — not refused, which means the server process
+/// is gone), or point at another server.
 pub struct FaultProxy {
     pub addr: SocketAddr,
     conns: Arc<std::sync::Mutex<Vec<Arc<Relayed>>>>,
     refusing: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections taken during an outage, held unanswered until it ends.
+    held: Arc<std::sync::Mutex<Vec<TcpStream>>>,
     target: Arc<std::sync::Mutex<SocketAddr>>,
     pub accepted: Arc<AtomicUsize>,
     /// The taps of every connection ever relayed (not the sockets, which
@@ -528,13 +534,15 @@ impl FaultProxy {
             addr,
             conns: Arc::default(),
             refusing: Arc::default(),
+            held: Arc::default(),
             target: Arc::new(std::sync::Mutex::new(target)),
             accepted: Arc::default(),
             history: Arc::default(),
         };
-        let (conns, refusing, target, accepted, history) = (
+        let (conns, refusing, held, target, accepted, history) = (
             proxy.conns.clone(),
             proxy.refusing.clone(),
+            proxy.held.clone(),
             proxy.target.clone(),
             proxy.accepted.clone(),
             proxy.history.clone(),
@@ -543,7 +551,7 @@ impl FaultProxy {
             for conn in listener.incoming() {
                 let Ok(inbound) = conn else { continue };
                 if refusing.load(Ordering::SeqCst) {
-                    let _ = socket2::SockRef::from(&inbound).set_linger(Some(Duration::ZERO));
+                    held.lock().unwrap().push(inbound);
                     continue;
                 }
                 let to = *target.lock().unwrap();
@@ -618,9 +626,14 @@ impl FaultProxy {
             .collect()
     }
 
-    /// While true, new connections are reset at once (an outage).
+    /// While true, new connections are never answered (an outage); when it
+    /// ends, those held are closed, as a network that comes back lets the
+    /// next connect through.
     pub fn set_refusing(&self, on: bool) {
         self.refusing.store(on, Ordering::SeqCst);
+        if !on {
+            self.held.lock().unwrap().clear();
+        }
     }
 
     /// Client-to-server bytes of the `i`-th relayed connection (0-based).

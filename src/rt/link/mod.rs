@@ -171,7 +171,8 @@ pub struct LinkHandle {
     queued: AtomicUsize,
     kill: Shutdown,
     reason: Mutex<Option<LinkError>>,
-    socket: TcpStream,
+    /// The link's one socket, shared with its two threads.
+    socket: Arc<TcpStream>,
     /// The socket's sending end; see `wire` for who writes and when.
     wire: Mutex<Wire>,
     pub stats: LinkStats,
@@ -403,6 +404,7 @@ pub fn start(
     socket2::SockRef::from(&socket).set_tcp_notsent_lowat(settings.notsent_lowat)?;
     socket.set_read_timeout(Some(settings.keepalive_timeout))?;
     socket.set_write_timeout(Some(settings.keepalive_timeout))?;
+    let socket = Arc::new(socket);
     let (control_tx, control_rx) = bounded(CONTROL_QUEUE);
     let (data_tx, data_rx) = bounded(DATA_QUEUE);
     let handle = Arc::new(LinkHandle {
@@ -414,8 +416,8 @@ pub fn start(
         queued: AtomicUsize::new(0),
         kill: Shutdown::new(),
         reason: Mutex::new(None),
-        socket: socket.try_clone()?,
-        wire: Mutex::new(Wire::new(sealer, socket.try_clone()?)),
+        socket: socket.clone(),
+        wire: Mutex::new(Wire::new(sealer, socket.clone())),
         stats: LinkStats::default(),
         probe: Mutex::new(Estimator::new()),
         born: Instant::now(),

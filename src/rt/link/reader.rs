@@ -20,7 +20,7 @@ pub(super) struct Reader {
     link: Arc<LinkHandle>,
     host: Arc<dyn LinkHost>,
     opener: Opener,
-    socket: TcpStream,
+    socket: Arc<TcpStream>,
     max_len: u32,
     keepalive_timeout: std::time::Duration,
 }
@@ -31,7 +31,7 @@ impl Reader {
         link: Arc<LinkHandle>,
         host: Arc<dyn LinkHost>,
         opener: Opener,
-        socket: TcpStream,
+        socket: Arc<TcpStream>,
         settings: LinkSettings,
     ) -> Self {
         Reader {
@@ -68,7 +68,7 @@ impl Reader {
                 end -= start;
                 start = 0;
             }
-            let n = match self.opener.read(&mut self.socket, &mut buf[end..]) {
+            let n = match self.opener.read(&mut &*self.socket, &mut buf[end..]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

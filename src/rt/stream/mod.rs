@@ -29,6 +29,7 @@ use crate::rt::budget::{BudgetWaiter, SendBudget};
 use crate::rt::pool::PayloadPool;
 use crate::util::sync::{Bell, lock};
 use crate::util::thread::{self, ThreadCount};
+use crate::util::throttle::{self, Throttle};
 use crossbeam_channel::Receiver;
 use std::io;
 use std::net::{Shutdown as Direction, TcpStream};
@@ -39,6 +40,8 @@ use std::time::{Duration, Instant};
 /// Longest a waiting stream thread sleeps without a ring; every event it
 /// waits for rings its bell or closes the session, so this is only a net.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
+
+static BACKEND_FAILED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
@@ -79,7 +82,9 @@ pub struct Stream {
     send_bell: Bell,
     recv: Mutex<RecvState>,
     recv_bell: Bell,
-    socket: OnceLock<TcpStream>,
+    /// The local socket, shared with the stream's two threads: one
+    /// descriptor per connection (`&TcpStream` reads and writes).
+    socket: OnceLock<Arc<TcpStream>>,
     /// Buffers for out-of-order pieces, shared with the session.
     pool: Arc<PayloadPool>,
     /// The daemon's send budget, charged for every unacknowledged byte.
@@ -294,8 +299,8 @@ pub fn start(
     socket: TcpStream,
     threads: &ThreadCount,
 ) -> io::Result<()> {
-    attach(stream, &socket)?;
-    let reader_sock = socket.try_clone()?;
+    let socket = attach(stream, socket)?;
+    let reader_sock = socket.clone();
     let id = stream.id;
     let (h, st) = (host.clone(), stream.clone());
     thread::spawn_task(threads, format!("stream-{id}-tx"), move || {
@@ -321,7 +326,8 @@ pub fn start_backend(
         let socket = match host.connect_backend() {
             Ok(sock) => sock,
             Err(e) => {
-                log::warn!(
+                crate::warn_throttled!(
+                    BACKEND_FAILED,
                     "session {:016x} stream {id}: backend connect failed: {e}",
                     host.session_id()
                 );
@@ -329,12 +335,12 @@ pub fn start_backend(
                 return Ok(());
             }
         };
-        attach(&st, &socket)?;
+        let socket = attach(&st, socket)?;
         if st.is_reset() {
-            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(&*socket).set_linger(Some(Duration::ZERO));
             return Ok(());
         }
-        let reader_sock = socket.try_clone()?;
+        let reader_sock = socket.clone();
         let (h2, st2) = (host.clone(), st.clone());
         if let Err(e) = thread::spawn_task(&t, format!("stream-{id}-rx"), move || {
             reader::run(&*h2, &st2, reader_sock)
@@ -348,10 +354,13 @@ pub fn start_backend(
     Ok(())
 }
 
-fn attach(stream: &Stream, socket: &TcpStream) -> io::Result<()> {
+/// Makes `socket` the stream's local socket; returns the shared handle its
+/// threads use.
+fn attach(stream: &Stream, socket: TcpStream) -> io::Result<Arc<TcpStream>> {
     socket.set_nodelay(true)?;
-    let _ = stream.socket.set(socket.try_clone()?);
-    Ok(())
+    let socket = Arc::new(socket);
+    let _ = stream.socket.set(socket.clone());
+    Ok(socket)
 }
 
 /// Sleeps until `bell` rings, the session closes or `limit` passes: idle
@@ -386,7 +395,7 @@ mod tests {
     fn a_link_reader_writes_in_order_bytes_itself() {
         let (local, mut app) = connected();
         let s = test_stream(1000);
-        attach(&s, &local).unwrap();
+        attach(&s, local).unwrap();
         s.on_fin(5).unwrap();
         while s.recv_bell.receiver().try_recv().is_ok() {}
         s.on_data(0, b"hello").unwrap();
@@ -403,7 +412,7 @@ mod tests {
     fn what_a_full_socket_refuses_waits_in_the_buffer() {
         let (local, _app) = connected();
         let s = test_stream(1 << 24);
-        attach(&s, &local).unwrap();
+        attach(&s, local).unwrap();
         // Far more than the sockets hold while the application reads nothing.
         let big = vec![7u8; 8 << 20];
         s.on_data(8 << 20, b"tail").unwrap();

@@ -15,7 +15,7 @@ const INITIAL_READ: usize = 8 * 1024;
 
 /// Reads the local socket until it ends, the stream is reset or the session
 /// closes.
-pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, mut socket: TcpStream) {
+pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpStream>) {
     let id = stream.id;
     let max = host.send_payload_limit();
     // Starts small and doubles while reads fill it: a thousand idle or
@@ -46,7 +46,7 @@ pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, mut socket: TcpSt
             buf = host.payloads().take(size);
         }
         let want = credit.min(size);
-        let n = match socket.read(&mut buf[..want]) {
+        let n = match (&*socket).read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return local_read_failed(host, stream, &e),

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// Writes what link readers could not write themselves, until the stream
 /// ends, is reset or the session closes.
-pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, mut socket: TcpStream) {
+pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpStream>) {
     let mut chunk = Vec::new();
     loop {
         if stream.is_reset() {
@@ -32,7 +32,7 @@ pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, mut socket: TcpSt
             }
             WriterStep::Write => {
                 stream.writer_busy.store(true, Ordering::SeqCst);
-                let result = socket.write_all(&chunk);
+                let result = (&*socket).write_all(&chunk);
                 stream.writer_busy.store(false, Ordering::SeqCst);
                 if let Err(e) = result {
                     if !stream.is_reset() {
