@@ -168,6 +168,29 @@ for r in pick("6"):
         "all equal; RSS ≤ 200 MiB per daemon",
         verdict(r["ok"] == r["streams"] and r["rss_client"] <= 200 and r["rss_server"] <= 200))
 
+# 7. ten thousand streams
+for r in pick("7"):
+    if "streams" not in r:
+        continue
+    sc = f"7 scale: {r['streams']} concurrent 64 KiB echo streams, loopback"
+    meas = (f"{r['ok']}/{r['streams']} checksums equal ({r['mismatch']} differ, {r['failed']} failed) "
+            f"in {r['secs']:.1f} s")
+    add(sc, r["row"], meas,
+        f"peak RSS client {r['rss_client']:.0f} MiB, server {r['rss_server']:.0f} MiB; "
+        f"threads client {r['threads_client']}, server {r['threads_server']}",
+        "all equal; RSS ≤ 512 MiB per daemon",
+        verdict(r["ok"] == r["streams"] and r["rss_client"] <= 512 and r["rss_server"] <= 512))
+small = pick("7", "rr 1000")
+big = pick("7", "rr big")
+if small and big:
+    s, b = small[0], big[0]
+    sc = "7 request/response, 64 B, loopback"
+    add(sc, "MTCP 4 links, 1000 connections", f"{s['rps']:.0f} requests/s ({s['failed']} failed)", "", "", "")
+    rr = ratio(b["rps"], s["rps"])
+    add(sc, f"MTCP 4 links, {b['conns']} connections", f"{b['rps']:.0f} requests/s ({b['failed']} failed)",
+        f(rr, "{:.2f}") + "× the rate at 1000", "≥ 0.5× the rate at 1000",
+        verdict(None if rr is None else rr >= 0.5 and b["failed"] == 0))
+
 # L. lossy path
 if pick("L"):
     sc = f"L {knobs.get('loss', '?')}% random loss, {rtt} ms RTT, no cap, download"

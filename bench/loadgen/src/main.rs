@@ -42,6 +42,7 @@ fn main() {
         "pingpong" => pingpong(addr(a(1)), num(2) as usize, num(3) as usize),
         "ttfb" => ttfb(addr(a(1)), num(2) as usize, num(3)),
         "scale" => scale(addr(a(1)), num(2) as usize, num(3)),
+        "rr" => rr(addr(a(1)), num(2) as usize, num(3), num(4) as usize),
         "relay" => relay(addr(a(1)), addr(a(2))),
         _ => usage(),
     };
@@ -54,7 +55,8 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: loadgen serve ADDR | bulk ADDR up|down BYTES | pingpong ADDR COUNT SIZE | \
-         ttfb ADDR COUNT GAP_MS | scale ADDR STREAMS BYTES | relay LISTEN TARGET \
+         ttfb ADDR COUNT GAP_MS | scale ADDR STREAMS BYTES | rr ADDR CONNS SECS SIZE | \
+         relay LISTEN TARGET \
          (sizes take K/M/G suffixes)"
     );
     std::process::exit(2);
@@ -374,6 +376,63 @@ fn scale(a: SocketAddr, streams: usize, bytes: u64) -> io::Result<()> {
         bad.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
         mbit(m, secs)
+    );
+    Ok(())
+}
+
+/// `rr`: `conns` echo connections open at once, each sending `size`-byte
+/// requests and reading their `size`-byte answers back to back for `secs`
+/// seconds once all are open; prints the requests per second of all.
+fn rr(a: SocketAddr, conns: usize, secs: u64, size: usize) -> io::Result<()> {
+    let gate = Arc::new(Gate::default());
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let (gate, done, failed) = (gate.clone(), done.clone(), failed.clone());
+        let h = thread::Builder::new()
+            .stack_size(SMALL_STACK)
+            .spawn(move || {
+                let opened = {
+                    let _slot = gate.enter();
+                    open_echo(a, i as u64)
+                };
+                gate.arrive_and_wait(conns as u64, Duration::from_secs(120));
+                let result = opened.and_then(|mut sock| {
+                    let until = Instant::now() + Duration::from_secs(secs);
+                    let req = vec![(i as u8) | 1; size];
+                    let mut resp = vec![0u8; size];
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        sock.write_all(&req)?;
+                        sock.read_exact(&mut resp)?;
+                        if resp != req {
+                            return Err(io::Error::other("answer differs"));
+                        }
+                        n += 1;
+                    }
+                    Ok(n)
+                });
+                match result {
+                    Ok(n) => {
+                        done.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("loadgen rr: connection {i}: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })?;
+        handles.push(h);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "{{\"conns\":{conns},\"failed\":{},\"requests\":{n},\"secs\":{secs},\"rps\":{:.0}}}",
+        failed.load(Ordering::Relaxed),
+        n as f64 / secs.max(1) as f64
     );
     Ok(())
 }
