@@ -278,8 +278,10 @@ impl RecvState {
         self.ack_owed = true;
     }
 
-    /// Records the peer's FIN.
-    pub fn on_fin(&mut self, offset: u64) -> Result<(), Violation> {
+    /// Records the peer's FIN. A FIN repeated after this side finished
+    /// (the peer re-sent it after a link failure: our final ACK may have
+    /// died with the link) returns that final ACK, to send again.
+    pub fn on_fin(&mut self, offset: u64) -> Result<Option<u64>, Violation> {
         match self.fin {
             Some(first) if first != offset => {
                 return Err(Violation::FinMoved {
@@ -287,11 +289,15 @@ impl RecvState {
                     second: offset,
                 });
             }
-            Some(_) => return Ok(()),
+            Some(fin) => return Ok((self.ack_sent > fin).then_some(self.ack_sent)),
             None => {}
         }
         if offset == u64::MAX {
             return Err(Violation::FinOverflow);
+        }
+        let limit = self.ack_sent.saturating_add(self.window);
+        if offset > limit {
+            return Err(Violation::BeyondWindow { end: offset, limit });
         }
         let highest = self
             .ooo
@@ -307,7 +313,7 @@ impl RecvState {
             });
         }
         self.fin = Some(offset);
-        Ok(())
+        Ok(None)
     }
 
     /// The writer thread's next step. `chunk` (empty) receives the bytes to
@@ -543,7 +549,23 @@ mod tests {
                 second: 4
             })
         );
-        assert_eq!(s.st.on_fin(3), Ok(()), "a repeated FIN is fine");
+        assert_eq!(s.st.on_fin(3), Ok(None), "a repeated FIN is fine");
+        assert_eq!(
+            s.st.on_fin(200),
+            Err(Violation::FinMoved {
+                first: 3,
+                second: 200
+            })
+        );
+        let (mut far, _) = sink(100, 0);
+        assert_eq!(
+            far.st.on_fin(101),
+            Err(Violation::BeyondWindow {
+                end: 101,
+                limit: 100
+            }),
+            "no honest sender ends a stream beyond the window"
+        );
     }
 
     #[test]
@@ -654,6 +676,11 @@ mod tests {
         let mut chunk = Vec::new();
         assert_eq!(s.st.writer_step(&mut chunk, now), WriterStep::Finish(5));
         assert_eq!(s.st.finish(5), 6, "the FIN counts as one byte");
+        assert_eq!(
+            s.st.on_fin(5),
+            Ok(Some(6)),
+            "a FIN re-sent after a link failure gets the final ACK again"
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct SendState {
     /// Bytes charged to the send budget and not yet released: sent, not
     /// acknowledged, and the stream not reset.
     charged: u64,
+    /// The peer opened the stream (server side): nothing to re-send an
+    /// OPEN for.
+    peer_opened: bool,
 }
 
 /// What an ACK changed.
@@ -48,9 +51,17 @@ pub struct AckOutcome {
 }
 
 impl SendState {
-    /// Nothing sent yet.
+    /// Nothing sent yet, on a stream this side opened.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Nothing sent yet, on a stream the peer opened.
+    pub fn opened_by_peer() -> Self {
+        SendState {
+            peer_opened: true,
+            ..Self::default()
+        }
     }
 
     /// Keeps `bytes` as the stream's next bytes until acknowledged, charging
@@ -123,10 +134,10 @@ impl SendState {
     }
 
     /// Frames that re-create what a failed link may have lost for stream
-    /// `id`: OPEN if the peer has acknowledged nothing, every unacknowledged
-    /// byte, and a pending FIN.
+    /// `id`: OPEN if we opened it and the peer has acknowledged nothing,
+    /// every unacknowledged byte, and a pending FIN.
     pub fn resend(&self, id: StreamId, out: &mut Vec<Resend>) {
-        if self.acked == 0 {
+        if self.acked == 0 && !self.peer_opened {
             out.push(Resend::Control(Frame::Open { stream: id }));
         }
         for (offset, bytes) in &self.unacked {
@@ -220,6 +231,9 @@ mod tests {
         out.clear();
         s.resend(7, &mut out);
         assert!(out.is_empty(), "{out:?}");
+        out.clear();
+        SendState::opened_by_peer().resend(8, &mut out);
+        assert!(out.is_empty(), "an OPEN for the peer's own stream: {out:?}");
     }
 
     #[test]

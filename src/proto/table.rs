@@ -4,11 +4,11 @@
 //! the peer opens (server only, within limits), or none (a late frame of a
 //! finished stream, which must never re-create it). It remembers every id it
 //! has seen, and how recently closed streams ended, because the frame that
-//! told the peer (a last ACK, an RST) may have died with a link, and the
-//! peer then asks again with a re-sent FIN.
+//! told the peer (a final ACK, an RST) may have died with a link: after a
+//! link failure those frames are sent again ([`StreamTable::repeats`]), and
+//! a peer that asks again with a re-sent FIN gets the answer again.
 
 use crate::proto::Role;
-use crate::proto::error::Violation;
 use crate::proto::frame::{Frame, RstReason, StreamId};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -53,12 +53,10 @@ impl SeenIds {
 /// How a stream that left the table ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Finished,
+    /// Both directions ended; `final_ack` acknowledged the peer's FIN.
+    Finished { final_ack: u64 },
     /// Reset; `told` when we sent the RST (so it is ours to repeat).
-    Reset {
-        reason: RstReason,
-        told: bool,
-    },
+    Reset { reason: RstReason, told: bool },
 }
 
 /// Where a frame for a stream id goes.
@@ -163,13 +161,28 @@ impl<S: Clone> StreamTable<S> {
             return Lookup::Unknown;
         }
         if !self.gaps_ok() {
+            self.refuse(id);
             return Lookup::Refused(id);
         }
         self.seen.insert(u64::from(id));
         if self.map.len() >= self.max_streams {
+            self.refuse(id);
             return Lookup::Refused(id);
         }
         Lookup::Candidate(id)
+    }
+
+    /// Records that the peer's new stream `id` is refused with an RST, so
+    /// that the RST is repeated if it dies with a link (the peer's stream
+    /// would otherwise never end: its re-sent frames find the id seen).
+    pub fn refuse(&mut self, id: StreamId) {
+        self.remember(
+            id,
+            Outcome::Reset {
+                reason: RstReason::Refused,
+                told: true,
+            },
+        );
     }
 
     /// Adds a stream the peer opened (after [`Lookup::Candidate`]).
@@ -204,6 +217,11 @@ impl<S: Clone> StreamTable<S> {
     /// returns how many remain, or `None` if it was not there.
     pub fn remove(&mut self, id: StreamId, outcome: Outcome) -> Option<usize> {
         self.map.remove(&id)?;
+        self.remember(id, outcome);
+        Some(self.map.len())
+    }
+
+    fn remember(&mut self, id: StreamId, outcome: Outcome) {
         if self.outcomes.insert(id, outcome).is_none() {
             self.closed.push_back(id);
         }
@@ -212,39 +230,35 @@ impl<S: Clone> StreamTable<S> {
                 self.outcomes.remove(&old);
             }
         }
-        Some(self.map.len())
     }
 
     /// The answer to a FIN for a stream that already left the table: its
     /// final ACK (or our RST) was lost with a link, and the peer asks again.
-    pub fn late_fin_reply(
-        &self,
-        id: StreamId,
-        offset: u64,
-    ) -> Result<Option<Frame<'static>>, Violation> {
-        Ok(match self.outcomes.get(&id) {
-            Some(Outcome::Finished) => Some(Frame::Ack {
-                stream: id,
-                delivered: offset.checked_add(1).ok_or(Violation::FinOverflow)?,
-            }),
-            Some(Outcome::Reset { reason, .. }) => Some(Frame::Rst {
-                stream: id,
-                reason: *reason,
-            }),
-            None => None,
-        })
+    pub fn late_fin_reply(&self, id: StreamId) -> Option<Frame<'static>> {
+        self.outcomes.get(&id).map(|o| answer(id, *o))
     }
 
-    /// RSTs we sent for recently closed streams, to repeat after a link
-    /// failure (the first may have died with the link).
-    pub fn resets_told(&self) -> impl Iterator<Item = Frame<'static>> + '_ {
-        self.outcomes.iter().filter_map(|(id, o)| match o {
-            Outcome::Reset { reason, told: true } => Some(Frame::Rst {
-                stream: *id,
-                reason: *reason,
-            }),
-            _ => None,
+    /// The frames that told the peer how recently closed streams ended (our
+    /// final ACKs, the RSTs we sent), oldest first, to repeat after a link
+    /// failure: the first ones may have died with the link, and a peer
+    /// still waiting for them would hold its stream forever.
+    pub fn repeats(&self) -> impl Iterator<Item = Frame<'static>> + '_ {
+        self.closed.iter().filter_map(|id| {
+            let o = *self.outcomes.get(id)?;
+            let ours = !matches!(o, Outcome::Reset { told: false, .. });
+            ours.then(|| answer(*id, o))
         })
+    }
+}
+
+/// The frame that tells the peer how stream `id` ended.
+fn answer(id: StreamId, outcome: Outcome) -> Frame<'static> {
+    match outcome {
+        Outcome::Finished { final_ack } => Frame::Ack {
+            stream: id,
+            delivered: final_ack,
+        },
+        Outcome::Reset { reason, .. } => Frame::Rst { stream: id, reason },
     }
 }
 
@@ -271,15 +285,12 @@ mod tests {
         let mut t = StreamTable::new(Role::Server, 10);
         for id in 1..=(RECENTLY_CLOSED as u32 + 10) {
             t.insert(id, ());
-            t.remove(id, Outcome::Finished);
+            t.remove(id, Outcome::Finished { final_ack: 1 });
         }
         assert_eq!(t.outcomes.len(), RECENTLY_CLOSED);
-        assert_eq!(t.late_fin_reply(1, 0), Ok(None), "the oldest is forgotten");
-        assert!(
-            t.late_fin_reply(RECENTLY_CLOSED as u32 + 10, 0)
-                .unwrap()
-                .is_some()
-        );
+        assert_eq!(t.late_fin_reply(1), None, "the oldest is forgotten");
+        assert!(t.late_fin_reply(RECENTLY_CLOSED as u32 + 10).is_some());
+        assert_eq!(t.repeats().count(), RECENTLY_CLOSED);
     }
 
     #[test]
@@ -288,7 +299,7 @@ mod tests {
         assert_eq!(t.lookup(1, true), Lookup::Candidate(1));
         t.insert(1, "one");
         assert_eq!(t.lookup(1, false), Lookup::Known("one"));
-        assert_eq!(t.remove(1, Outcome::Finished), Some(0));
+        assert_eq!(t.remove(1, Outcome::Finished { final_ack: 1 }), Some(0));
         assert_eq!(
             t.lookup(1, true),
             Lookup::Unknown,
@@ -322,6 +333,14 @@ mod tests {
         assert_eq!(t.lookup(1, true), Lookup::Candidate(1));
         t.insert(1, ());
         assert_eq!(t.lookup(2, true), Lookup::Refused(2));
+        assert_eq!(
+            t.repeats().collect::<Vec<_>>(),
+            [Frame::Rst {
+                stream: 2,
+                reason: RstReason::Refused
+            }],
+            "the refusal is repeated if it dies with a link"
+        );
         let mut c = StreamTable::new(Role::Client, 1);
         assert!(c.open_local(|_| ()).is_ok());
         assert_eq!(c.open_local(|_| ()), Err(OpenError::TooManyStreams(1)));
@@ -338,34 +357,37 @@ mod tests {
     }
 
     #[test]
-    fn late_fins_get_the_answer_again_without_overflow() {
+    fn how_streams_ended_is_answered_and_repeated_in_order() {
         let mut t = StreamTable::new(Role::Server, 10);
         t.insert(1, ());
-        t.remove(1, Outcome::Finished);
+        t.remove(1, Outcome::Finished { final_ack: 42 });
         t.insert(2, ());
-        t.remove(
-            2,
-            Outcome::Reset {
-                reason: RstReason::Refused,
-                told: true,
-            },
-        );
+        let refused = Outcome::Reset {
+            reason: RstReason::Refused,
+            told: true,
+        };
+        t.remove(2, refused);
+        t.insert(3, ());
+        let by_peer = Outcome::Reset {
+            reason: RstReason::Reset,
+            told: false,
+        };
+        t.remove(3, by_peer);
+        let ack = Frame::Ack {
+            stream: 1,
+            delivered: 42,
+        };
+        let rst = Frame::Rst {
+            stream: 2,
+            reason: RstReason::Refused,
+        };
+        assert_eq!(t.late_fin_reply(1), Some(ack));
+        assert_eq!(t.late_fin_reply(2), Some(rst));
         assert_eq!(
-            t.late_fin_reply(1, 41),
-            Ok(Some(Frame::Ack {
-                stream: 1,
-                delivered: 42
-            }))
+            t.repeats().collect::<Vec<_>>(),
+            [ack, rst],
+            "a reset the peer sent is not ours to repeat"
         );
-        assert_eq!(t.late_fin_reply(1, u64::MAX), Err(Violation::FinOverflow));
-        assert_eq!(
-            t.late_fin_reply(2, 0),
-            Ok(Some(Frame::Rst {
-                stream: 2,
-                reason: RstReason::Refused
-            }))
-        );
-        assert_eq!(t.resets_told().count(), 1);
     }
 
     #[test]
@@ -373,7 +395,7 @@ mod tests {
         let mut t = StreamTable::new(Role::Client, 10);
         t.next_id = u64::from(u32::MAX);
         assert_eq!(t.open_local(|_| ()).map(|(id, _)| id), Ok(u32::MAX));
-        t.remove(u32::MAX, Outcome::Finished);
+        t.remove(u32::MAX, Outcome::Finished { final_ack: 1 });
         assert_eq!(t.open_local(|_| ()), Err(OpenError::IdsExhausted));
     }
 }

@@ -261,7 +261,7 @@ impl Session {
         let mut frames: Vec<Resend> = Vec::new();
         let streams: Vec<Arc<Stream>> = {
             let table = lock(&self.streams);
-            frames.extend(table.resets_told().map(Resend::Control));
+            frames.extend(table.repeats().map(Resend::Control));
             table.streams().cloned().collect()
         };
         for s in &streams {
@@ -354,10 +354,19 @@ impl Session {
                     }
                 }
             }),
-            Frame::Fin { offset, .. } => s.on_fin(offset),
+            Frame::Fin { offset, .. } => s.on_fin(offset).map(|again| {
+                if let Some(delivered) = again {
+                    let ack = Frame::Ack {
+                        stream: s.id,
+                        delivered,
+                    };
+                    self.control(ack, Wait::No);
+                }
+            }),
             Frame::Ack { delivered, .. } => s.on_ack(delivered).map(|finished| {
                 if finished {
-                    self.drop_stream(s.id, Outcome::Finished);
+                    let final_ack = s.ack_sent();
+                    self.drop_stream(s.id, Outcome::Finished { final_ack });
                 }
             }),
             Frame::Rst { reason, .. } => {
@@ -401,7 +410,10 @@ impl Session {
             Lookup::Known(s) => Route::Stream(s),
             Lookup::Candidate(id) => match self.admit(&mut table, id) {
                 Some(s) => Route::Opened(s),
-                None => Route::Refuse,
+                None => {
+                    table.refuse(id);
+                    Route::Refuse
+                }
             },
             Lookup::Refused(_) => Route::Refuse,
             Lookup::Unknown => {
@@ -421,8 +433,8 @@ impl Session {
             }
             Route::Refuse => self.refuse(id),
             Route::Unknown => {
-                if let Frame::Fin { offset, .. } = f {
-                    self.answer_late_fin(id, offset);
+                if let Frame::Fin { .. } = f {
+                    self.answer_late_fin(id);
                 }
             }
         }
@@ -430,18 +442,10 @@ impl Session {
 
     /// A FIN for a stream that already left the table: its final ACK (or
     /// our RST) was lost with a link, and the peer is asking again.
-    fn answer_late_fin(&self, id: StreamId, offset: u64) {
-        let reply = lock(&self.streams).late_fin_reply(id, offset);
-        match reply {
-            Ok(Some(frame)) => {
-                self.control(frame, Wait::No);
-            }
-            Ok(None) => {}
-            Err(v) => crate::warn_throttled!(
-                VIOLATION,
-                "session {:016x} stream {id}: peer broke protocol: {v}",
-                self.id
-            ),
+    fn answer_late_fin(&self, id: StreamId) {
+        let reply = lock(&self.streams).late_fin_reply(id);
+        if let Some(frame) = reply {
+            self.control(frame, Wait::No);
         }
     }
 
@@ -457,6 +461,7 @@ impl Session {
         let s = Stream::new(
             id,
             self.tunnel.stream_window,
+            true,
             self.payloads.clone(),
             self.send_budget.clone(),
         );
@@ -526,6 +531,7 @@ impl Session {
                     Stream::new(
                         id,
                         self.tunnel.stream_window,
+                        false,
                         self.payloads.clone(),
                         self.send_budget.clone(),
                     )
@@ -764,8 +770,8 @@ impl StreamHost for Session {
         self.abort(stream, reason, tell_peer, hard, Wait::Yes);
     }
 
-    fn stream_finished(&self, id: StreamId) {
-        self.drop_stream(id, Outcome::Finished);
+    fn stream_finished(&self, id: StreamId, final_ack: u64) {
+        self.drop_stream(id, Outcome::Finished { final_ack });
     }
 
     fn is_closed(&self) -> bool {

@@ -372,7 +372,7 @@ impl Sim {
                 .ended
                 .get(&id)
                 .ok_or_else(|| self.report(&format!("{side:?}: stream {id} has not ended")))?;
-            if ended.outcome != Outcome::Finished {
+            if !matches!(ended.outcome, Outcome::Finished { .. }) {
                 return Err(format!(
                     "{side:?}: stream {id} ended {:?}, not finished",
                     ended.outcome

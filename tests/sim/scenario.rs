@@ -80,10 +80,6 @@ pub fn run_case(c: &Case) -> Result<(), String> {
         ep.send_budget = c.budget_kib * KIB as u64;
         ep.ack_queue_full_every = c.ack_queue_full_every;
         ep.scheduler = c.scheduler;
-        // The known hole (see the ignored tests in `simulation.rs`) hangs cases where an
-        // end learns of a link's death late; with the proposed fix modelled,
-        // everything else is as rt does it.
-        ep.repeat_final_acks = true;
     }
     cfg.max_steps = 500_000;
     let mut s = Sim::new(cfg);

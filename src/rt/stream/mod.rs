@@ -65,8 +65,9 @@ pub trait StreamHost: Send + Sync {
     /// Resets the stream: tells the peer (`tell_peer`), closes the local
     /// socket (`hard`: with a TCP reset), and forgets it.
     fn abort_stream(&self, stream: &Arc<Stream>, reason: RstReason, tell_peer: bool, hard: bool);
-    /// Both directions of stream `id` finished: forget it.
-    fn stream_finished(&self, id: StreamId);
+    /// Both directions of stream `id` finished, the last with our final
+    /// ACK `final_ack`: forget it (remembering that ACK).
+    fn stream_finished(&self, id: StreamId, final_ack: u64);
     /// True once the session is over; stream threads stop.
     fn is_closed(&self) -> bool;
     /// Ready once the session is closed, for `select!`.
@@ -132,17 +133,23 @@ impl Deliverer for Delivery<'_> {
 
 impl Stream {
     /// A stream with nothing sent or received; `window` is what we grant the
-    /// peer (our receive buffer limit).
+    /// peer (our receive buffer limit); `by_peer` when the peer opened it.
     pub fn new(
         id: StreamId,
         window: u32,
+        by_peer: bool,
         pool: Arc<PayloadPool>,
         budget: Arc<SendBudget>,
     ) -> Arc<Stream> {
         let send_bell = Bell::new();
+        let send = if by_peer {
+            SendState::opened_by_peer()
+        } else {
+            SendState::new()
+        };
         Arc::new(Stream {
             id,
-            send: Mutex::new(SendState::new()),
+            send: Mutex::new(send),
             budget_waiter: BudgetWaiter::new(send_bell.clone()),
             send_bell,
             recv: Mutex::new(RecvState::new(u64::from(window), Instant::now())),
@@ -198,11 +205,18 @@ impl Stream {
         self.recv_bell.ring();
     }
 
-    /// Records the peer's FIN (link reader).
-    pub fn on_fin(&self, offset: u64) -> Result<(), Violation> {
-        lock(&self.recv).on_fin(offset)?;
+    /// Records the peer's FIN (link reader). Returns our final ACK when the
+    /// FIN is a repeat that arrived after we finished, to send again.
+    pub fn on_fin(&self, offset: u64) -> Result<Option<u64>, Violation> {
+        let again = lock(&self.recv).on_fin(offset)?;
         self.recv_bell.ring();
-        Ok(())
+        Ok(again)
+    }
+
+    /// The offset our last ACK announced (the final ACK once the receiving
+    /// side finished).
+    pub fn ack_sent(&self) -> u64 {
+        lock(&self.recv).ack_sent()
     }
 
     /// Applies the peer's cumulative ACK (link reader): frees credit and
@@ -381,7 +395,7 @@ mod tests {
 
     fn test_stream(window: u32) -> Arc<Stream> {
         let budget = Arc::new(SendBudget::new(1 << 20));
-        Stream::new(1, window, Arc::new(PayloadPool::new(16)), budget)
+        Stream::new(1, window, false, Arc::new(PayloadPool::new(16)), budget)
     }
 
     fn connected() -> (TcpStream, TcpStream) {
@@ -425,7 +439,13 @@ mod tests {
     #[test]
     fn a_reset_stream_gives_its_budget_back() {
         let budget = Arc::new(SendBudget::new(1 << 20));
-        let s = Stream::new(1, 1000, Arc::new(PayloadPool::new(16)), budget.clone());
+        let s = Stream::new(
+            1,
+            1000,
+            false,
+            Arc::new(PayloadPool::new(16)),
+            budget.clone(),
+        );
         lock(&s.send).push(Arc::new(vec![0; 100]));
         budget.charge(100);
         assert!(s.reset(true));

@@ -61,7 +61,7 @@ pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpSt
                 let ack = lock(&stream.recv).finish(fin);
                 send_ack(host, stream, ack);
                 if stream.mark_done(RECV_DONE) {
-                    host.stream_finished(stream.id);
+                    host.stream_finished(stream.id, ack);
                 }
                 return;
             }

@@ -37,17 +37,6 @@ pub struct EndpointConfig {
     /// Every n-th ACK from the frame path finds the control queue full and
     /// is left to the writer (`owe_ack`); 0: never.
     pub ack_queue_full_every: u64,
-    /// Proposed fix, off by default (rt's and the table's behaviour): on a
-    /// link failure, also repeat the final ACKs of recently finished
-    /// streams, as the told RSTs of recently reset ones are repeated.
-    /// Without it a final ACK lost with a link is never sent again once
-    /// the stream left the table, unless a re-sent FIN arrives after that
-    /// and its answer gets through (see the ignored tests).
-    pub repeat_final_acks: bool,
-    /// Proposed fix, off by default: remember a stream refused at the
-    /// table's limit as reset (told), so its RST is repeated after a link
-    /// failure and a late FIN gets it again (see the ignored test).
-    pub remember_refused: bool,
 }
 
 impl Default for EndpointConfig {
@@ -60,8 +49,6 @@ impl Default for EndpointConfig {
             scheduler: SchedulerKind::RoundRobin,
             socket_buffer: 64 * 1024,
             ack_queue_full_every: 0,
-            repeat_final_acks: false,
-            remember_refused: false,
         }
     }
 }
@@ -170,8 +157,6 @@ pub struct Endpoint {
     /// Links whose bytes did not decode; the driver closes them.
     pub broken: Vec<LinkId>,
     frame_acks: u64,
-    /// Final ACKs of recently finished streams (`repeat_final_acks`).
-    final_acks: BTreeMap<StreamId, u64>,
 }
 
 impl Endpoint {
@@ -206,7 +191,6 @@ impl Endpoint {
             received: Vec::new(),
             broken: Vec::new(),
             frame_acks: 0,
-            final_acks: BTreeMap::new(),
         }
     }
 
@@ -309,13 +293,7 @@ impl Endpoint {
     /// `Session::reinject`: RSTs we told, then per live stream its
     /// `SendState::resend` frames and its current ACK.
     fn reinject(&mut self, net: &mut Network, now: Instant) {
-        let mut resets: Vec<Frame<'static>> = self.table.resets_told().collect();
-        // The table keeps them in a hash map; sorted, a seed replays exactly.
-        resets.sort_by_key(|f| Wire::of(f).stream());
-        let mut frames: Vec<Resend> = resets.into_iter().map(Resend::Control).collect();
-        for (&stream, &delivered) in &self.final_acks {
-            frames.push(Resend::Control(Frame::Ack { stream, delivered }));
-        }
+        let mut frames: Vec<Resend> = self.table.repeats().map(Resend::Control).collect();
         for (&id, st) in &self.streams {
             st.send.resend(id, &mut frames);
             let ack = st.recv.ack_sent();

@@ -14,7 +14,7 @@ use mtcp::proto::error::Violation;
 use mtcp::proto::frame::{self, Frame, RstReason, StreamId};
 use mtcp::proto::recv::{self, Deliverer, RecvState, WriterStep};
 use mtcp::proto::send::{self, Payload, STREAM_FLOOR, SendState};
-use mtcp::proto::table::{Lookup, Outcome, RECENTLY_CLOSED};
+use mtcp::proto::table::{Lookup, Outcome};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,7 +80,11 @@ impl Endpoint {
     fn new_stream(&self, id: StreamId, plan: &AppPlan, now: Instant) -> SimStream {
         let from_client = self.side == Side::Client;
         SimStream {
-            send: SendState::new(),
+            send: if from_client {
+                SendState::new()
+            } else {
+                SendState::opened_by_peer()
+            },
             recv: RecvState::new(u64::from(self.cfg.window), now),
             out: AppWriter::new(content(id, from_client, plan.send), plan.close),
             inp: AppReader::new(plan.read, self.cfg.socket_buffer),
@@ -129,14 +133,6 @@ impl Endpoint {
             }
             Lookup::Refused(id) => {
                 self.stats.refused += 1;
-                if self.cfg.remember_refused {
-                    let reset = Outcome::Reset {
-                        reason: RstReason::Refused,
-                        told: true,
-                    };
-                    self.table.insert(id, id);
-                    self.table.remove(id, reset);
-                }
                 self.send_control(
                     Frame::Rst {
                         stream: id,
@@ -209,17 +205,14 @@ impl Endpoint {
         let Some(mut st) = self.streams.remove(&id) else {
             return;
         };
-        self.table.remove(id, Outcome::Finished);
-        if self.cfg.repeat_final_acks {
-            self.final_acks.insert(id, st.recv.ack_sent());
-            while self.final_acks.len() > RECENTLY_CLOSED {
-                self.final_acks.pop_first();
-            }
-        }
+        let outcome = Outcome::Finished {
+            final_ack: st.recv.ack_sent(),
+        };
+        self.table.remove(id, outcome);
         self.ended.insert(
             id,
             Ended {
-                outcome: Outcome::Finished,
+                outcome,
                 at: now,
                 received: std::mem::take(&mut st.inp.got),
                 sent: st.out.taken(),
@@ -280,11 +273,16 @@ impl Endpoint {
                     match st.recv.on_fin(offset) {
                         // rt rings the writer's bell after every FIN: the
                         // writer ends the stream once every byte is written.
-                        Ok(()) => st.writer.wake = true,
+                        Ok(again) => {
+                            st.writer.wake = true;
+                            if let Some(delivered) = again {
+                                self.send_ack(id, delivered, AckCause::Resent, net, now);
+                            }
+                        }
                         Err(v) => self.violation(id, v, net, now),
                     }
                 }
-                None => self.late_fin(stream, offset, net, now),
+                None => self.late_fin(stream, net, now),
             },
             Frame::Ack { stream, delivered } => {
                 if let Some(id) = self.stream_for(stream, false, net, now) {
@@ -362,19 +360,17 @@ impl Endpoint {
     }
 
     /// A FIN for a stream that is not in the table (rt: `answer_late_fin`).
-    fn late_fin(&mut self, id: StreamId, offset: u64, net: &mut Network, now: Instant) {
-        match self.table.late_fin_reply(id, offset) {
-            Ok(Some(Frame::Ack { stream, delivered })) => {
+    fn late_fin(&mut self, id: StreamId, net: &mut Network, now: Instant) {
+        match self.table.late_fin_reply(id) {
+            Some(Frame::Ack { stream, delivered }) => {
                 self.stats.late_fin_replies += 1;
                 self.send_ack(stream, delivered, AckCause::LateFin, net, now);
             }
-            Ok(Some(reply)) => {
+            Some(reply) => {
                 self.stats.late_fin_replies += 1;
                 self.send_control(reply, net, now);
             }
-            Ok(None) => {}
-            // No stream left to reset: the frame is only ignored.
-            Err(v) => self.stats.violations.push((id, v)),
+            None => {}
         }
     }
 
