@@ -107,6 +107,13 @@ impl Client {
             self.config.pool_size,
             if self.config.zero_rtt { "on" } else { "off" }
         );
+        let tunnel = &self.config.tunnel;
+        if tunnel.secret.is_some() && tunnel.encrypt {
+            log::info!(
+                "links are encrypted with {}",
+                secure::Cipher::preferred().name()
+            );
+        }
         let (events_tx, events_rx) = bounded(1024);
         let pool = Arc::new(Pool {
             config: self.config.clone(),

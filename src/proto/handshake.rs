@@ -57,6 +57,8 @@ pub enum HandshakeFault {
     PeerHasSecret,
     /// The two ends disagree on `encrypt`.
     EncryptMismatch,
+    /// A secured link names a record cipher this build does not know.
+    UnknownCipher(u8),
     /// The Noise state machine failed (it names why).
     Noise(String),
     /// Our own session closed while the link shook hands.
@@ -79,6 +81,7 @@ impl HandshakeFault {
             HandshakeFault::PeerHasNoSecret => "peer_has_no_secret",
             HandshakeFault::PeerHasSecret => "peer_has_secret",
             HandshakeFault::EncryptMismatch => "encrypt_mismatch",
+            HandshakeFault::UnknownCipher(_) => "unknown_cipher",
             HandshakeFault::Noise(_) => "noise",
             HandshakeFault::SessionClosed => "session_closed",
         }
@@ -109,7 +112,8 @@ impl fmt::Display for HandshakeFault {
             ),
             HandshakeFault::ServerHasNoSecret => write!(
                 f,
-                "the server has no secret: it refused our secure handshake in plain text"
+                "the server has no secret (or speaks an older protocol version): it refused our \
+                 secure handshake in plain text"
             ),
             HandshakeFault::PeerHasNoSecret => {
                 write!(f, "peer has no secret, this server requires one")
@@ -118,6 +122,7 @@ impl fmt::Display for HandshakeFault {
             HandshakeFault::EncryptMismatch => {
                 write!(f, "server and client disagree on `encrypt`")
             }
+            HandshakeFault::UnknownCipher(c) => write!(f, "unknown record cipher {c}"),
             HandshakeFault::Noise(e) => write!(f, "noise: {e}"),
             HandshakeFault::SessionClosed => write!(f, "session closed during handshake"),
         }
