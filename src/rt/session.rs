@@ -22,6 +22,8 @@ use crate::proto::send::{Payload, Resend};
 use crate::proto::table::{Lookup, OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
+pub use crate::rt::counters::SessionStats;
+use crate::rt::counters::{DaemonCounters, SlotUps};
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
 use crate::rt::stream::{self, Stream, StreamHost};
@@ -31,7 +33,7 @@ use crate::util::thread::ThreadCount;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -74,14 +76,6 @@ impl std::fmt::Display for StreamOpenError {
     }
 }
 
-/// Counters for stats lines.
-#[derive(Default)]
-pub struct SessionStats {
-    pub streams_opened: AtomicU64,
-    /// Frames sent again after a link failure (retransmissions).
-    pub frames_resent: AtomicU64,
-}
-
 /// Where a frame for a stream missing from the table goes.
 enum Route {
     /// Another thread put the stream there meanwhile.
@@ -122,10 +116,14 @@ pub struct Session {
     /// Shared with every session of the daemon.
     send_budget: Arc<SendBudget>,
     pub stats: SessionStats,
+    /// The daemon's counters (links closed by reason).
+    counters: Arc<DaemonCounters>,
+    slots: SlotUps,
 }
 
 impl Session {
     /// A session with no links yet. `backend` is set on the server only.
+    #[allow(clippy::too_many_arguments)] // each is a separate daemon-wide part
     pub fn new(
         id: u64,
         role: Role,
@@ -134,6 +132,7 @@ impl Session {
         threads: ThreadCount,
         events: Option<Sender<SessionEvent>>,
         send_budget: Arc<SendBudget>,
+        counters: Arc<DaemonCounters>,
     ) -> Arc<Session> {
         let max_payload = tunnel.buffer_size as u32;
         let window = tunnel.stream_window;
@@ -160,6 +159,8 @@ impl Session {
             payloads: Arc::new(PayloadPool::new(max_payload as usize)),
             send_budget,
             stats: SessionStats::default(),
+            counters,
+            slots: SlotUps::default(),
         })
     }
 
@@ -234,6 +235,11 @@ impl Session {
         lock(&self.links).live.clone()
     }
 
+    /// `(slot, reconnects)` for every slot that ever had a link.
+    pub fn slot_reconnects(&self) -> Vec<(u16, u64)> {
+        self.slots.reconnects()
+    }
+
     /// Waits until at least one link is up, the session closes, or `limit`.
     pub fn wait_for_link(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -279,7 +285,55 @@ impl Session {
                 Resend::Control(c) => {
                     self.control(c, Wait::Yes);
                 }
-                Resend::Data(stream, offset, bytes) => self.send_data(stream, offset, bytes),
+                Resend::Data(stream, offset, bytes) => self.resend_data(stream, offset, bytes),
+            }
+        }
+    }
+
+    /// Re-sends DATA a lost link may have carried, counted for the session
+    /// and for the link that carries it again.
+    fn resend_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
+        let len = bytes.len() as u64;
+        let msg = Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        };
+        if let Some(link) = self.route_data(msg) {
+            link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+            self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands a DATA frame to the link the scheduler picks, and says which
+    /// one took it. Without a live link the bytes stay in the stream's
+    /// retransmission copy and go out when a link comes up.
+    fn route_data(&self, mut msg: Outbound) -> Option<Arc<LinkHandle>> {
+        if lock(&self.links).scheduler.measures_links() {
+            // Usually empty (a link is due every 10 ms at most), so this
+            // allocates nothing per frame and sends with no lock held.
+            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
+                .live
+                .iter()
+                .filter(|l| l.probe_due())
+                .cloned()
+                .collect();
+            for link in due {
+                link.probe_if_due();
+            }
+        }
+        loop {
+            let Some(link) = self.pick_data_link() else {
+                self.reinject_pending.store(true, Ordering::SeqCst);
+                // A link may have come up between the pick and the flag.
+                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
+                    self.reinject();
+                }
+                return None;
+            };
+            match link.send_data(msg) {
+                Ok(()) => return Some(link),
+                Err(back) => msg = back,
             }
         }
     }
@@ -612,8 +666,12 @@ impl Session {
 impl LinkHost for Session {
     fn on_frame(&self, link: &LinkHandle, f: Frame<'_>) -> Result<(), FrameError> {
         let id = match f {
+            Frame::Data { stream, data, .. } => {
+                let n = data.len() as u64;
+                self.stats.bytes_received.fetch_add(n, Ordering::Relaxed);
+                stream
+            }
             Frame::Open { stream }
-            | Frame::Data { stream, .. }
             | Frame::Fin { stream, .. }
             | Frame::Ack { stream, .. }
             | Frame::Rst { stream, .. } => stream,
@@ -644,6 +702,7 @@ impl LinkHost for Session {
             links.live.len()
         };
         self.had_link.store(true, Ordering::SeqCst);
+        self.slots.up(link.index);
         *lock(&self.no_links_since) = None;
         self.link_up.notify_all();
         log::info!(
@@ -668,6 +727,7 @@ impl LinkHost for Session {
             }
             links.live.len()
         };
+        self.counters.link_closed(why.kind());
         log::info!(
             "session {:016x}: link {} down (slot {}, peer {}): {why}; {remaining} live",
             self.id,
@@ -705,42 +765,15 @@ impl StreamHost for Session {
         u64::from(self.peer_window.load(Ordering::SeqCst))
     }
 
-    /// Hands a DATA frame to the link the scheduler picks. Without a live
-    /// link the bytes stay in the stream's retransmission copy and go out
-    /// when a link comes up.
+    /// A stream's new DATA: counted, then routed (see `route_data`).
     fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
-        let mut msg = Outbound::Data {
+        let len = bytes.len() as u64;
+        self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        self.route_data(Outbound::Data {
             stream,
             offset,
             bytes,
-        };
-        if lock(&self.links).scheduler.measures_links() {
-            // Usually empty (a link is due every 10 ms at most), so this
-            // allocates nothing per frame and sends with no lock held.
-            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
-                .live
-                .iter()
-                .filter(|l| l.probe_due())
-                .cloned()
-                .collect();
-            for link in due {
-                link.probe_if_due();
-            }
-        }
-        loop {
-            let Some(link) = self.pick_data_link() else {
-                self.reinject_pending.store(true, Ordering::SeqCst);
-                // A link may have come up between the pick and the flag.
-                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
-                    self.reinject();
-                }
-                return;
-            };
-            match link.send_data(msg) {
-                Ok(()) => return,
-                Err(back) => msg = back,
-            }
-        }
+        });
     }
 
     fn send_control(&self, f: Frame<'static>) {

@@ -5,4 +5,5 @@ pub mod net;
 pub mod random;
 pub mod shutdown;
 pub mod sync;
+pub mod tcpinfo;
 pub mod thread;

@@ -157,6 +157,8 @@ pub struct LinkStats {
     pub frames_in: AtomicU64,
     /// Round-trip time of the last PING, in microseconds (0 = not measured).
     pub rtt_us: AtomicU64,
+    /// DATA payload bytes this link carried again for a link that died.
+    pub bytes_resent: AtomicU64,
 }
 
 /// The shared face of a live link: its queues, load and kill switch.
@@ -342,6 +344,12 @@ impl LinkHandle {
         }
         self.kill.trigger();
         let _ = self.socket.shutdown(Direction::Both);
+    }
+
+    /// The kernel's view of the link's socket (unsent bytes, TCP
+    /// retransmissions), for the metrics endpoint.
+    pub fn tcp_info(&self) -> io::Result<crate::util::tcpinfo::TcpInfo> {
+        crate::util::tcpinfo::read(&self.socket)
     }
 
     /// True once [`kill`](Self::kill) ran.
