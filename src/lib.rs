@@ -11,8 +11,8 @@
 //! - [`config`]: the config file, read and checked into typed settings;
 //! - [`rt`]: links, streams and sessions, the threads that drive the core;
 //! - [`server`], [`client`]: the two daemons;
-//! - [`ops`], [`systemd`], [`cli`]: reloads, stats reports, the service
-//!   manager, the command line.
+//! - [`ops`], [`metrics`], [`systemd`], [`cli`]: reloads, stats reports,
+//!   the Prometheus endpoint, the service manager, the command line.
 // `deny`, not `forbid`: `util::tcpinfo` holds the one justified exception
 // (a `getsockopt(TCP_INFO)` no maintained crate offers safely), allowed
 // there and nowhere else.
@@ -30,5 +30,6 @@ pub mod client;
 pub mod server;
 
 pub mod cli;
+pub mod metrics;
 pub mod ops;
 pub mod systemd;

@@ -11,6 +11,8 @@ use log::{info, warn};
 use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR};
 use mtcp::client::Client;
 use mtcp::config::{self, Config, ConfigError};
+use mtcp::metrics::exposition::Identity;
+use mtcp::metrics::{MetricsServer, Source};
 use mtcp::ops::{LogControl, Ops, Request};
 use mtcp::proto::frame::RstReason;
 use mtcp::rt::monitor::Monitor;
@@ -202,8 +204,15 @@ fn daemon<D: Daemon>(
         }
     };
     let _ = running.set(d.monitor());
+    let metrics = match start_metrics(&ctx.config, d.monitor()) {
+        Ok(m) => m,
+        Err((addr, e)) => {
+            fatal(format_args!("cannot listen on metrics_listen {addr}: {e}"));
+            return ExitCode::from(EXIT_OSERR);
+        }
+    };
     let addr = d.local_addr().unwrap_or(listen);
-    start_operations(ctx, &d, addr, readiness, &shutdown, pending);
+    start_operations(ctx, &d, addr, readiness, &shutdown, pending, metrics);
     match d.run(shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -211,6 +220,26 @@ fn daemon<D: Daemon>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the metrics endpoint when the config asks for one. A port that
+/// cannot be bound stops the start-up like the daemon's own: an operator who
+/// set the key expects the endpoint, and a silent gap in the graphs is
+/// worse than a failed start.
+fn start_metrics(
+    config: &Config,
+    monitor: Monitor,
+) -> Result<Option<MetricsServer>, (SocketAddr, std::io::Error)> {
+    let Some(addr) = config.ops().metrics_listen else {
+        return Ok(None);
+    };
+    let source = Source {
+        monitor,
+        identity: Identity::of(config),
+    };
+    MetricsServer::start(addr, source)
+        .map(Some)
+        .map_err(|e| (addr, e))
 }
 
 fn drain_timeout(cfg: &Config) -> Duration {
@@ -231,6 +260,7 @@ fn start_operations<D: Daemon>(
     readiness: Readiness,
     shutdown: &Shutdown,
     pending: crossbeam_channel::Receiver<Request>,
+    metrics: Option<MetricsServer>,
 ) {
     let monitor = d.monitor();
     let notifier = ctx.notifier.clone();
@@ -240,6 +270,7 @@ fn start_operations<D: Daemon>(
         logs: ctx.logs,
         monitor: monitor.clone(),
         notifier: notifier.clone(),
+        metrics,
     };
     if let Err(e) = ops.spawn(pending) {
         warn!("cannot start the ops thread (no reload, no stats): {e}");

@@ -29,7 +29,8 @@ use std::sync::Arc;
 /// First bytes of a secured link, so a server tells a Noise handshake from a
 /// plain HELLO (and can refuse a mismatch with a clear reason).
 pub const SECURE_MAGIC: [u8; 4] = *b"MTCN";
-const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+/// The Noise protocol links run (also reported as the metrics' cipher).
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 /// Largest record on the wire, ciphertext included.
 const MAX_RECORD: usize = 65535;
 const TAG_LEN: usize = 16;
