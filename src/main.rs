@@ -8,7 +8,7 @@
 use clap::Parser;
 use crossbeam_channel::Sender;
 use log::{info, warn};
-use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR};
+use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR, EXIT_UNAVAILABLE, StatusArgs};
 use mtcp::client::Client;
 use mtcp::config::{self, Config, ConfigError};
 use mtcp::metrics::exposition::Identity;
@@ -17,6 +17,7 @@ use mtcp::ops::{LogControl, Ops, Request};
 use mtcp::proto::frame::RstReason;
 use mtcp::rt::monitor::Monitor;
 use mtcp::server::Server;
+use mtcp::status::StatusError;
 use mtcp::systemd::{self, Notifier, Readiness};
 use mtcp::util::shutdown::Shutdown;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -46,6 +47,30 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => serve(&args.config, config::load(&args.config), logs),
         Command::Check(args) => check(&args),
+        Command::Status(args) => status(&args),
+    }
+}
+
+/// Prints the running daemon's status table (see `mtcp::status`).
+fn status(args: &StatusArgs) -> ExitCode {
+    let interval = Duration::from_millis(args.interval_ms.min(60_000));
+    match mtcp::status::status(&args.config, interval) {
+        Ok(table) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(table.as_bytes());
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            fatal(&e);
+            ExitCode::from(match e {
+                StatusError::Config(_) | StatusError::NotSet(_) | StatusError::PortZero(_) => {
+                    EXIT_CONFIG
+                }
+                StatusError::NotRunning { .. } => EXIT_UNAVAILABLE,
+                StatusError::BadAnswer { .. } => 1,
+            })
+        }
     }
 }
 
