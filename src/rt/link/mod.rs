@@ -260,12 +260,12 @@ impl LinkHandle {
                 Ok(())
             }
             Ok(Attempt::Refused) => Err(msg),
-            Ok(Attempt::Partial) => {
+            Ok(Attempt::Partial(n)) => {
                 // Counted before the lock is let go, so the writer's uncount
                 // always comes after.
                 self.queued.fetch_add(load, Ordering::Relaxed);
                 drop(wire);
-                self.count_out(1, 0);
+                self.count_out(1, n);
                 let _ = self.control.try_send(Outbound::Flush);
                 Ok(())
             }
