@@ -60,6 +60,7 @@ pub struct Source {
 pub struct MetricsServer {
     addr: SocketAddr,
     shutdown: Shutdown,
+    conns: ThreadCount,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -74,9 +75,10 @@ impl MetricsServer {
         // whose count is the cap.
         let own = ThreadCount::default();
         crate::util::net::wake_on_shutdown(&own, &shutdown, local)?;
-        let sd = shutdown.clone();
+        let (sd, conns) = (shutdown.clone(), ThreadCount::default());
+        let counted = conns.clone();
         let accept = thread::spawn_task(&own, "metrics-accept".into(), move || {
-            accept_loop(&listener, &sd, &source);
+            accept_loop(&listener, &sd, &source, &counted);
         });
         let accept = match accept {
             Ok(j) => j,
@@ -96,6 +98,7 @@ impl MetricsServer {
         Ok(MetricsServer {
             addr: local,
             shutdown,
+            conns,
             accept: Some(accept),
         })
     }
@@ -103,6 +106,11 @@ impl MetricsServer {
     /// The address it listens on (the real port when the config said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections being served now (at most [`MAX_CONNECTIONS`]).
+    pub fn connections(&self) -> usize {
+        self.conns.live()
     }
 
     /// Closes the listener and waits until it is closed, so the address can
@@ -125,8 +133,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shutdown: &Shutdown, source: &Source) {
-    let conns = ThreadCount::default();
+fn accept_loop(listener: &TcpListener, shutdown: &Shutdown, source: &Source, conns: &ThreadCount) {
     for conn in listener.incoming() {
         if shutdown.is_triggered() {
             return;
@@ -144,7 +151,7 @@ fn accept_loop(listener: &TcpListener, shutdown: &Shutdown, source: &Source) {
             continue;
         }
         let source = source.clone();
-        let spawned = thread::spawn_task(&conns, "metrics-http".into(), move || {
+        let spawned = thread::spawn_task(conns, "metrics-http".into(), move || {
             serve(sock, &source);
         });
         if let Err(e) = spawned {
