@@ -662,3 +662,84 @@ fn status_against_an_in_process_pair_shows_the_rates() {
         }
     });
 }
+
+/// The PromQL expressions of the example Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/grafana-dashboard.json");
+    let text = std::fs::read_to_string(path).expect("etc/grafana-dashboard.json");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("\"expr\": \""))
+        .map(|e| {
+            e.trim_end_matches(',')
+                .trim_end_matches('"')
+                .replace("\\\"", "\"")
+        })
+        .collect()
+}
+
+#[test]
+fn the_example_dashboard_and_scrape_snippet_match_the_exposition() {
+    within(Duration::from_secs(120), || {
+        let queries = dashboard_queries();
+        assert!(queries.len() >= 10, "{queries:?}");
+        // Every series the dashboard asks for is one the daemons export.
+        let t = tunnel(2);
+        download(&t.client, 2, MIB);
+        let end = endpoint(t.client.monitor.clone(), Role::Client);
+        // RTTs are reported once the first keepalive PING was answered.
+        let mut text = String::new();
+        let measured = wait_until(Duration::from_secs(10), || {
+            text = get(end.local_addr(), "/metrics");
+            text.contains("mtcp_link_rtt_seconds{")
+        });
+        assert!(measured, "no RTT measured: {text}");
+        for q in &queries {
+            let mut rest = q.as_str();
+            while let Some(at) = rest.find("mtcp_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(
+                    text.contains(&format!("# TYPE {name} ")),
+                    "the dashboard queries {name}, which is not exported: {q}"
+                );
+                rest = &rest[at + name.len()..];
+            }
+        }
+        if !installed("promtool") {
+            println!(
+                "SKIPPED promtool checks of etc/: promtool is not installed (Debian package `prometheus`)"
+            );
+            return;
+        }
+        // And each is valid PromQL once Grafana's variables are filled in.
+        let dir = TempDir::new("rules");
+        let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+        for (i, q) in queries.iter().enumerate() {
+            let q = q
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            rules.push_str(&format!(
+                "      - record: dashboard:q{i}\n        expr: '{q}'\n"
+            ));
+        }
+        let file = dir.write("rules.yml", &rules);
+        let etc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/prometheus.yml");
+        for args in [
+            vec!["check".into(), "rules".into(), file.display().to_string()],
+            vec!["check".into(), "config".into(), etc.display().to_string()],
+        ] {
+            let out = Command::new("promtool")
+                .args(&args)
+                .output()
+                .expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool {args:?}: {}{}\n{rules}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
