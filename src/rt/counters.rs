@@ -3,7 +3,7 @@
 //! session's own.
 //!
 //! They are relaxed atomics bumped where the event happens and read by
-//! [`Monitor`](crate::rt::monitor::Monitor) snapshots. Every reason is a
+//! monitor snapshots (`rt::monitor`). Every reason is a
 //! fixed slot, so a peer can move a counter but never add a label value:
 //! what the metrics endpoint exports stays bounded however hostile the
 //! traffic.

@@ -143,7 +143,7 @@ fn session_stats(s: &Session) -> SessionSnapshot {
         bytes_resent: stats.bytes_resent.load(Ordering::Relaxed),
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         bytes_received: stats.bytes_received.load(Ordering::Relaxed),
-        slots: s.slot_reconnects(),
+        slots: s.slots.reconnects(),
         links,
     }
 }

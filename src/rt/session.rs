@@ -118,7 +118,8 @@ pub struct Session {
     pub stats: SessionStats,
     /// The daemon's counters (links closed by reason).
     counters: Arc<DaemonCounters>,
-    slots: SlotUps,
+    /// Links up per slot, for the reconnect counts.
+    pub slots: SlotUps,
 }
 
 impl Session {
@@ -235,11 +236,6 @@ impl Session {
         lock(&self.links).live.clone()
     }
 
-    /// `(slot, reconnects)` for every slot that ever had a link.
-    pub fn slot_reconnects(&self) -> Vec<(u16, u64)> {
-        self.slots.reconnects()
-    }
-
     /// Waits until at least one link is up, the session closes, or `limit`.
     pub fn wait_for_link(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -285,23 +281,20 @@ impl Session {
                 Resend::Control(c) => {
                     self.control(c, Wait::Yes);
                 }
-                Resend::Data(stream, offset, bytes) => self.resend_data(stream, offset, bytes),
+                Resend::Data(stream, offset, bytes) => {
+                    // Counted for the session and the link that carries it.
+                    let len = bytes.len() as u64;
+                    let data = Outbound::Data {
+                        stream,
+                        offset,
+                        bytes,
+                    };
+                    if let Some(link) = self.route_data(data) {
+                        link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                    }
+                }
             }
-        }
-    }
-
-    /// Re-sends DATA a lost link may have carried, counted for the session
-    /// and for the link that carries it again.
-    fn resend_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
-        let len = bytes.len() as u64;
-        let msg = Outbound::Data {
-            stream,
-            offset,
-            bytes,
-        };
-        if let Some(link) = self.route_data(msg) {
-            link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
-            self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
         }
     }
 
