@@ -43,7 +43,7 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
         Signals: SIGINT or SIGTERM stops gracefully (new connections are refused, open ones \
         may finish for up to drain_timeout_ms); a second one resets the open streams and \
         exits at once. SIGHUP re-reads \
-        the config file: log_level and stats_interval_ms are applied, every other changed key \
+        the config file: log_level, stats_interval_ms and metrics_listen are applied, every other changed key \
         is logged as waiting for a restart, and an invalid file is logged and ignored. \
         SIGUSR1 logs per-session and per-link statistics.\n\n\
         Under systemd (NOTIFY_SOCKET set) the daemon reports READY=1 once it listens (a \
