@@ -277,6 +277,12 @@ fn hostile_input_on_the_metrics_port_leaves_the_daemon_serving() {
     });
 }
 
+/// Says a test skipped a part on the real stderr, which the test harness
+/// does not capture, so the line shows in every `cargo test` run.
+fn skipped(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn installed(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -289,8 +295,8 @@ fn installed(tool: &str) -> bool {
 #[test]
 fn promtool_accepts_the_exposition() {
     if !installed("promtool") {
-        println!(
-            "SKIPPED promtool_accepts_the_exposition: promtool is not installed (Debian package `prometheus`)"
+        skipped(
+            "SKIPPED promtool_accepts_the_exposition: promtool is not installed (Debian package `prometheus`)",
         );
         return;
     }
@@ -346,8 +352,8 @@ impl Drop for Reaped {
 #[test]
 fn a_real_prometheus_scrapes_both_daemons() {
     if !installed("prometheus") {
-        println!(
-            "SKIPPED a_real_prometheus_scrapes_both_daemons: prometheus is not installed (Debian package `prometheus`)"
+        skipped(
+            "SKIPPED a_real_prometheus_scrapes_both_daemons: prometheus is not installed (Debian package `prometheus`)",
         );
         return;
     }
@@ -708,8 +714,8 @@ fn the_example_dashboard_and_scrape_snippet_match_the_exposition() {
             }
         }
         if !installed("promtool") {
-            println!(
-                "SKIPPED promtool checks of etc/: promtool is not installed (Debian package `prometheus`)"
+            skipped(
+                "SKIPPED promtool checks of etc/: promtool is not installed (Debian package `prometheus`)",
             );
             return;
         }
