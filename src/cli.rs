@@ -20,6 +20,9 @@ pub const DEFAULT_CLIENT_CONFIG: &str = "config.client.toml";
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit status when the listening socket cannot be opened (sysexits EX_OSERR).
 pub const EXIT_OSERR: u8 = 71;
+/// Exit status of `mtcp status` when no daemon answers on the endpoint
+/// (sysexits EX_UNAVAILABLE), so scripts can tell "not running" apart.
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 /// The whole command line of `mtcp`.
 #[derive(Debug, Parser)]
@@ -40,7 +43,7 @@ pub const EXIT_OSERR: u8 = 71;
         Signals: SIGINT or SIGTERM stops gracefully (new connections are refused, open ones \
         may finish for up to drain_timeout_ms); a second one resets the open streams and \
         exits at once. SIGHUP re-reads \
-        the config file: log_level and stats_interval_ms are applied, every other changed key \
+        the config file: log_level, stats_interval_ms and metrics_listen are applied, every other changed key \
         is logged as waiting for a restart, and an invalid file is logged and ignored. \
         SIGUSR1 logs per-session and per-link statistics.\n\n\
         Under systemd (NOTIFY_SOCKET set) the daemon reports READY=1 once it listens (a \
@@ -73,6 +76,14 @@ pub enum Command {
     /// Prints every key with the value that will be used, defaults included,
     /// as a config file. Exits 0 when the file is valid, 78 when it is not.
     Check(CheckArgs),
+    /// Show a running daemon's sessions and links, read from its metrics endpoint.
+    ///
+    /// Reads metrics_listen from the config file, asks the daemon twice
+    /// (--interval-ms apart) and prints its sessions and, per link, state,
+    /// slot, peer, round-trip time, rate each way, bytes re-sent, TCP
+    /// retransmissions and reconnects. Exits 78 when the file is invalid or
+    /// has no metrics_listen, 69 when no daemon answers there.
+    Status(StatusArgs),
 }
 
 /// Options of `mtcp server`.
@@ -115,6 +126,17 @@ pub struct CheckArgs {
     /// would only fill the journal.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Options of `mtcp status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Config file of the running daemon (server or client); its metrics_listen is asked.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Time between the two readings the rates come from; 0 reads once, without rates.
+    #[arg(short, long, value_name = "MS", default_value_t = 1000)]
+    pub interval_ms: u64,
 }
 
 #[cfg(test)]
@@ -161,6 +183,12 @@ mod tests {
             Command::Run(a) => assert_eq!(a.config, PathBuf::from("/etc/mtcp/server.toml")),
             other => panic!("{other:?}"),
         }
+        let cli = Cli::try_parse_from(["mtcp", "status", "-c", "c.toml", "-i", "0"]).unwrap();
+        match cli.command {
+            Command::Status(a) => assert_eq!((a.config, a.interval_ms), ("c.toml".into(), 0)),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["mtcp", "status"]).is_err());
         // Neither has `run`: its role comes from the file, which must be named.
         assert!(Cli::try_parse_from(["mtcp", "run"]).is_err());
         assert!(Cli::try_parse_from(["mtcp"]).is_err());

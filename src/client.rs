@@ -12,6 +12,7 @@ use crate::config::{ClientConfig, Role};
 use crate::proto::frame::{self, LinkReason, RstReason};
 use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault};
 use crate::rt::budget::SendBudget;
+use crate::rt::counters::{DaemonCounters, Refusal};
 use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure;
@@ -61,6 +62,8 @@ struct Pool {
     epoch: Instant,
     /// Shared by the current session and the retiring ones.
     send_budget: Arc<SendBudget>,
+    /// The daemon's counters (from its monitor), for sessions and handshakes.
+    counters: Arc<DaemonCounters>,
     /// Rung when an application arrives while no link is up: a slot waiting
     /// out its reconnect backoff tries again now (not sooner than
     /// `reconnect_min` after its last try), so a server that came back
@@ -125,6 +128,7 @@ impl Client {
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
+            counters: self.monitor.counters(),
             retry_now: Bell::new(),
         });
         let p = pool.clone();
@@ -183,6 +187,7 @@ impl Pool {
             self.threads.clone(),
             Some(self.events.clone()),
             self.send_budget.clone(),
+            self.counters.clone(),
         );
         log::info!(
             "session {id:016x} started, connecting {} links",
@@ -309,6 +314,8 @@ impl Pool {
                     continue;
                 }
                 Err(HandshakeError::Refused(LinkReason::UnknownSession)) => {
+                    self.counters
+                        .refused(Refusal::Link(LinkReason::UnknownSession));
                     self.session_lost(session, "the server no longer knows it: it restarted");
                     return;
                 }
@@ -330,6 +337,7 @@ impl Pool {
                     return;
                 }
                 Err(e) => {
+                    self.counters.handshake_error(&e);
                     self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
                     failures += 1;
                     if failures == 1 {

@@ -8,13 +8,16 @@
 use clap::Parser;
 use crossbeam_channel::Sender;
 use log::{info, warn};
-use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR};
+use mtcp::cli::{CheckArgs, Cli, Command, EXIT_CONFIG, EXIT_OSERR, EXIT_UNAVAILABLE, StatusArgs};
 use mtcp::client::Client;
 use mtcp::config::{self, Config, ConfigError};
+use mtcp::metrics::exposition::Identity;
+use mtcp::metrics::{MetricsServer, Source};
 use mtcp::ops::{LogControl, Ops, Request};
 use mtcp::proto::frame::RstReason;
 use mtcp::rt::monitor::Monitor;
 use mtcp::server::Server;
+use mtcp::status::StatusError;
 use mtcp::systemd::{self, Notifier, Readiness};
 use mtcp::util::shutdown::Shutdown;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -44,6 +47,30 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => serve(&args.config, config::load(&args.config), logs),
         Command::Check(args) => check(&args),
+        Command::Status(args) => status(&args),
+    }
+}
+
+/// Prints the running daemon's status table (see `mtcp::status`).
+fn status(args: &StatusArgs) -> ExitCode {
+    let interval = Duration::from_millis(args.interval_ms.min(60_000));
+    match mtcp::status::status(&args.config, interval) {
+        Ok(table) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(table.as_bytes());
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            fatal(&e);
+            ExitCode::from(match e {
+                StatusError::Config(_) | StatusError::NotSet(_) | StatusError::PortZero(_) => {
+                    EXIT_CONFIG
+                }
+                StatusError::NotRunning { .. } => EXIT_UNAVAILABLE,
+                StatusError::BadAnswer { .. } => 1,
+            })
+        }
     }
 }
 
@@ -202,8 +229,15 @@ fn daemon<D: Daemon>(
         }
     };
     let _ = running.set(d.monitor());
+    let metrics = match start_metrics(&ctx.config, d.monitor()) {
+        Ok(m) => m,
+        Err((addr, e)) => {
+            fatal(format_args!("cannot listen on metrics_listen {addr}: {e}"));
+            return ExitCode::from(EXIT_OSERR);
+        }
+    };
     let addr = d.local_addr().unwrap_or(listen);
-    start_operations(ctx, &d, addr, readiness, &shutdown, pending);
+    start_operations(ctx, &d, addr, readiness, &shutdown, pending, metrics);
     match d.run(shutdown) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -211,6 +245,26 @@ fn daemon<D: Daemon>(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the metrics endpoint when the config asks for one. A port that
+/// cannot be bound stops the start-up like the daemon's own: an operator who
+/// set the key expects the endpoint, and a silent gap in the graphs is
+/// worse than a failed start.
+fn start_metrics(
+    config: &Config,
+    monitor: Monitor,
+) -> Result<Option<MetricsServer>, (SocketAddr, std::io::Error)> {
+    let Some(addr) = config.ops().metrics_listen else {
+        return Ok(None);
+    };
+    let source = Source {
+        monitor,
+        identity: Identity::of(config),
+    };
+    MetricsServer::start(addr, source)
+        .map(Some)
+        .map_err(|e| (addr, e))
 }
 
 fn drain_timeout(cfg: &Config) -> Duration {
@@ -231,6 +285,7 @@ fn start_operations<D: Daemon>(
     readiness: Readiness,
     shutdown: &Shutdown,
     pending: crossbeam_channel::Receiver<Request>,
+    metrics: Option<MetricsServer>,
 ) {
     let monitor = d.monitor();
     let notifier = ctx.notifier.clone();
@@ -240,6 +295,7 @@ fn start_operations<D: Daemon>(
         logs: ctx.logs,
         monitor: monitor.clone(),
         notifier: notifier.clone(),
+        metrics,
     };
     if let Err(e) = ops.spawn(pending) {
         warn!("cannot start the ops thread (no reload, no stats): {e}");

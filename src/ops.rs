@@ -6,21 +6,26 @@
 //! [`Request`]s to it.
 //!
 //! What a reload may change at run time is deliberately small: the keys that
-//! only this thread uses (`log_level`, `stats_interval_ms`). Every other key
+//! only this thread uses (`log_level`, `stats_interval_ms`, and
+//! `metrics_listen`: the metrics endpoint is this thread's too, closed and
+//! bound again at the new address). Every other key
 //! is baked into sockets, sessions and threads, so changing it safely means
 //! a restart; a reload reports each such change, and the running value stays
 //! what the daemon uses (and what the next reload compares against).
 
 use crate::config::{self, Config, OpsConfig, TunnelConfig};
+use crate::metrics::exposition::Identity;
+use crate::metrics::{MetricsServer, Source};
 use crate::rt::monitor::Monitor;
 use crate::systemd::{self, Notifier};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Keys a SIGHUP applies without a restart.
-pub const RELOADABLE: &[&str] = &["log_level", "stats_interval_ms"];
+pub const RELOADABLE: &[&str] = &["log_level", "stats_interval_ms", "metrics_listen"];
 
 /// How often the `STATUS=` line shown by `systemctl status` is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -66,9 +71,10 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     }
     let (old_text, new_text) = (old.describe(), new.describe());
     let old_keys = key_values(&old_text);
-    let mut all: Vec<Change> = key_values(&new_text)
-        .into_iter()
-        .filter_map(|(key, value)| {
+    let new_keys = key_values(&new_text);
+    let mut all: Vec<Change> = new_keys
+        .iter()
+        .filter_map(|&(key, value)| {
             let before = old_keys.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
             (before != Some(value)).then(|| Change {
                 key: key.to_owned(),
@@ -77,6 +83,17 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
             })
         })
         .collect();
+    // A key only printed when set (`metrics_listen`) may have been removed.
+    all.extend(
+        old_keys
+            .iter()
+            .filter(|(key, _)| !new_keys.iter().any(|(k, _)| k == key))
+            .map(|(key, value)| Change {
+                key: (*key).to_owned(),
+                old: (*value).to_owned(),
+                new: "(unset)".to_owned(),
+            }),
+    );
     // `describe` never prints the secret itself, so compare it directly.
     if tunnel(old).secret != tunnel(new).secret {
         all.push(Change {
@@ -136,6 +153,9 @@ pub struct Ops {
     pub monitor: Monitor,
     /// Where `STATUS=` lines go, if under systemd.
     pub notifier: Option<Arc<Notifier>>,
+    /// The metrics endpoint, when `metrics_listen` is set (started before
+    /// the daemon runs, so that a port in use stops the start-up).
+    pub metrics: Option<MetricsServer>,
 }
 
 impl Ops {
@@ -239,7 +259,11 @@ impl Ops {
         if role_changed {
             return false;
         }
-        self.running = self.running.with_ops(new.ops().clone());
+        let mut ops = new.ops().clone();
+        if all.iter().any(|c| c.key == "metrics_listen") {
+            ops.metrics_listen = self.move_metrics(ops.metrics_listen);
+        }
+        self.running = self.running.with_ops(ops);
         if !self.logs.apply(self.running.ops()) && all.iter().any(|c| c.key == "log_level") {
             log::warn!("reload: log_level not applied: RUST_LOG is set and takes precedence");
         }
@@ -249,6 +273,45 @@ impl Ops {
             all.len() - pending
         );
         true
+    }
+}
+
+impl Ops {
+    /// Moves the metrics endpoint to `want` (or closes it); returns where it
+    /// listens afterwards, which becomes the running value. If the new
+    /// address cannot be bound, the endpoint goes back to the old one, so a
+    /// typo in a reload does not take the metrics away; the next reload
+    /// tries the file's address again.
+    fn move_metrics(&mut self, want: Option<SocketAddr>) -> Option<SocketAddr> {
+        let old = self.running.ops().metrics_listen;
+        // Closed first: the new address may be the same port on another IP.
+        if let Some(server) = self.metrics.take() {
+            server.stop();
+        }
+        let Some(addr) = want else {
+            log::info!("reload: metrics endpoint closed");
+            return None;
+        };
+        let source = Source {
+            monitor: self.monitor.clone(),
+            identity: Identity::of(&self.running),
+        };
+        match MetricsServer::start(addr, source.clone()) {
+            Ok(server) => {
+                self.metrics = Some(server);
+                return Some(addr);
+            }
+            Err(e) => log::error!("reload: cannot listen on metrics_listen {addr}: {e}"),
+        }
+        let back = old.and_then(|a| MetricsServer::start(a, source).ok().map(|m| (a, m)));
+        match back {
+            Some((a, server)) => {
+                log::warn!("reload: metrics endpoint kept on {a}");
+                self.metrics = Some(server);
+                Some(a)
+            }
+            None => None,
+        }
     }
 }
 
@@ -318,6 +381,7 @@ mod tests {
             logs: LogControl { env_override: true },
             monitor: Monitor::new(),
             notifier: None,
+            metrics: None,
         };
         std::fs::write(&path, "mode = \"client\"\n[client]\n").expect("write");
         assert!(!ops.reload());
@@ -331,6 +395,53 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert!(ops.running.describe().contains("local_listen_port = 7000"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_removed_key_is_a_change() {
+        let on = format!("{SERVER}metrics_listen = \"127.0.0.1:9464\"\n");
+        let all = changes(&parse(&on), &parse(SERVER));
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].key, "metrics_listen");
+        assert_eq!(all[0].new, "(unset)");
+        assert!(all[0].is_reloadable());
+        let all = changes(&parse(SERVER), &parse(&on));
+        assert_eq!((all[0].old.as_str(), all.len()), ("(unset)", 1));
+    }
+
+    #[test]
+    fn reload_opens_moves_and_closes_the_metrics_endpoint() {
+        let dir = std::env::temp_dir().join(format!("mtcp-ops-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("c.toml");
+        let mut ops = Ops {
+            path: path.clone(),
+            running: parse(CLIENT),
+            logs: LogControl { env_override: true },
+            monitor: Monitor::new(),
+            notifier: None,
+            metrics: None,
+        };
+        let with = |addr: &str| format!("{CLIENT}metrics_listen = \"{addr}\"\n");
+        std::fs::write(&path, with("127.0.0.1:0")).expect("write");
+        assert!(ops.reload());
+        let first = ops.metrics.as_ref().expect("endpoint").local_addr();
+        assert!(std::net::TcpStream::connect(first).is_ok());
+        // An address in use: the endpoint comes back where it was.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = taken.local_addr().expect("addr");
+        std::fs::write(&path, with(&taken.to_string())).expect("write");
+        assert!(ops.reload());
+        assert!(ops.metrics.is_some());
+        assert_eq!(
+            ops.running.ops().metrics_listen,
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        std::fs::write(&path, CLIENT).expect("write");
+        assert!(ops.reload());
+        assert!(ops.metrics.is_none());
+        assert_eq!(ops.running.ops().metrics_listen, None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,6 +13,7 @@ use crate::proto::handshake::{
 };
 use crate::rt::backend::{Backend, StreamBudget};
 use crate::rt::budget::SendBudget;
+use crate::rt::counters::{DaemonCounters, HandshakeFailure, Refusal};
 use crate::rt::link;
 use crate::rt::monitor::Monitor;
 use crate::rt::secure::{self, Sealer};
@@ -61,6 +62,8 @@ struct Registry {
     shutdown: Shutdown,
     budget: Arc<StreamBudget>,
     send_budget: Arc<SendBudget>,
+    /// The daemon's counters (from its monitor): refusals, failed handshakes.
+    counters: Arc<DaemonCounters>,
 }
 
 impl Server {
@@ -110,6 +113,7 @@ impl Server {
             shutdown: shutdown.clone(),
             budget: Arc::new(StreamBudget::new(self.config.max_total_streams)),
             send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
+            counters: self.monitor.counters(),
         });
         let reg = registry.clone();
         self.monitor.attach(registry.send_budget.clone(), move || {
@@ -136,6 +140,7 @@ impl Server {
             if registry.pending.fetch_add(1, Ordering::SeqCst) >= self.config.max_pending_handshakes
             {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
+                registry.counters.refused(Refusal::TooManyHandshakes);
                 crate::warn_throttled!(
                     TOO_MANY_HANDSHAKES,
                     "{} handshakes in progress (max_pending_handshakes), closing connection from {}",
@@ -171,7 +176,14 @@ fn warn_if_open(config: &ServerConfig, addr: SocketAddr) {
     }
 }
 
-fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, peer: SocketAddr, reason: LinkReason) {
+fn refuse(
+    reg: &Registry,
+    sock: &mut TcpStream,
+    sealer: &mut Sealer,
+    peer: SocketAddr,
+    reason: LinkReason,
+) {
+    reg.counters.refused(Refusal::Link(reason));
     crate::warn_throttled_by!(
         REFUSED,
         reason.label(),
@@ -182,7 +194,8 @@ fn refuse(sock: &mut TcpStream, sealer: &mut Sealer, peer: SocketAddr, reason: L
 
 /// A connection that closes before its handshake is routine (port probes,
 /// health checks); one that times out or breaks is worth an info line.
-fn log_unfinished(peer: SocketAddr, e: &io::Error, deadline: Duration) {
+fn log_unfinished(reg: &Registry, peer: SocketAddr, e: &io::Error, deadline: Duration) {
+    reg.counters.handshake_failed(HandshakeFailure::of_io(e));
     match e.kind() {
         io::ErrorKind::UnexpectedEof => {
             log::debug!("connection from {peer} closed before its handshake");
@@ -215,8 +228,9 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
     let (mut sealer, mut opener, prefix) = match channel {
         Ok(channel) => channel,
-        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
+        Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
+            reg.counters.refused(Refusal::Link(reason));
             return crate::warn_throttled_by!(
                 REFUSED,
                 reason.label(),
@@ -224,6 +238,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
             );
         }
         Err(HandshakeError::Fault(e)) => {
+            reg.counters.handshake_failed(HandshakeFailure::Protocol);
             return crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer} refused: {e}");
         }
     };
@@ -237,25 +252,26 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
                 "link from {peer}: expected HELLO, got {}",
                 handshake::kind_name(&other)
             );
-            return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
+            return refuse(reg, &mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
-        Err(HandshakeError::Refused(r)) => return refuse(&mut sock, &mut sealer, peer, r),
-        Err(HandshakeError::Io(e)) => return log_unfinished(peer, &e, deadline),
+        Err(HandshakeError::Refused(r)) => return refuse(reg, &mut sock, &mut sealer, peer, r),
+        Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Fault(e)) => {
             crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer}: bad handshake: {e}");
-            return refuse(&mut sock, &mut sealer, peer, LinkReason::Protocol);
+            return refuse(reg, &mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
     };
     let client_limits = match handshake::check_hello(&hello) {
         Ok(limits) => limits,
-        Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
+        Err(reason) => return refuse(reg, &mut sock, &mut sealer, peer, reason),
     };
     let session = match join_session(reg, &hello, peer) {
         Ok(s) => s,
-        Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
+        Err(reason) => return refuse(reg, &mut sock, &mut sealer, peer, reason),
     };
     let welcome = handshake::welcome(session.our_limits());
     if let Err(e) = sealer.send_frame(&mut sock, &welcome) {
+        reg.counters.handshake_failed(HandshakeFailure::of_io(&e));
         return log::warn!("link from {peer}: cannot send WELCOME: {e}");
     }
     session.set_peer_limits(client_limits);
@@ -307,6 +323,7 @@ fn join_session(
                 reg.threads.clone(),
                 None,
                 reg.send_budget.clone(),
+                reg.counters.clone(),
             );
             sessions.insert(hello.session_id, session.clone());
             log::info!(

@@ -122,6 +122,10 @@ impl OpsConfig {
             "stats_interval_ms",
             self.stats_interval.map_or(0, |d| d.as_millis()),
         );
+        match self.metrics_listen {
+            Some(addr) => push_kv(out, "metrics_listen", format!("\"{addr}\"")),
+            None => out.push_str("# metrics_listen: not set, no metrics endpoint\n"),
+        }
     }
 }
 

@@ -60,6 +60,7 @@ pub(super) struct RawServer {
     pub(super) encrypt: Option<bool>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) stats_interval_ms: Option<u64>,
+    pub(super) metrics_listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +89,7 @@ pub(super) struct RawClient {
     pub(super) encrypt: Option<bool>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) stats_interval_ms: Option<u64>,
+    pub(super) metrics_listen: Option<String>,
 }
 
 /// The tunnel keys, gathered from either table (serde's `flatten` cannot be

@@ -280,12 +280,49 @@ fn ops_keys() {
     let ops = OpsConfig {
         log_level: LogLevel::Warn,
         stats_interval: None,
+        metrics_listen: None,
     };
     assert_eq!(running.with_ops(ops.clone()).ops(), &ops);
     for level in ["error", "warn", "info", "debug", "trace"] {
         let s = server_with(&format!("log_level = \"{level}\"")).unwrap();
         assert_eq!(s.ops.log_level.to_string(), level);
     }
+}
+
+#[test]
+fn metrics_listen_is_optional_and_an_address() {
+    assert_eq!(server(MIN_SERVER).unwrap().ops.metrics_listen, None);
+    assert!(
+        server(MIN_SERVER)
+            .unwrap()
+            .describe()
+            .contains("# metrics_listen: not set")
+    );
+    let s = server_with("metrics_listen = \"127.0.0.1:9464\"").unwrap();
+    assert_eq!(
+        s.ops.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert!(
+        s.describe()
+            .contains("\nmetrics_listen = \"127.0.0.1:9464\"\n")
+    );
+    assert_eq!(server(&s.describe()).unwrap(), s);
+    let c = client_with("metrics_listen = \"[::1]:0\"").unwrap();
+    assert_eq!(c.ops.metrics_listen, Some("[::1]:0".parse().unwrap()));
+    assert_eq!(client(&c.describe()).unwrap(), c);
+    for bad in [
+        "\"localhost:9464\"",
+        "\"127.0.0.1\"",
+        "\"::1:9464\"",
+        "\"\"",
+    ] {
+        let e = err_of(client_with(&format!("metrics_listen = {bad}")));
+        assert_eq!(e.key(), Some("client.metrics_listen"), "{bad}");
+        assert!(e.to_string().contains("127.0.0.1:9464"), "{e}");
+    }
+    let e = err_of(server_with("metrics_listen = 9464"));
+    assert_eq!(e.key(), Some("server.metrics_listen"));
 }
 
 #[test]

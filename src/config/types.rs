@@ -127,7 +127,8 @@ impl fmt::Display for LogLevel {
 }
 
 /// Settings about running the daemon rather than moving bytes; the same keys
-/// on both sides, and the ones a SIGHUP can change without a restart.
+/// on both sides, and the ones a SIGHUP can change without a restart (the
+/// ops thread owns all of them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpsConfig {
     /// `log_level`: verbosity when `RUST_LOG` is not set.
@@ -136,6 +137,10 @@ pub struct OpsConfig {
     /// logged; `None` (key = 0) turns the periodic report off (SIGUSR1 still
     /// logs one).
     pub stats_interval: Option<Duration>,
+    /// `metrics_listen`: where the Prometheus endpoint listens (`GET
+    /// /metrics`); `None` (key absent) means no endpoint. Port 0 picks a free
+    /// port, logged at start-up (useful in tests).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for OpsConfig {
@@ -143,6 +148,7 @@ impl Default for OpsConfig {
         OpsConfig {
             log_level: LogLevel::Info,
             stats_interval: Some(Duration::from_millis(STATS_INTERVAL_MS_DEFAULT)),
+            metrics_listen: None,
         }
     }
 }

@@ -106,6 +106,7 @@ impl Ctx<'_> {
         &self,
         log_level: Option<LogLevel>,
         stats_interval_ms: Option<u64>,
+        metrics_listen: Option<String>,
     ) -> Result<OpsConfig, ConfigError> {
         let key = "stats_interval_ms";
         let interval = self.millis(key, stats_interval_ms, STATS_INTERVAL_MS_DEFAULT, 0)?;
@@ -118,9 +119,22 @@ impl Ctx<'_> {
                 ),
             ));
         }
+        let metrics_listen = match metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    "metrics_listen",
+                    format!(
+                        "{text:?} is not an IP address and port: write e.g. \"127.0.0.1:9464\" \
+                         or \"[::1]:9464\" (remove the key to turn the endpoint off)"
+                    ),
+                )
+            })?),
+        };
         Ok(OpsConfig {
             log_level: log_level.unwrap_or(LogLevel::Info),
             stats_interval: (!interval.is_zero()).then_some(interval),
+            metrics_listen,
         })
     }
 
@@ -319,7 +333,7 @@ impl RawServer {
                 0,
             )?,
             tunnel,
-            ops: ctx.ops(self.log_level, self.stats_interval_ms)?,
+            ops: ctx.ops(self.log_level, self.stats_interval_ms, self.metrics_listen)?,
         })
     }
 }
@@ -402,7 +416,7 @@ impl RawClient {
             reconnect_max,
             session_grace,
             tunnel,
-            ops: ctx.ops(self.log_level, self.stats_interval_ms)?,
+            ops: ctx.ops(self.log_level, self.stats_interval_ms, self.metrics_listen)?,
         })
     }
 }

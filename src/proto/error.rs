@@ -76,6 +76,17 @@ pub enum LinkClose {
 }
 
 impl LinkClose {
+    /// Every kind, so that counters can report each one, zero included.
+    pub const ALL: [LinkClose; 7] = [
+        LinkClose::PeerClosed,
+        LinkClose::Reset,
+        LinkClose::KeepaliveTimeout,
+        LinkClose::IoError,
+        LinkClose::DecodeError,
+        LinkClose::ProtocolViolation,
+        LinkClose::ClosedByUs,
+    ];
+
     /// A short stable name for counters and `key=value` log fields.
     pub fn label(self) -> &'static str {
         match self {

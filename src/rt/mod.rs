@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod counters;
 pub mod link;
 pub mod monitor;
 pub mod pool;

@@ -14,8 +14,10 @@
 //! stream locks), which is what the systemd watchdog relies on.
 
 use crate::rt::budget::SendBudget;
+use crate::rt::counters::{CounterSnapshot, DaemonCounters};
 use crate::rt::session::Session;
 use crate::util::sync::lock;
+use crate::util::tcpinfo::TcpInfo;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -32,6 +34,9 @@ type SessionLister = Arc<dyn Fn() -> Vec<Arc<Session>> + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Monitor {
     attached: Arc<Mutex<Option<Attached>>>,
+    /// The daemon's counters: they live as long as the daemon, not only
+    /// while it runs, so they never go backwards.
+    counters: Arc<DaemonCounters>,
 }
 
 /// What a running daemon lends its monitor.
@@ -46,6 +51,12 @@ impl Monitor {
     /// starts running.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The daemon-wide counters, for the daemon to hand to its sessions and
+    /// its accept or connect paths.
+    pub fn counters(&self) -> Arc<DaemonCounters> {
+        self.counters.clone()
     }
 
     /// Called by the daemon when it starts running, with its send budget and
@@ -93,6 +104,7 @@ impl Monitor {
             sessions: self.sessions().iter().map(|s| session_stats(s)).collect(),
             unacked_bytes,
             send_budget,
+            counters: self.counters.snapshot(),
         }
     }
 }
@@ -101,22 +113,37 @@ fn session_stats(s: &Session) -> SessionSnapshot {
     let links = s
         .links()
         .iter()
-        .map(|l| LinkSnapshot {
-            id: l.id,
-            index: l.index,
-            peer: l.peer,
-            bytes_out: l.stats.bytes_out.load(Ordering::Relaxed),
-            bytes_in: l.stats.bytes_in.load(Ordering::Relaxed),
-            frames_out: l.stats.frames_out.load(Ordering::Relaxed),
-            frames_in: l.stats.frames_in.load(Ordering::Relaxed),
-            rtt_us: l.stats.rtt_us.load(Ordering::Relaxed),
+        .map(|l| {
+            let load = l.load();
+            LinkSnapshot {
+                id: l.id,
+                index: l.index,
+                peer: l.peer,
+                up: !l.is_dead(),
+                bytes_out: l.stats.bytes_out.load(Ordering::Relaxed),
+                bytes_in: l.stats.bytes_in.load(Ordering::Relaxed),
+                frames_out: l.stats.frames_out.load(Ordering::Relaxed),
+                frames_in: l.stats.frames_in.load(Ordering::Relaxed),
+                rtt_us: l.stats.rtt_us.load(Ordering::Relaxed),
+                srtt_us: load.srtt_us,
+                rate: load.rate,
+                queued_bytes: load.queued_bytes,
+                bytes_resent: l.stats.bytes_resent.load(Ordering::Relaxed),
+                // A link dying meanwhile has no socket state worth reporting.
+                tcp: l.tcp_info().unwrap_or_default(),
+            }
         })
         .collect();
+    let stats = &s.stats;
     SessionSnapshot {
         id: s.id,
         streams_open: s.stream_count(),
-        streams_opened: s.stats.streams_opened.load(Ordering::Relaxed),
-        frames_resent: s.stats.frames_resent.load(Ordering::Relaxed),
+        streams_opened: stats.streams_opened.load(Ordering::Relaxed),
+        frames_resent: stats.frames_resent.load(Ordering::Relaxed),
+        bytes_resent: stats.bytes_resent.load(Ordering::Relaxed),
+        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: stats.bytes_received.load(Ordering::Relaxed),
+        slots: s.slots.reconnects(),
         links,
     }
 }
@@ -130,6 +157,8 @@ pub struct LinkSnapshot {
     pub index: u16,
     /// The far end of the link.
     pub peer: SocketAddr,
+    /// False once the link is being torn down (it leaves the list soon).
+    pub up: bool,
     /// Bytes written to the link's socket.
     pub bytes_out: u64,
     /// Bytes read from the link's socket.
@@ -140,6 +169,18 @@ pub struct LinkSnapshot {
     pub frames_in: u64,
     /// Round-trip time of the last PING in microseconds; 0 = not measured yet.
     pub rtt_us: u64,
+    /// Smoothed round-trip time in microseconds, what the adaptive scheduler
+    /// weighs; 0 = not measured yet.
+    pub srtt_us: u64,
+    /// Bytes per second the link's socket took over its last measured round
+    /// trip; 0 = not measured yet.
+    pub rate: u64,
+    /// Bytes handed to the link and not yet written to its socket.
+    pub queued_bytes: u64,
+    /// DATA payload bytes this link carried again for links that died.
+    pub bytes_resent: u64,
+    /// The kernel's view: unsent bytes, TCP retransmissions.
+    pub tcp: TcpInfo,
 }
 
 /// The counters of one session at one moment.
@@ -153,6 +194,14 @@ pub struct SessionSnapshot {
     pub streams_opened: u64,
     /// Frames re-sent after link failures since the session started.
     pub frames_resent: u64,
+    /// Payload bytes of the DATA among those frames.
+    pub bytes_resent: u64,
+    /// Stream payload bytes sent to the peer (first sends only).
+    pub bytes_sent: u64,
+    /// Stream payload bytes received from the peer.
+    pub bytes_received: u64,
+    /// `(slot, reconnects)` of every slot that ever had a link.
+    pub slots: Vec<(u16, u64)>,
     /// Its live links.
     pub links: Vec<LinkSnapshot>,
 }
@@ -168,6 +217,8 @@ pub struct Snapshot {
     pub unacked_bytes: u64,
     /// The daemon's `send_budget`.
     pub send_budget: u64,
+    /// Refusals, failed handshakes and closed links, by reason.
+    pub counters: CounterSnapshot,
 }
 
 impl Snapshot {
@@ -205,12 +256,16 @@ impl Snapshot {
         )];
         for s in &self.sessions {
             out.push(format!(
-                "stats session={:016x} links={} streams_open={} streams_opened={} frames_resent={}",
+                "stats session={:016x} links={} streams_open={} streams_opened={} frames_resent={} \
+                 bytes_resent={} bytes_sent={} bytes_received={}",
                 s.id,
                 s.links.len(),
                 s.streams_open,
                 s.streams_opened,
-                s.frames_resent
+                s.frames_resent,
+                s.bytes_resent,
+                s.bytes_sent,
+                s.bytes_received
             ));
             out.extend(s.links.iter().map(|l| link_line(s.id, l)));
         }
@@ -247,11 +302,17 @@ mod tests {
             id: 10 + u64::from(index),
             index,
             peer: "127.0.0.1:8000".parse().expect("addr"),
+            up: true,
             bytes_out: 100,
             bytes_in: 200,
             frames_out: 3,
             frames_in: 4,
             rtt_us,
+            srtt_us: rtt_us,
+            rate: 0,
+            queued_bytes: 0,
+            bytes_resent: 0,
+            tcp: TcpInfo::default(),
         }
     }
 
@@ -260,7 +321,15 @@ mod tests {
         let m = Monitor::new();
         assert!(m.sessions().is_empty());
         assert!(!m.any_link_up());
-        assert_eq!(m.snapshot(), Snapshot::default());
+        let snap = m.snapshot();
+        assert!(snap.sessions.is_empty());
+        // Every reason is reported from the start, at zero.
+        assert_eq!(snap.counters.links_closed.len(), 7);
+        assert!(snap.counters.refused.iter().all(|(_, n)| *n == 0));
+        m.counters()
+            .link_closed(crate::proto::error::LinkClose::Reset);
+        let closed = m.snapshot().counters.links_closed;
+        assert!(closed.contains(&("reset", 1)), "{closed:?}");
         m.attach(Arc::new(SendBudget::new(1)), Vec::new);
         assert!(m.sessions().is_empty());
         m.detach();
@@ -278,10 +347,15 @@ mod tests {
                 streams_open: 2,
                 streams_opened: 7,
                 frames_resent: 3,
+                bytes_resent: 10,
+                bytes_sent: 11,
+                bytes_received: 12,
+                slots: vec![(0, 0), (1, 2)],
                 links: vec![link(0, 1500), link(1, 0)],
             }],
             unacked_bytes: 5,
             send_budget: 9,
+            counters: CounterSnapshot::default(),
         };
         let lines = snap.lines();
         assert_eq!(lines.len(), 4, "{lines:?}");
@@ -291,7 +365,8 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "stats session=00000000000000ab links=2 streams_open=2 streams_opened=7 frames_resent=3"
+            "stats session=00000000000000ab links=2 streams_open=2 streams_opened=7 frames_resent=3 \
+             bytes_resent=10 bytes_sent=11 bytes_received=12"
         );
         assert_eq!(
             lines[2],

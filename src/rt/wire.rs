@@ -44,8 +44,9 @@ pub enum Attempt {
     Sent(usize),
     /// None of it: the socket is full. The caller queues the frame instead.
     Refused,
-    /// Part of it; the rest is pending for the writer thread.
-    Partial,
+    /// Part of it (this many bytes); the rest is pending for the writer
+    /// thread, which counts those when it writes them.
+    Partial(usize),
 }
 
 /// One piece of a frame list laid out for `writev`.
@@ -156,7 +157,7 @@ impl Wire {
             return Ok(Attempt::Sent(total));
         }
         self.pending_load = load;
-        Ok(Attempt::Partial)
+        Ok(Attempt::Partial(sent))
     }
 
     /// Encodes the frames' headers (and whole control frames) into `heads`

@@ -6,5 +6,6 @@ pub mod net;
 pub mod random;
 pub mod shutdown;
 pub mod sync;
+pub mod tcpinfo;
 pub mod thread;
 pub mod throttle;

@@ -157,6 +157,8 @@ pub struct LinkStats {
     pub frames_in: AtomicU64,
     /// Round-trip time of the last PING, in microseconds (0 = not measured).
     pub rtt_us: AtomicU64,
+    /// DATA payload bytes this link carried again for a link that died.
+    pub bytes_resent: AtomicU64,
 }
 
 /// The shared face of a live link: its queues, load and kill switch.
@@ -259,12 +261,12 @@ impl LinkHandle {
                 Ok(())
             }
             Ok(Attempt::Refused) => Err(msg),
-            Ok(Attempt::Partial) => {
+            Ok(Attempt::Partial(n)) => {
                 // Counted before the lock is let go, so the writer's uncount
                 // always comes after.
                 self.queued.fetch_add(load, Ordering::Relaxed);
                 drop(wire);
-                self.count_out(1, 0);
+                self.count_out(1, n);
                 let _ = self.control.try_send(Outbound::Flush);
                 Ok(())
             }
@@ -343,6 +345,12 @@ impl LinkHandle {
         }
         self.kill.trigger();
         let _ = self.socket.shutdown(Direction::Both);
+    }
+
+    /// The kernel's view of the link's socket (unsent bytes, TCP
+    /// retransmissions), for the metrics endpoint.
+    pub fn tcp_info(&self) -> io::Result<crate::util::tcpinfo::TcpInfo> {
+        crate::util::tcpinfo::read(&self.socket)
     }
 
     /// True once [`kill`](Self::kill) ran.

@@ -11,17 +11,23 @@
 //! next one to come up), everything a lost link may have carried: unacked
 //! bytes, pending FINs, OPENs the peer has not confirmed, current ACKs, and
 //! the RSTs it sent recently.
+//!
+//! Frames from the links are routed in `frames.rs`.
+
+mod frames;
 
 use crate::config::TunnelConfig;
 use crate::proto::Role;
-use crate::proto::error::{FrameError, Violation};
+use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
 use crate::proto::scheduler::Scheduler;
 use crate::proto::send::{Payload, Resend};
-use crate::proto::table::{Lookup, OpenError, Outcome, StreamTable};
+use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
+pub use crate::rt::counters::SessionStats;
+use crate::rt::counters::{DaemonCounters, SlotUps};
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
 use crate::rt::stream::{self, Stream, StreamHost};
@@ -32,7 +38,7 @@ use crate::util::throttle::{self, Throttle};
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -79,26 +85,6 @@ impl std::fmt::Display for StreamOpenError {
     }
 }
 
-/// Counters for stats lines.
-#[derive(Default)]
-pub struct SessionStats {
-    pub streams_opened: AtomicU64,
-    /// Frames sent again after a link failure (retransmissions).
-    pub frames_resent: AtomicU64,
-}
-
-/// Where a frame for a stream missing from the table goes.
-enum Route {
-    /// Another thread put the stream there meanwhile.
-    Stream(Arc<Stream>),
-    /// A stream the peer just opened.
-    Opened(Arc<Stream>),
-    /// Answer with an RST (limits, closing).
-    Refuse,
-    /// A stream that ended (or never may open): only a late FIN is answered.
-    Unknown,
-}
-
 /// The live links and the scheduler that picks among them, under one lock.
 struct Links {
     live: Vec<Arc<LinkHandle>>,
@@ -127,10 +113,15 @@ pub struct Session {
     /// Shared with every session of the daemon.
     send_budget: Arc<SendBudget>,
     pub stats: SessionStats,
+    /// The daemon's counters (links closed by reason).
+    counters: Arc<DaemonCounters>,
+    /// Links up per slot, for the reconnect counts.
+    pub slots: SlotUps,
 }
 
 impl Session {
     /// A session with no links yet. `backend` is set on the server only.
+    #[allow(clippy::too_many_arguments)] // each is a separate daemon-wide part
     pub fn new(
         id: u64,
         role: Role,
@@ -139,6 +130,7 @@ impl Session {
         threads: ThreadCount,
         events: Option<Sender<SessionEvent>>,
         send_budget: Arc<SendBudget>,
+        counters: Arc<DaemonCounters>,
     ) -> Arc<Session> {
         let max_payload = tunnel.buffer_size as u32;
         let window = tunnel.stream_window;
@@ -165,6 +157,8 @@ impl Session {
             payloads: Arc::new(PayloadPool::new(max_payload as usize)),
             send_budget,
             stats: SessionStats::default(),
+            counters,
+            slots: SlotUps::default(),
         })
     }
 
@@ -284,7 +278,52 @@ impl Session {
                 Resend::Control(c) => {
                     self.control(c, Wait::Yes);
                 }
-                Resend::Data(stream, offset, bytes) => self.send_data(stream, offset, bytes),
+                Resend::Data(stream, offset, bytes) => {
+                    // Counted for the session and the link that carries it.
+                    let len = bytes.len() as u64;
+                    let data = Outbound::Data {
+                        stream,
+                        offset,
+                        bytes,
+                    };
+                    if let Some(link) = self.route_data(data) {
+                        link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a DATA frame to the link the scheduler picks, and says which
+    /// one took it. Without a live link the bytes stay in the stream's
+    /// retransmission copy and go out when a link comes up.
+    fn route_data(&self, mut msg: Outbound) -> Option<Arc<LinkHandle>> {
+        if lock(&self.links).scheduler.measures_links() {
+            // Usually empty (a link is due every 10 ms at most), so this
+            // allocates nothing per frame and sends with no lock held.
+            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
+                .live
+                .iter()
+                .filter(|l| l.probe_due())
+                .cloned()
+                .collect();
+            for link in due {
+                link.probe_if_due();
+            }
+        }
+        loop {
+            let Some(link) = self.pick_data_link() else {
+                self.reinject_pending.store(true, Ordering::SeqCst);
+                // A link may have come up between the pick and the flag.
+                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
+                    self.reinject();
+                }
+                return None;
+            };
+            match link.send_data(msg) {
+                Ok(()) => return Some(link),
+                Err(back) => msg = back,
             }
         }
     }
@@ -338,182 +377,6 @@ impl Session {
             }
             // The link died while we waited; try another.
         }
-    }
-
-    /// Handles one frame for an established stream (link reader).
-    fn stream_frame(&self, s: &Arc<Stream>, f: Frame<'_>) {
-        let result = match f {
-            Frame::Data { offset, data, .. } => s.on_data(offset, data).map(|ack| {
-                if let Some(delivered) = ack {
-                    let ack = Frame::Ack {
-                        stream: s.id,
-                        delivered,
-                    };
-                    if !self.control(ack, Wait::No) {
-                        s.owe_ack();
-                    }
-                }
-            }),
-            Frame::Fin { offset, .. } => s.on_fin(offset).map(|again| {
-                if let Some(delivered) = again {
-                    let ack = Frame::Ack {
-                        stream: s.id,
-                        delivered,
-                    };
-                    self.control(ack, Wait::No);
-                }
-            }),
-            Frame::Ack { delivered, .. } => s.on_ack(delivered).map(|finished| {
-                if finished {
-                    let final_ack = s.ack_sent();
-                    self.drop_stream(s.id, Outcome::Finished { final_ack });
-                }
-            }),
-            Frame::Rst { reason, .. } => {
-                log::debug!(
-                    "session {:016x} stream {}: reset by peer: {reason}",
-                    self.id,
-                    s.id
-                );
-                self.abort(s, reason, false, true, Wait::No);
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        if let Err(v) = result {
-            self.violation(s, &v);
-        }
-    }
-
-    fn violation(&self, s: &Arc<Stream>, v: &Violation) {
-        crate::warn_throttled!(
-            VIOLATION,
-            "session {:016x} stream {}: peer broke protocol: {v}",
-            self.id,
-            s.id
-        );
-        self.abort(s, RstReason::Protocol, true, true, Wait::No);
-    }
-
-    /// A frame for a stream that is not in the table: opens it (server, a
-    /// new id within the limits), answers a late FIN, or is dropped.
-    fn unknown_stream_frame(&self, id: StreamId, f: Frame<'_>) {
-        let may_open = matches!(
-            f,
-            Frame::Open { .. } | Frame::Data { .. } | Frame::Fin { .. }
-        );
-        // Looked up and admitted under one lock: another link reader with a
-        // frame for the same new stream must find it in the table, not
-        // merely "seen" (it would drop its frame).
-        let mut table = lock(&self.streams);
-        let next = match table.lookup(id, may_open) {
-            Lookup::Known(s) => Route::Stream(s),
-            Lookup::Candidate(id) => match self.admit(&mut table, id) {
-                Some(s) => Route::Opened(s),
-                None => {
-                    table.refuse(id);
-                    Route::Refuse
-                }
-            },
-            Lookup::Refused(_) => Route::Refuse,
-            Lookup::Unknown => {
-                if matches!(f, Frame::Rst { .. }) {
-                    table.reset_unknown(id);
-                }
-                Route::Unknown
-            }
-        };
-        drop(table);
-        match next {
-            Route::Stream(s) => self.stream_frame(&s, f),
-            Route::Opened(s) => {
-                if self.start_backend(&s) {
-                    self.stream_frame(&s, f);
-                }
-            }
-            Route::Refuse => self.refuse(id),
-            Route::Unknown => {
-                if let Frame::Fin { .. } = f {
-                    self.answer_late_fin(id);
-                }
-            }
-        }
-    }
-
-    /// A FIN for a stream that already left the table: its final ACK (or
-    /// our RST) was lost with a link, and the peer is asking again.
-    fn answer_late_fin(&self, id: StreamId) {
-        let reply = lock(&self.streams).late_fin_reply(id);
-        if let Some(frame) = reply {
-            self.control(frame, Wait::No);
-        }
-    }
-
-    /// Opens a stream the peer asked for (server), unless the session is
-    /// closing or the server-wide stream limit is reached. Called with the
-    /// table locked, so the stream is in it before any other frame looks.
-    fn admit(&self, table: &mut StreamTable<Arc<Stream>>, id: StreamId) -> Option<Arc<Stream>> {
-        let budget = self.backend.as_ref().map(|b| &b.budget);
-        let closing = self.is_closed() || self.peer_going_away();
-        if closing || budget.is_some_and(|b| !b.try_take()) {
-            return None;
-        }
-        let s = Stream::new(
-            id,
-            self.tunnel.stream_window,
-            true,
-            self.payloads.clone(),
-            self.send_budget.clone(),
-        );
-        table.insert(id, s.clone());
-        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-        log::debug!("session {:016x} stream {id}: opened by peer", self.id);
-        Some(s)
-    }
-
-    /// Starts the thread that connects the backend of a stream the peer
-    /// opened; resets the stream if it cannot.
-    fn start_backend(&self, s: &Arc<Stream>) -> bool {
-        let started = match self.me() {
-            Some(me) => stream::start_backend(me, s, &self.threads),
-            None => Err(io::Error::other("session gone")),
-        };
-        if let Err(e) = started {
-            crate::warn_throttled!(
-                NO_THREAD,
-                "session {:016x} stream {}: cannot start thread: {e}",
-                self.id,
-                s.id
-            );
-            self.abort(s, RstReason::Refused, true, true, Wait::No);
-            return false;
-        }
-        true
-    }
-
-    /// Refuses a stream the peer opened, with an RST.
-    fn refuse(&self, id: StreamId) {
-        let open = self.stream_count();
-        let total = self
-            .backend
-            .as_ref()
-            .map(|b| format!(", server-wide {} of {}", b.budget.used(), b.budget.limit));
-        let closing = self.peer_going_away() || self.is_closed();
-        crate::warn_throttled!(
-            REFUSED,
-            "session {:016x} stream {id}: refused ({open} of {} streams open in session{}{})",
-            self.id,
-            self.tunnel.max_streams,
-            total.unwrap_or_default(),
-            if closing { ", closing" } else { "" }
-        );
-        self.control(
-            Frame::Rst {
-                stream: id,
-                reason: RstReason::Refused,
-            },
-            Wait::No,
-        );
     }
 
     /// Opens a stream for an accepted application connection (client).
@@ -630,30 +493,7 @@ impl Session {
 
 impl LinkHost for Session {
     fn on_frame(&self, link: &LinkHandle, f: Frame<'_>) -> Result<(), FrameError> {
-        let id = match f {
-            Frame::Open { stream }
-            | Frame::Data { stream, .. }
-            | Frame::Fin { stream, .. }
-            | Frame::Ack { stream, .. }
-            | Frame::Rst { stream, .. } => stream,
-            Frame::GoAway(reason) => {
-                if !self.peer_goaway.swap(true, Ordering::SeqCst) {
-                    log::info!(
-                        "session {:016x}: peer going away ({reason}), said on link {}",
-                        self.id,
-                        link.id
-                    );
-                }
-                return Ok(());
-            }
-            other => return Err(FrameError::Unexpected(kind_name(&other))),
-        };
-        let known = lock(&self.streams).get(id).cloned();
-        match known {
-            Some(s) => self.stream_frame(&s, f),
-            None => self.unknown_stream_frame(id, f),
-        }
-        Ok(())
+        self.route_frame(link, f)
     }
 
     fn link_up(&self, link: Arc<LinkHandle>) {
@@ -663,6 +503,7 @@ impl LinkHost for Session {
             links.live.len()
         };
         self.had_link.store(true, Ordering::SeqCst);
+        self.slots.up(link.index);
         *lock(&self.no_links_since) = None;
         self.link_up.notify_all();
         log::info!(
@@ -687,6 +528,7 @@ impl LinkHost for Session {
             }
             links.live.len()
         };
+        self.counters.link_closed(why.kind());
         log::info!(
             "session {:016x}: link {} down (slot {}, peer {}): {why}; {remaining} live",
             self.id,
@@ -724,42 +566,15 @@ impl StreamHost for Session {
         u64::from(self.peer_window.load(Ordering::SeqCst))
     }
 
-    /// Hands a DATA frame to the link the scheduler picks. Without a live
-    /// link the bytes stay in the stream's retransmission copy and go out
-    /// when a link comes up.
+    /// A stream's new DATA: counted, then routed (see `route_data`).
     fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
-        let mut msg = Outbound::Data {
+        let len = bytes.len() as u64;
+        self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        self.route_data(Outbound::Data {
             stream,
             offset,
             bytes,
-        };
-        if lock(&self.links).scheduler.measures_links() {
-            // Usually empty (a link is due every 10 ms at most), so this
-            // allocates nothing per frame and sends with no lock held.
-            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
-                .live
-                .iter()
-                .filter(|l| l.probe_due())
-                .cloned()
-                .collect();
-            for link in due {
-                link.probe_if_due();
-            }
-        }
-        loop {
-            let Some(link) = self.pick_data_link() else {
-                self.reinject_pending.store(true, Ordering::SeqCst);
-                // A link may have come up between the pick and the flag.
-                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
-                    self.reinject();
-                }
-                return;
-            };
-            match link.send_data(msg) {
-                Ok(()) => return,
-                Err(back) => msg = back,
-            }
-        }
+        });
     }
 
     fn send_control(&self, f: Frame<'static>) {

@@ -1,0 +1,261 @@
+//! Counters an operator reads from outside: daemon-wide ones (links refused,
+//! handshakes failed, links closed, each by its typed reason) and a
+//! session's own.
+//!
+//! They are relaxed atomics bumped where the event happens and read by
+//! monitor snapshots (`rt::monitor`). Every reason is a
+//! fixed slot, so a peer can move a counter but never add a label value:
+//! what the metrics endpoint exports stays bounded however hostile the
+//! traffic.
+
+use crate::proto::error::LinkClose;
+use crate::proto::frame::LinkReason;
+use crate::proto::handshake::HandshakeError;
+use crate::util::sync::lock;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a link was refused before it joined a session: on the server the
+/// refusals it sends (and the connections it closes at once), on the client
+/// the refusals its server sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A REFUSE frame (or the secure layer's equivalent) with this reason.
+    Link(LinkReason),
+    /// Server: closed at accept, `max_pending_handshakes` were in progress.
+    TooManyHandshakes,
+}
+
+impl Refusal {
+    /// Every label, in slot order.
+    pub const LABELS: [&'static str; 10] = [
+        "bad_magic",
+        "version",
+        "unknown_session",
+        "too_many_links",
+        "too_many_sessions",
+        "auth",
+        "shutting_down",
+        "protocol",
+        "other",
+        "too_many_handshakes",
+    ];
+
+    fn slot(self) -> usize {
+        match self {
+            Refusal::Link(r) => match r {
+                LinkReason::BadMagic => 0,
+                LinkReason::Version => 1,
+                LinkReason::UnknownSession => 2,
+                LinkReason::TooManyLinks => 3,
+                LinkReason::TooManySessions => 4,
+                LinkReason::Auth => 5,
+                LinkReason::ShuttingDown => 6,
+                LinkReason::Protocol => 7,
+                LinkReason::Other(_) => 8,
+            },
+            Refusal::TooManyHandshakes => 9,
+        }
+    }
+
+    /// The stable label of this reason.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.slot()]
+    }
+}
+
+/// Why a link's handshake did not complete, when nobody refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The deadline (`handshake_timeout_ms`, `connect_timeout_ms`) ran out.
+    Timeout,
+    /// The peer closed the connection before the handshake ended.
+    Closed,
+    /// Connecting, reading or writing failed otherwise.
+    IoError,
+    /// The peer broke the handshake's rules (or its secret differs).
+    Protocol,
+}
+
+impl HandshakeFailure {
+    /// Every label, in slot order.
+    pub const LABELS: [&'static str; 4] = ["timeout", "closed", "io_error", "protocol"];
+
+    /// The stable label of this reason.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+
+    /// What a socket error during a handshake counts as.
+    pub fn of_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
+            io::ErrorKind::UnexpectedEof => HandshakeFailure::Closed,
+            _ => HandshakeFailure::IoError,
+        }
+    }
+}
+
+/// Daemon-wide counters, one per daemon, shared by its sessions and its
+/// accept or connect paths.
+#[derive(Default)]
+pub struct DaemonCounters {
+    refused: [AtomicU64; Refusal::LABELS.len()],
+    handshakes_failed: [AtomicU64; HandshakeFailure::LABELS.len()],
+    links_closed: [AtomicU64; LinkClose::ALL.len()],
+}
+
+impl DaemonCounters {
+    /// Counts a refused link.
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why.slot()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a handshake that failed without a refusal.
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        self.handshakes_failed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed handshake by its error: a refusal as such, anything
+    /// else as a failure.
+    pub fn handshake_error(&self, e: &HandshakeError) {
+        match e {
+            HandshakeError::Refused(r) => self.refused(Refusal::Link(*r)),
+            HandshakeError::Io(e) => self.handshake_failed(HandshakeFailure::of_io(e)),
+            HandshakeError::Fault(_) => self.handshake_failed(HandshakeFailure::Protocol),
+        }
+    }
+
+    /// Counts a link that ended.
+    pub fn link_closed(&self, why: LinkClose) {
+        let slot = LinkClose::ALL.iter().position(|c| *c == why).unwrap_or(0);
+        self.links_closed[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every counter now, each with its label, zeros included (so that a
+    /// dashboard's `increase()` sees the first event too).
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let read = |labels: &[&'static str], values: &[AtomicU64]| {
+            labels
+                .iter()
+                .zip(values)
+                .map(|(l, v)| (*l, v.load(Ordering::Relaxed)))
+                .collect()
+        };
+        let closes: Vec<&'static str> = LinkClose::ALL.iter().map(|c| c.label()).collect();
+        CounterSnapshot {
+            refused: read(&Refusal::LABELS, &self.refused),
+            handshakes_failed: read(&HandshakeFailure::LABELS, &self.handshakes_failed),
+            links_closed: read(&closes, &self.links_closed),
+        }
+    }
+}
+
+/// [`DaemonCounters`] at one moment: `(label, count)` pairs in a fixed order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Links refused, by [`Refusal`] label.
+    pub refused: Vec<(&'static str, u64)>,
+    /// Handshakes failed, by [`HandshakeFailure`] label.
+    pub handshakes_failed: Vec<(&'static str, u64)>,
+    /// Links closed, by [`LinkClose`] label.
+    pub links_closed: Vec<(&'static str, u64)>,
+}
+
+/// A session's counters for the stats lines and the metrics endpoint.
+#[derive(Default)]
+pub struct SessionStats {
+    /// Streams opened since the session started.
+    pub streams_opened: AtomicU64,
+    /// Frames sent again after a link failure (retransmissions).
+    pub frames_resent: AtomicU64,
+    /// Payload bytes of those re-sent DATA frames.
+    pub bytes_resent: AtomicU64,
+    /// Stream payload bytes handed to links the first time (application or
+    /// backend bytes going to the peer).
+    pub bytes_sent: AtomicU64,
+    /// Stream payload bytes that arrived in DATA frames (a frame re-sent
+    /// after a link failure may count twice).
+    pub bytes_received: AtomicU64,
+}
+
+/// Links that came up per slot of a session: every one after a slot's
+/// first is a reconnect.
+#[derive(Default)]
+pub struct SlotUps(Mutex<BTreeMap<u16, u64>>);
+
+impl SlotUps {
+    /// A link came up in `slot`.
+    pub fn up(&self, slot: u16) {
+        *lock(&self.0).entry(slot).or_default() += 1;
+    }
+
+    /// `(slot, reconnects)` for every slot that ever had a link.
+    pub fn reconnects(&self) -> Vec<(u16, u64)> {
+        let ups = lock(&self.0);
+        ups.iter().map(|(s, n)| (*s, n.saturating_sub(1))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_slot_and_label() {
+        let reasons = [
+            LinkReason::BadMagic,
+            LinkReason::Version,
+            LinkReason::UnknownSession,
+            LinkReason::TooManyLinks,
+            LinkReason::TooManySessions,
+            LinkReason::Auth,
+            LinkReason::ShuttingDown,
+            LinkReason::Protocol,
+            LinkReason::Other(77),
+        ];
+        let c = DaemonCounters::default();
+        for r in reasons {
+            c.refused(Refusal::Link(r));
+        }
+        c.refused(Refusal::TooManyHandshakes);
+        c.refused(Refusal::Link(LinkReason::Other(3)));
+        let snap = c.snapshot();
+        let other = snap.refused.iter().find(|(l, _)| *l == "other");
+        assert_eq!(other, Some(&("other", 2)));
+        assert_eq!(snap.refused.iter().map(|(_, n)| n).sum::<u64>(), 11);
+        assert_eq!(Refusal::TooManyHandshakes.label(), "too_many_handshakes");
+        assert_eq!(Refusal::Link(LinkReason::Auth).label(), "auth");
+    }
+
+    #[test]
+    fn handshake_errors_split_into_refusals_and_failures() {
+        let c = DaemonCounters::default();
+        c.handshake_error(&HandshakeError::Refused(LinkReason::TooManyLinks));
+        c.handshake_error(&HandshakeError::Io(io::ErrorKind::WouldBlock.into()));
+        c.handshake_error(&HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+        c.handshake_error(&HandshakeError::Io(io::ErrorKind::ConnectionRefused.into()));
+        c.link_closed(LinkClose::KeepaliveTimeout);
+        let snap = c.snapshot();
+        let get = |v: &[(&str, u64)], k: &str| v.iter().find(|(l, _)| *l == k).map(|p| p.1);
+        assert_eq!(get(&snap.refused, "too_many_links"), Some(1));
+        assert_eq!(get(&snap.handshakes_failed, "timeout"), Some(1));
+        assert_eq!(get(&snap.handshakes_failed, "closed"), Some(1));
+        assert_eq!(get(&snap.handshakes_failed, "io_error"), Some(1));
+        assert_eq!(get(&snap.handshakes_failed, "protocol"), Some(0));
+        assert_eq!(get(&snap.links_closed, "keepalive_timeout"), Some(1));
+        assert_eq!(snap.links_closed.len(), 7);
+    }
+
+    #[test]
+    fn a_slot_reconnects_from_its_second_link_on() {
+        let slots = SlotUps::default();
+        slots.up(2);
+        slots.up(0);
+        slots.up(2);
+        slots.up(2);
+        assert_eq!(slots.reconnects(), vec![(0, 0), (2, 2)]);
+    }
+}
