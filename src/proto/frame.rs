@@ -14,8 +14,10 @@ use std::fmt;
 /// port scanner) is recognised and refused at its first frame.
 pub const MAGIC: [u8; 4] = *b"MTCP";
 /// Protocol version spoken by this build; a peer with another version is
-/// refused with a clear reason instead of misreading frames.
-pub const VERSION: u8 = 1;
+/// refused with a clear reason instead of misreading frames. Version 2
+/// added the record cipher choice to secured links (`rt::secure`); plain
+/// frames are as in version 1, but one number names the whole protocol.
+pub const VERSION: u8 = 2;
 /// Bytes before the body: `u32 len` + `u8 type`.
 pub const HEADER_LEN: usize = 5;
 /// Bytes a DATA frame adds to its payload: header, stream id, offset, length.

@@ -42,7 +42,7 @@ pub const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
 /// Payload of the first handshake message: protocol version and whether the
 /// initiator wants encryption, so a mismatch is refused by name. Version 2
 /// added the cipher byte.
-const HS_VERSION: u8 = 2;
+const HS_VERSION: u8 = frame::VERSION;
 
 /// The record cipher of a link. The client chooses it for both directions
 /// and says which in the byte after [`SECURE_MAGIC`]; that byte is part of
