@@ -447,7 +447,8 @@ mod tests {
         let version = env!("CARGO_PKG_VERSION");
         assert!(
             text.contains(&format!(
-                "mtcp_build_info{{authenticated=\"false\",cipher=\"none\",protocol_version=\"1\",role=\"client\",version=\"{version}\"}} 1"
+                "mtcp_build_info{{authenticated=\"false\",cipher=\"none\",protocol_version=\"{}\",role=\"client\",version=\"{version}\"}} 1",
+                VERSION
             )),
             "{text}"
         );
