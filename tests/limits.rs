@@ -7,9 +7,11 @@
 mod common;
 
 use common::process::Daemon;
-use common::{Backend, TempDir, pattern_hash, read_to_end_hash, send_pattern};
+use common::{Backend, TempDir, pattern_hash, read_to_end_hash};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -123,46 +125,70 @@ fn a_killed_server_resets_applications_at_once_and_a_restarted_one_serves() {
     );
 }
 
-/// A client limited to 300 descriptors, hit by 400 applications that hold
-/// their connections: it stays up, logs a handful of lines, closes the
-/// connections it cannot serve at once (none hangs), keeps an open transfer
-/// moving, and serves a new transfer intact once the storm is over.
-#[test]
-fn a_client_out_of_descriptors_sheds_new_connections_and_keeps_serving() {
-    let backend = Backend::start();
-    let dir = TempDir::new("emfile");
-    let server_path = dir.write("server.toml", &server_config(0, backend.addr));
-    let server = Daemon::start("server", &server_path, None);
-    let server_addr = server.listening_addr();
-    let client_path = dir.write(
-        "client.toml",
-        &client_config(server_addr, true, "max_streams = 1000"),
-    );
-    let mut client = Daemon::start("client", &client_path, Some(300));
-    let client_addr = client.listening_addr();
-    client.wait_log(&["link", "up", "4 live"]);
+/// A long download read by a thread of its own, which counts the bytes as
+/// they come, so a test can see it move while something else happens.
+struct LongTransfer {
+    got: Arc<AtomicU64>,
+    reader: thread::JoinHandle<io::Result<(u64, [u8; 32])>>,
+}
 
-    // A long transfer that must keep moving through the storm.
-    let len = 64u64 << 20;
-    let mut long = connect(client_addr);
-    long.write_all(b"D").unwrap();
-    long.write_all(&len.to_be_bytes()).unwrap();
-    long.write_all(&3u64.to_be_bytes()).unwrap();
-    let mut got = vec![0u8; 1 << 20];
-    long.read_exact(&mut got)
-        .expect("the long transfer started");
+impl LongTransfer {
+    fn start(client: SocketAddr, seed: u64, len: u64) -> LongTransfer {
+        let mut app = connect(client);
+        app.write_all(b"D").unwrap();
+        app.write_all(&len.to_be_bytes()).unwrap();
+        app.write_all(&seed.to_be_bytes()).unwrap();
+        let got = Arc::new(AtomicU64::new(0));
+        let counter = got.clone();
+        let reader = thread::spawn(move || {
+            // Paced, so that it is still running when the storm comes.
+            let mut paced = Pacer(app, counter);
+            read_to_end_hash(&mut paced)
+        });
+        LongTransfer { got, reader }
+    }
 
-    // The storm: 400 applications connect and hold on (echo backend).
+    fn bytes(&self) -> u64 {
+        self.got.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the end and checks every byte.
+    fn finish(self, seed: u64, len: u64) {
+        let (n, hash) = self.reader.join().expect("reader").expect("long transfer");
+        assert_eq!(n, len, "long transfer length");
+        assert_eq!(
+            hash,
+            pattern_hash(seed, len),
+            "the long transfer was corrupted"
+        );
+    }
+}
+
+/// Reads at most 8 MiB/s and counts what it read.
+struct Pacer(TcpStream, Arc<AtomicU64>);
+
+impl Read for Pacer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let most = buf.len().min(64 * 1024);
+        let n = self.0.read(&mut buf[..most])?;
+        self.1.fetch_add(n as u64, Ordering::SeqCst);
+        thread::sleep(Duration::from_micros(n as u64 / 8));
+        Ok(n)
+    }
+}
+
+/// `n` applications connect to the client and hold on (echo backend). Each
+/// must be served (its echo comes back) or closed at once, never left
+/// hanging; returns (served, closed) and the connections.
+fn storm(client: SocketAddr, n: usize) -> (usize, usize, Vec<TcpStream>) {
     let mut held = Vec::new();
-    for _ in 0..400 {
-        let mut s = connect(client_addr);
+    for _ in 0..n {
+        let mut s = connect(client);
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.write_all(b"E");
         held.push(s);
     }
-    // Each is either served (its echo comes back) or closed at once.
-    let mut served = 0;
-    let mut closed = 0;
+    let (mut served, mut closed) = (0, 0);
     for s in &mut held {
         let _ = s.write_all(b"ping");
         let mut back = [0u8; 4];
@@ -182,10 +208,48 @@ fn a_client_out_of_descriptors_sheds_new_connections_and_keeps_serving() {
             Err(_) => closed += 1,
         }
     }
+    (served, closed, held)
+}
+
+/// After a storm, a new transfer goes through intact (within 10 s).
+fn transfer_after_storm(client: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if download(client, 5, 8 << 20).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A client limited to 300 descriptors, hit by 400 applications that hold
+/// their connections: it stays up, logs a handful of lines, closes the
+/// connections it cannot serve at once (none hangs), keeps an open transfer
+/// moving, and serves a new transfer intact once the storm is over.
+#[test]
+fn a_client_out_of_descriptors_sheds_new_connections_and_keeps_serving() {
+    let backend = Backend::start();
+    let dir = TempDir::new("emfile");
+    let server_path = dir.write("server.toml", &server_config(0, backend.addr));
+    let server = Daemon::start("server", &server_path, None);
+    let server_addr = server.listening_addr();
+    let client_path = dir.write(
+        "client.toml",
+        &client_config(server_addr, true, "max_streams = 1000"),
+    );
+    let mut client = Daemon::start("client", &client_path, Some(300));
+    let client_addr = client.listening_addr();
+    client.wait_log(&["link", "up", "4 live"]);
+
+    let len = 64u64 << 20;
+    let long = LongTransfer::start(client_addr, 3, len);
+    let before = long.bytes();
+    let (served, closed, held) = storm(client_addr, 400);
     // One descriptor per connection: 300 descriptors serve well over 250
     // applications (three per connection, as once, served under 100).
     assert!(served >= 250, "only {served} of 400 served");
     assert!(closed > 0, "a 300-descriptor client served all 400");
+    assert!(long.bytes() > before, "the open transfer stood still");
     assert!(client.is_running(), "the client died");
     let lines = client.count_log("out of file descriptors");
     assert!(
@@ -193,30 +257,60 @@ fn a_client_out_of_descriptors_sheds_new_connections_and_keeps_serving() {
         "{lines} lines about descriptors; log:\n{}",
         client.log()
     );
-
-    // The long transfer kept moving and completes intact.
-    let mut hasher_input = got.clone();
-    let (rest, _) = {
-        let mut rest = Vec::new();
-        long.read_to_end(&mut rest)
-            .expect("finish the long transfer");
-        (rest, ())
-    };
-    hasher_input.extend_from_slice(&rest);
-    assert_eq!(hasher_input.len() as u64, len);
-    let mut check = Vec::new();
-    send_pattern(&mut check, 3, len).unwrap();
-    assert!(check == hasher_input, "the long transfer was corrupted");
-
+    long.finish(3, len);
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut ok = false;
-    while Instant::now() < deadline && !ok {
-        ok = download(client_addr, 5, 8 << 20).is_ok();
-    }
-    assert!(ok, "no transfer after the storm; log:\n{}", client.log());
+    assert!(
+        transfer_after_storm(client_addr),
+        "no transfer after the storm; log:\n{}",
+        client.log()
+    );
     assert!(client.is_running());
     drop(server);
+}
+
+/// A server limited to 300 descriptors, whose client opens 400 streams that
+/// hold on: backend connects beyond the limit fail, those applications get
+/// a reset at once (none hangs), the server logs a handful of lines, an
+/// open transfer keeps moving, and a new one goes through afterwards.
+#[test]
+fn a_server_out_of_descriptors_resets_new_streams_and_keeps_serving() {
+    let backend = Backend::start();
+    let dir = TempDir::new("emfile-server");
+    let server_path = dir.write(
+        "server.toml",
+        &format!("{}max_streams = 1000\n", server_config(0, backend.addr)),
+    );
+    let mut server = Daemon::start("server", &server_path, Some(300));
+    let server_addr = server.listening_addr();
+    let client_path = dir.write(
+        "client.toml",
+        &client_config(server_addr, true, "max_streams = 1000"),
+    );
+    let client = Daemon::start("client", &client_path, None);
+    let client_addr = client.listening_addr();
+    client.wait_log(&["link", "up", "4 live"]);
+
+    let len = 64u64 << 20;
+    let long = LongTransfer::start(client_addr, 4, len);
+    let before = long.bytes();
+    let (served, closed, held) = storm(client_addr, 400);
+    assert!(served >= 250, "only {served} of 400 served");
+    assert!(closed > 0, "a 300-descriptor server served all 400");
+    assert!(long.bytes() > before, "the open transfer stood still");
+    assert!(server.is_running(), "the server died");
+    let lines = server.count_log("backend connect failed");
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} lines about backend connects; log:\n{}",
+        server.log()
+    );
+    long.finish(4, len);
+    drop(held);
+    assert!(
+        transfer_after_storm(client_addr),
+        "no transfer after the storm; log:\n{}",
+        server.log()
+    );
 }
 
 /// With an on-demand pool, the pool closes when the last stream ends; that
