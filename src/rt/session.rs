@@ -502,15 +502,20 @@ impl Session {
         );
     }
 
-    /// Opens a stream for an accepted application connection (client).
+    /// Opens a stream for an accepted application connection (client). A
+    /// connection refused here is closed with a TCP reset, as a stream the
+    /// server refuses is: a plain close would look like a clean, empty
+    /// answer.
     pub fn open_stream(&self, socket: TcpStream) -> Result<StreamId, StreamOpenError> {
-        let me = self
-            .me()
-            .ok_or(StreamOpenError::Refused(OpenError::Closing))?;
+        let refuse = |e: OpenError| {
+            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            StreamOpenError::Refused(e)
+        };
+        let me = self.me().ok_or_else(|| refuse(OpenError::Closing))?;
         let (id, s) = {
             let mut table = lock(&self.streams);
             if self.is_closed() || self.peer_going_away() {
-                return Err(StreamOpenError::Refused(OpenError::Closing));
+                return Err(refuse(OpenError::Closing));
             }
             table
                 .open_local(|id| {
@@ -521,7 +526,7 @@ impl Session {
                         self.send_budget.clone(),
                     )
                 })
-                .map_err(StreamOpenError::Refused)?
+                .map_err(refuse)?
         };
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         self.control(Frame::Open { stream: id }, Wait::Yes);
