@@ -43,6 +43,10 @@ struct Registry {
     config: ServerConfig,
     threads: ThreadCount,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Links welcomed into each session and not yet counted by it (between
+    /// WELCOME and `link_up`): without them, links arriving together all
+    /// passed the `connection_pool_size` check. Locked after `sessions`.
+    joining: Mutex<HashMap<u64, usize>>,
     pending: AtomicUsize,
     shutdown: Shutdown,
     budget: Arc<StreamBudget>,
@@ -92,6 +96,7 @@ impl Server {
             config: self.config.clone(),
             threads: self.threads.clone(),
             sessions: Mutex::new(HashMap::new()),
+            joining: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
             budget: Arc::new(StreamBudget::new(self.config.max_total_streams)),
@@ -232,7 +237,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Ok(limits) => limits,
         Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
     };
-    let session = match join_session(reg, &hello, peer) {
+    let (session, _joining) = match join_session(reg, &hello, peer) {
         Ok(s) => s,
         Err(reason) => return refuse(&mut sock, &mut sealer, peer, reason),
     };
@@ -255,26 +260,54 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     }
 }
 
-fn join_session(
-    reg: &Registry,
+/// A link counted against its session's `connection_pool_size` until the
+/// session counts it itself (the link has started, or failed to).
+struct Joining<'a> {
+    reg: &'a Registry,
+    session: u64,
+}
+
+impl<'a> Joining<'a> {
+    /// Called with `joining` locked, after the checks passed.
+    fn new(reg: &'a Registry, joining: &mut HashMap<u64, usize>, session: u64) -> Self {
+        *joining.entry(session).or_default() += 1;
+        Joining { reg, session }
+    }
+}
+
+impl Drop for Joining<'_> {
+    fn drop(&mut self) {
+        let mut joining = lock(&self.reg.joining);
+        if let Some(n) = joining.get_mut(&self.session) {
+            *n -= 1;
+            if *n == 0 {
+                joining.remove(&self.session);
+            }
+        }
+    }
+}
+
+fn join_session<'a>(
+    reg: &'a Registry,
     hello: &frame::Hello,
     peer: SocketAddr,
-) -> Result<Arc<Session>, LinkReason> {
+) -> Result<(Arc<Session>, Joining<'a>), LinkReason> {
     let mut sessions = lock(&reg.sessions);
+    let mut joining = lock(&reg.joining);
     let known = sessions.get(&hello.session_id).map(|s| KnownSession {
         closed: s.is_closed(),
-        links: s.link_count(),
+        links: s.link_count() + joining.get(&hello.session_id).copied().unwrap_or(0),
     });
     let limits = JoinLimits {
         max_links_per_session: reg.config.max_links_per_session,
         max_sessions: reg.config.max_sessions,
     };
     let shutting_down = reg.shutdown.is_triggered();
-    match handshake::join(hello, known, sessions.len(), limits, shutting_down)? {
+    let session = match handshake::join(hello, known, sessions.len(), limits, shutting_down)? {
         Join::Existing => sessions
             .get(&hello.session_id)
             .cloned()
-            .ok_or(LinkReason::UnknownSession),
+            .ok_or(LinkReason::UnknownSession)?,
         Join::New => {
             let backend = Backend {
                 endpoint: reg.config.backend.clone(),
@@ -296,9 +329,10 @@ fn join_session(
                 hello.session_id,
                 sessions.len()
             );
-            Ok(session)
+            session
         }
-    }
+    };
+    Ok((session, Joining::new(reg, &mut joining, hello.session_id)))
 }
 
 fn reap_loop(reg: &Registry) {
