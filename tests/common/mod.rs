@@ -820,7 +820,7 @@ fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream)
 
 /// Sleeps as long as `rate` bytes per second requires after `n` more bytes
 /// (`paced` = since when, how many); a rate of 0 restarts the count.
-fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
+pub fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
     if rate == 0 {
         *paced = (Instant::now(), 0);
         return;
