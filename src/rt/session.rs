@@ -115,6 +115,8 @@ pub struct Session {
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     peer_goaway: AtomicBool,
+    /// We said GOAWAY: streams the peer opens from now on are refused.
+    goaway_sent: AtomicBool,
     closed: Shutdown,
     events: Option<Sender<SessionEvent>>,
     no_links_since: Mutex<Option<Instant>>,
@@ -154,6 +156,7 @@ impl Session {
             reinject_pending: AtomicBool::new(false),
             had_link: AtomicBool::new(false),
             peer_goaway: AtomicBool::new(false),
+            goaway_sent: AtomicBool::new(false),
             closed: Shutdown::new(),
             events,
             no_links_since: Mutex::new(Some(Instant::now())),
@@ -443,7 +446,8 @@ impl Session {
     /// table locked, so the stream is in it before any other frame looks.
     fn admit(&self, table: &mut StreamTable<Arc<Stream>>, id: StreamId) -> Option<Arc<Stream>> {
         let budget = self.backend.as_ref().map(|b| &b.budget);
-        let closing = self.is_closed() || self.peer_going_away();
+        let closing =
+            self.is_closed() || self.peer_going_away() || self.goaway_sent.load(Ordering::SeqCst);
         if closing || budget.is_some_and(|b| !b.try_take()) {
             return None;
         }
@@ -485,7 +489,8 @@ impl Session {
             .backend
             .as_ref()
             .map(|b| format!(", server-wide {} of {}", b.budget.used(), b.budget.limit));
-        let closing = self.peer_going_away() || self.is_closed();
+        let closing =
+            self.peer_going_away() || self.is_closed() || self.goaway_sent.load(Ordering::SeqCst);
         log::warn!(
             "session {:016x} stream {id}: refused ({open} of {} streams open in session{}{})",
             self.id,
@@ -591,8 +596,10 @@ impl Session {
         }
     }
 
-    /// Tells the peer we are going away, so it opens no new streams here.
+    /// Tells the peer we are going away, so it opens no new streams here
+    /// (and refuses any it opens all the same).
     pub fn send_goaway(&self, reason: LinkReason) {
+        self.goaway_sent.store(true, Ordering::SeqCst);
         for link in self.links() {
             link.send_control(Frame::GoAway(reason), false);
         }
