@@ -796,3 +796,55 @@ fn a_server_listening_beyond_loopback_without_a_secret_warns_at_start() {
         }
     });
 }
+
+#[test]
+fn a_peer_opening_a_stream_after_the_servers_goaway_gets_a_reset() {
+    within(Duration::from_secs(30), || {
+        let (backend, mut server, _client) = hostile_bed();
+        let mut link = raw_link(server.addr, 0xdead_0006);
+        // One stream open, so that the server's drain waits for it.
+        send(&mut link, Frame::Open { stream: 1 });
+        send(
+            &mut link,
+            Frame::Data {
+                stream: 1,
+                offset: 0,
+                data: b"E",
+            },
+        );
+        assert!(wait_until(Duration::from_secs(10), || backend
+            .accepted
+            .load(Ordering::SeqCst)
+            == 1));
+        server.shutdown.trigger();
+        assert!(
+            next_frame_where(&mut link, Duration::from_secs(10), |f| matches!(
+                f,
+                Frame::GoAway(_)
+            ))
+            .is_some(),
+            "no GOAWAY from a draining server"
+        );
+        // A peer that ignores it is refused: RST (reason 4), no backend.
+        send(&mut link, Frame::Open { stream: 3 });
+        send(
+            &mut link,
+            Frame::Data {
+                stream: 3,
+                offset: 0,
+                data: b"E",
+            },
+        );
+        let rst = next_frame_where(&mut link, Duration::from_secs(10), |f| {
+            matches!(f, Frame::Rst { stream: 3, .. })
+        });
+        assert_eq!(
+            rst.as_deref(),
+            Some(&[0, 0, 0, 6, 0x13, 0, 0, 0, 3, 4][..]),
+            "a stream opened after GOAWAY was not refused"
+        );
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+        drop(link);
+        server.stop();
+    });
+}

@@ -769,3 +769,69 @@ fn ipv6_loopback_end_to_end_with_an_ipv6_backend() {
         );
     });
 }
+
+/// An application connection held open through the tunnel (echo).
+fn hold_echo(client: &ClientHandle) -> TcpStream {
+    let mut app = client.connect();
+    app.write_all(b"Eping").unwrap();
+    let mut four = [0u8; 4];
+    app.read_exact(&mut four).unwrap();
+    app
+}
+
+#[test]
+fn no_new_stream_opens_after_the_servers_goaway() {
+    within(Duration::from_secs(60), || {
+        let mut t = Tunnel::start_with(2, true, "", "connect_timeout_ms = 2000");
+        let held = hold_echo(&t.client);
+        let session = format!("{:016x}", t.client.monitor.snapshot().sessions[0].id);
+        // The server starts draining: it says GOAWAY and waits for `held`.
+        t.server.shutdown.trigger();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &[&format!("session {session}: peer going away")]
+            )
+            .is_some(),
+            "the client never heard GOAWAY"
+        );
+        // A new application is not opened there (nor anywhere: the server
+        // takes no new link), so it is reset and never reaches the backend.
+        let mut late = t.client.connect();
+        let _ = late.write_all(b"Eping");
+        expect_reset(&mut late, Duration::from_secs(10));
+        assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
+        let snap = t.server.monitor.snapshot();
+        assert_eq!(snap.stream_count(), 1, "{snap:?}");
+        drop(held);
+        t.server.stop();
+    });
+}
+
+#[test]
+fn no_new_stream_opens_once_the_clients_drain_began() {
+    within(Duration::from_secs(60), || {
+        // A drain time no other test uses, so the log line is ours.
+        let mut t = Tunnel::start_with(2, true, "", "drain_timeout_ms = 43210");
+        let held = hold_echo(&t.client);
+        let listening = t.client.addr;
+        t.client.shutdown.trigger();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &["shutting down: 1 streams open; draining up to 43.21s"]
+            )
+            .is_some(),
+            "the client's drain did not begin"
+        );
+        // The listening socket is still there until the client exits, but
+        // nothing takes this connection off it: no stream, no backend.
+        let mut late = TcpStream::connect(listening).unwrap();
+        let _ = late.write_all(b"Eping");
+        drop(held);
+        t.client.stop();
+        // The exit closes the listener, resetting what still waited in it.
+        expect_reset(&mut late, Duration::from_secs(10));
+        assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
+    });
+}
