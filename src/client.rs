@@ -212,6 +212,15 @@ impl Pool {
                 s
             }
         };
+        // `max_streams` is the client's total: the streams of sessions
+        // retiring after a GOAWAY count too.
+        let retiring: usize = lock(&self.retiring).iter().map(|s| s.stream_count()).sum();
+        let max = self.config.tunnel.max_streams;
+        if retiring + session.stream_count() >= max {
+            let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            log::warn!("application connection from {peer} refused: stream limit {max} reached");
+            return;
+        }
         let opened_at = Instant::now();
         let linkless = session.link_count() == 0;
         if linkless && self.server_failing() {
