@@ -848,3 +848,45 @@ fn a_peer_opening_a_stream_after_the_servers_goaway_gets_a_reset() {
         server.stop();
     });
 }
+
+#[test]
+fn the_clients_max_streams_counts_a_retiring_sessions_streams_too() {
+    within(Duration::from_secs(60), || {
+        // A session whose server said GOAWAY keeps its streams while a new
+        // session takes the new ones; max_streams is the client's total.
+        init_logging();
+        let backend = Backend::start();
+        let mut old = start_server_toml(&server_toml(backend.addr, 2, "drain_timeout_ms = 30000"));
+        let proxy = FaultProxy::start(old.addr);
+        let client = start_client_toml(&client_toml(proxy.addr, 2, true, "max_streams = 2"));
+        let first = hold_echo(&client);
+        let session = format!("{:016x}", client.monitor.snapshot().sessions[0].id);
+        let new = start_server_toml(&server_toml(backend.addr, 2, ""));
+        proxy.set_target(new.addr);
+        old.shutdown.trigger();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &[&format!("session {session}: peer going away")]
+            )
+            .is_some(),
+            "the client never heard GOAWAY"
+        );
+        let second = hold_echo(&client);
+        assert_eq!(client.monitor.snapshot().sessions.len(), 2);
+        let third = client.connect();
+        let me = third.local_addr().unwrap().to_string();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &[&format!("application connection from {me} refused")]
+            )
+            .is_some(),
+            "a third stream was let in beside the retiring session's"
+        );
+        expect_reset(third, "a third stream of a client with max_streams = 2");
+        assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+        drop((first, second));
+        old.stop();
+    });
+}
