@@ -757,7 +757,10 @@ fn ends_that_disagree_on_encrypt_are_refused_both_ways() {
             assert!(
                 wait_log(
                     Duration::from_secs(5),
-                    &["cannot connect", "disagree on `encrypt`"]
+                    &[
+                        &format!("cannot connect to {}", b.proxy.addr),
+                        "disagree on `encrypt`"
+                    ]
                 )
                 .is_some(),
                 "the client does not say why (server encrypt = {server_encrypt})"

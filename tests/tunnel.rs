@@ -693,13 +693,14 @@ fn reconnect_backoff_doubles_with_jitter_up_to_its_cap() {
             .take(9)
             .collect();
         // After failure i the slot waits jitter(min(MIN × 2^i, MAX)), a
-        // factor in [0.5, 1.5); scheduling may only add to that.
+        // factor in [0.5, 1.5). Scheduling mostly adds to that, but an
+        // attempt noticed late shortens the next gap: 15 ms of slack below.
         let bases: Vec<u64> = (0..gaps.len() as u32)
             .map(|i| (MIN << i).min(MAX))
             .collect();
         for (i, (&gap, &base)) in gaps.iter().zip(&bases).enumerate() {
             assert!(
-                gap + 2 >= base / 2,
+                gap + 15 >= base / 2,
                 "wait {i} was {gap} ms, below half of {base} ms: gaps {gaps:?}"
             );
             assert!(
