@@ -23,17 +23,13 @@ use crate::util::random::{jitter, random_u64};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::{Bell, lock};
 use crate::util::thread::{self, ThreadCount};
-use crate::util::throttle::{self, Throttle};
+use crate::util::throttle::Throttle;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-static REFUSED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-static NO_LINK: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
 
 /// How often the pool checks whether a linkless session outlived its grace.
 const GRACE_CHECK: Duration = Duration::from_millis(100);
@@ -48,6 +44,10 @@ pub struct Client {
 
 /// The client's current session and the machinery to replace it.
 struct Pool {
+    /// Repeated warnings, each logged a few times per interval.
+    refused: Throttle,
+    no_link: Throttle,
+    no_thread: Throttle,
     config: ClientConfig,
     threads: ThreadCount,
     current: Mutex<Option<Arc<Session>>>,
@@ -119,6 +119,9 @@ impl Client {
         }
         let (events_tx, events_rx) = bounded(1024);
         let pool = Arc::new(Pool {
+            refused: Throttle::default(),
+            no_link: Throttle::default(),
+            no_thread: Throttle::default(),
             config: self.config.clone(),
             threads: self.threads.clone(),
             current: Mutex::new(None),
@@ -222,6 +225,15 @@ impl Pool {
                 s
             }
         };
+        // `max_streams` is the client's total: the streams of sessions
+        // retiring after a GOAWAY count too.
+        let retiring: usize = lock(&self.retiring).iter().map(|s| s.stream_count()).sum();
+        let max = self.config.tunnel.max_streams;
+        if retiring + session.stream_count() >= max {
+            let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            log::warn!("application connection from {peer} refused: stream limit {max} reached");
+            return;
+        }
         let opened_at = Instant::now();
         let linkless = session.link_count() == 0;
         if linkless && self.server_failing() {
@@ -232,7 +244,10 @@ impl Pool {
         let id = match session.open_stream(sock) {
             Ok(id) => id,
             Err(e) => {
-                crate::warn_throttled!(REFUSED, "application connection from {peer} refused: {e}");
+                crate::warn_throttled!(
+                    self.refused,
+                    "application connection from {peer} refused: {e}"
+                );
                 return;
             }
         };
@@ -266,14 +281,14 @@ impl Pool {
             }
             if session.link_count() == 0 && session.abort_stream_id(id, RstReason::SessionLost) {
                 crate::warn_throttled!(
-                    NO_LINK,
+                    pool.no_link,
                     "session {:016x} stream {id}: no link to the server, reset",
                     session.id
                 );
             }
         });
         if let Err(e) = spawned {
-            crate::warn_throttled!(NO_THREAD, "cannot start watch thread: {e}");
+            crate::warn_throttled!(self.no_thread, "cannot start watch thread: {e}");
         }
     }
 

@@ -23,19 +23,13 @@ use crate::util::net;
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::{self, ThreadCount};
-use crate::util::throttle::{self, Throttle, Throttles};
+use crate::util::throttle::{Throttle, Throttles};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-static TOO_MANY_HANDSHAKES: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-/// Links refused or failed in their handshake, per reason: a peer that keeps
-/// trying is logged once per interval, never in a flood.
-static REFUSED: Throttles = Throttles::new(throttle::DEFAULT_INTERVAL);
 
 /// The peer's address for logs, which it may no longer have.
 fn peer_text(sock: &TcpStream) -> String {
@@ -55,6 +49,11 @@ pub struct Server {
 }
 
 struct Registry {
+    /// Repeated warnings, each logged a few times per interval (refusals
+    /// per reason, so a flood of one hides no other).
+    refused: Throttles,
+    too_many_handshakes: Throttle,
+    no_thread: Throttle,
     config: ServerConfig,
     threads: ThreadCount,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
@@ -106,6 +105,9 @@ impl Server {
         );
         warn_if_open(&self.config, addr);
         let registry = Arc::new(Registry {
+            refused: Throttles::default(),
+            too_many_handshakes: Throttle::default(),
+            no_thread: Throttle::default(),
             config: self.config.clone(),
             threads: self.threads.clone(),
             sessions: Mutex::new(HashMap::new()),
@@ -142,8 +144,8 @@ impl Server {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
                 registry.counters.refused(Refusal::TooManyHandshakes);
                 crate::warn_throttled!(
-                    TOO_MANY_HANDSHAKES,
-                    "{} handshakes in progress (max_pending_handshakes), closing connection from {}",
+                    registry.too_many_handshakes,
+                    "too many handshakes in progress ({}, max_pending_handshakes), closing connection from {}",
                     self.config.max_pending_handshakes,
                     peer_text(&sock)
                 );
@@ -156,7 +158,7 @@ impl Server {
             });
             if let Err(e) = spawned {
                 registry.pending.fetch_sub(1, Ordering::SeqCst);
-                crate::warn_throttled!(NO_THREAD, "cannot start handshake thread: {e}");
+                crate::warn_throttled!(registry.no_thread, "cannot start handshake thread: {e}");
             }
         }
     }
@@ -185,7 +187,7 @@ fn refuse(
 ) {
     reg.counters.refused(Refusal::Link(reason));
     crate::warn_throttled_by!(
-        REFUSED,
+        reg.refused,
         reason.label(),
         "link from {peer} refused: {reason}"
     );
@@ -232,14 +234,18 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Err(HandshakeError::Refused(reason)) => {
             reg.counters.refused(Refusal::Link(reason));
             return crate::warn_throttled_by!(
-                REFUSED,
+                reg.refused,
                 reason.label(),
                 "link from {peer} refused: {reason}"
             );
         }
         Err(HandshakeError::Fault(e)) => {
             reg.counters.handshake_failed(HandshakeFailure::Protocol);
-            return crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer} refused: {e}");
+            return crate::warn_throttled_by!(
+                reg.refused,
+                e.label(),
+                "link from {peer} refused: {e}"
+            );
         }
     };
     let mut buf = [0u8; HANDSHAKE_BUF_LEN];
@@ -247,7 +253,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Ok(Frame::Hello(h)) => h,
         Ok(other) => {
             crate::warn_throttled_by!(
-                REFUSED,
+                reg.refused,
                 "unexpected_frame",
                 "link from {peer}: expected HELLO, got {}",
                 handshake::kind_name(&other)
@@ -257,7 +263,11 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         Err(HandshakeError::Refused(r)) => return refuse(reg, &mut sock, &mut sealer, peer, r),
         Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Fault(e)) => {
-            crate::warn_throttled_by!(REFUSED, e.label(), "link from {peer}: bad handshake: {e}");
+            crate::warn_throttled_by!(
+                reg.refused,
+                e.label(),
+                "link from {peer}: bad handshake: {e}"
+            );
             return refuse(reg, &mut sock, &mut sealer, peer, LinkReason::Protocol);
         }
     };
@@ -271,13 +281,14 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     };
     let welcome = handshake::welcome(session.our_limits());
     if let Err(e) = sealer.send_frame(&mut sock, &welcome) {
+        session.join_failed();
         reg.counters.handshake_failed(HandshakeFailure::of_io(&e));
         return log::warn!("link from {peer}: cannot send WELCOME: {e}");
     }
     session.set_peer_limits(client_limits);
     let settings = session.link_settings();
     let started = link::start(
-        session,
+        session.clone(),
         sock,
         hello.link_index,
         &reg.threads,
@@ -285,10 +296,15 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         settings,
     );
     if let Err(e) = started {
+        session.join_failed();
         log::warn!("link from {peer}: cannot start: {e}");
     }
 }
 
+/// Finds or starts the session a HELLO names and counts the link against
+/// its `connection_pool_size` from here on (`Session::try_join`): links
+/// arriving together all passed the check while each was counted only once
+/// up. The caller calls `Session::join_failed` if the link never comes up.
 fn join_session(
     reg: &Registry,
     hello: &frame::Hello,
@@ -297,18 +313,18 @@ fn join_session(
     let mut sessions = lock(&reg.sessions);
     let known = sessions.get(&hello.session_id).map(|s| KnownSession {
         closed: s.is_closed(),
-        links: s.link_count(),
+        links: s.links_joined(),
     });
     let limits = JoinLimits {
         max_links_per_session: reg.config.max_links_per_session,
         max_sessions: reg.config.max_sessions,
     };
     let shutting_down = reg.shutdown.is_triggered();
-    match handshake::join(hello, known, sessions.len(), limits, shutting_down)? {
+    let session = match handshake::join(hello, known, sessions.len(), limits, shutting_down)? {
         Join::Existing => sessions
             .get(&hello.session_id)
             .cloned()
-            .ok_or(LinkReason::UnknownSession),
+            .ok_or(LinkReason::UnknownSession)?,
         Join::New => {
             let backend = Backend {
                 endpoint: reg.config.backend.clone(),
@@ -331,9 +347,13 @@ fn join_session(
                 hello.session_id,
                 sessions.len()
             );
-            Ok(session)
+            session
         }
+    };
+    if !session.try_join(reg.config.max_links_per_session) {
+        return Err(LinkReason::TooManyLinks);
     }
+    Ok(session)
 }
 
 fn reap_loop(reg: &Registry) {

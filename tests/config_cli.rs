@@ -464,11 +464,11 @@ fn stops_cleanly_on_sigterm(mode: &str, text: &str) {
             break;
         }
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    let killed = common::output_within(
+        Command::new("kill").args(["-TERM", &child.id().to_string()]),
+        LIMIT,
+    );
+    assert!(killed.status.success(), "{killed:?}");
     let code = wait_bounded(&mut child, Instant::now() + LIMIT, &format!("mtcp {mode}"));
     let stderr = err.join().unwrap_or_default();
     let _ = out.join();

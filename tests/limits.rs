@@ -298,9 +298,11 @@ fn a_server_out_of_descriptors_resets_new_streams_and_keeps_serving() {
     assert!(closed > 0, "a 300-descriptor server served all 400");
     assert!(long.bytes() > before, "the open transfer stood still");
     assert!(server.is_running(), "the server died");
+    // A few lines of each kind per 10 s (`util::throttle::DEFAULT_BURST`),
+    // then a count: never one per failed stream.
     let lines = server.count_log("backend connect failed");
     assert!(
-        (1..=3).contains(&lines),
+        (1..=6).contains(&lines),
         "{lines} lines about backend connects; log:\n{}",
         server.log()
     );

@@ -8,13 +8,12 @@
 
 mod common;
 
-use common::{Pattern, TempDir};
+use common::{HeldPort, Pattern, TempDir, output_within};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -189,11 +188,11 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -{sig} failed");
+        let out = output_within(
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]),
+            LIMIT,
+        );
+        assert!(out.status.success(), "kill -{sig} failed: {out:?}");
     }
 
     fn is_running(&mut self) -> bool {
@@ -334,54 +333,16 @@ fn server_is_ready_once_it_listens_and_says_stopping() {
     assert_eq!(server.wait_exit(), Some(0), "{}", server.log());
 }
 
-/// A stand-in server port that accepts and drops every connection, so the
-/// client's links fail fast until it is stopped.
-struct RefusingPort {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl RefusingPort {
-    fn new() -> RefusingPort {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((sock, _)) => drop(sock),
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        RefusingPort {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Closes the port so a real server can take it.
-    fn close(mut self) -> u16 {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.port
-    }
-}
-
 #[test]
 fn zero_rtt_client_is_ready_only_once_a_link_is_up() {
     let dir = TempDir::new("client-ready");
-    let stand_in = RefusingPort::new();
+    // Nothing listens on the server's port yet (it is held, so no other
+    // test can take it before our server does): every link attempt fails.
+    let server_port = HeldPort::new("127.0.0.1");
     let cfg = dir.write(
         "client.toml",
         &client_config(
-            stand_in.port,
+            server_port.addr.port(),
             "connect_timeout_ms = 30000\nreconnect_min_ms = 20\nreconnect_max_ms = 100\n",
         ),
     );
@@ -399,10 +360,9 @@ fn zero_rtt_client_is_ready_only_once_a_link_is_up() {
         assert!(!m.contains("READY=1"), "READY=1 before any link: {m:?}");
     }
     // The real server arrives on the same port: READY follows.
-    let port = stand_in.close();
     let backend = echo_backend();
     let server_notify = NotifySocket::new(&dir, "server-notify");
-    let (mut server, _) = ready_server(&dir, &server_notify, port, backend);
+    let (mut server, _) = ready_server(&dir, &server_notify, server_port.addr.port(), backend);
     let msgs = notify.until("READY=1");
     let ready = msgs.last().expect("a message");
     assert!(
@@ -613,7 +573,10 @@ fn sighup_reloads_reports_and_never_exits() {
     drop(TcpStream::connect(addr).expect("connect"));
     server.wait_log(&["closed before its handshake"]);
 
-    // A broken file is reported and the daemon keeps running.
+    // A broken file is reported, and the running settings stay in force:
+    // the debug level (another short connection is logged) and the 200 ms
+    // stats interval (three more reports in a row), both of which the
+    // broken file would undo (it sets neither).
     std::fs::write(&cfg, "mode = \"server\"\n[server]\nlisten_port = \"x\"\n").expect("write");
     server.signal("HUP");
     server.wait_log(&[
@@ -621,6 +584,22 @@ fn sighup_reloads_reports_and_never_exits() {
         "server.toml",
         "keeping the running configuration",
     ]);
+    let (debug_lines, reports) = (
+        server.count_log("closed before its handshake"),
+        server.count_log("stats total"),
+    );
+    drop(TcpStream::connect(addr).expect("connect"));
+    let deadline = Instant::now() + LIMIT;
+    while server.count_log("closed before its handshake") == debug_lines
+        || server.count_log("stats total") < reports + 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broken file changed the running settings:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     // A file for the other role is not applied either.
     std::fs::write(&cfg, client_config(1, "")).expect("write");
     server.signal("HUP");
@@ -643,27 +622,36 @@ fn sighup_reloads_reports_and_never_exits() {
 
 #[test]
 fn watchdog_pings_at_half_the_interval() {
+    const USEC: u64 = 400_000;
     let dir = TempDir::new("watchdog");
     let notify = NotifySocket::new(&dir, "notify");
     let cfg = dir.write("server.toml", &server_config(0, 9, ""));
     let mut server = Daemon::start(
         &["server", "-c", path(&cfg)],
         Some(&notify),
-        &[("WATCHDOG_USEC", "200000")],
+        &[("WATCHDOG_USEC", &USEC.to_string())],
     );
     notify.until("READY=1");
-    let start = Instant::now();
-    for _ in 0..5 {
+    notify.until("WATCHDOG=1");
+    let mut last = Instant::now();
+    let mut gaps = Vec::new();
+    for _ in 0..8 {
         notify.until("WATCHDOG=1");
+        gaps.push(last.elapsed().as_millis() as u64);
+        last = Instant::now();
     }
-    // Five pings at 100 ms take about half a second; far less than the
-    // 200 ms per ping that would let systemd's watchdog fire.
+    // Half of WATCHDOG_USEC is 200 ms. A sleep only ever oversleeps, so the
+    // median gap must sit between 0.4 and 0.9 of WATCHDOG_USEC: pinging at
+    // the full interval (or slower) would let systemd's watchdog fire, and
+    // much faster is not what was asked.
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    let usec_ms = USEC / 1000;
     assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
+        (usec_ms * 4 / 10..=usec_ms * 9 / 10).contains(&median),
+        "median gap {median} ms between pings, WATCHDOG_USEC {usec_ms} ms: {gaps:?}"
     );
-    server.wait_log(&["watchdog on: pinging every 100 ms"]);
+    server.wait_log(&["watchdog on: pinging every 200 ms"]);
     server.stop();
 }
 
@@ -696,11 +684,12 @@ fn secret_from_the_credentials_directory_as_under_load_credential() {
     let backend = echo_backend();
     let server_cfg = dir.write("server.toml", &server_config(0, backend, with_secret));
     // `mtcp check` finds the secret in $CREDENTIALS_DIRECTORY too.
-    let check = Command::new(env!("CARGO_BIN_EXE_mtcp"))
-        .args(["check", "--quiet", "-c", path(&server_cfg)])
-        .env("CREDENTIALS_DIRECTORY", &creds)
-        .output()
-        .expect("run mtcp check");
+    let check = output_within(
+        Command::new(env!("CARGO_BIN_EXE_mtcp"))
+            .args(["check", "--quiet", "-c", path(&server_cfg)])
+            .env("CREDENTIALS_DIRECTORY", &creds),
+        LIMIT,
+    );
     assert_eq!(check.status.code(), Some(0), "{check:?}");
     assert!(check.stdout.is_empty(), "{check:?}");
 
@@ -748,7 +737,7 @@ fn check_quiet_and_journal_priority_of_fatal_errors() {
         if journal {
             cmd.env("JOURNAL_STREAM", "8:12345");
         }
-        cmd.output().expect("run mtcp")
+        output_within(&mut cmd, LIMIT)
     };
     let out = run(&["check", "-q", "-c", path(&good)], false);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -766,4 +755,94 @@ fn check_quiet_and_journal_priority_of_fatal_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("<3>mtcp: "), "{stderr}");
     assert!(stderr.contains("missing key"), "{stderr}");
+}
+
+#[test]
+fn a_zero_rtt_client_whose_server_is_unreachable_is_ready_after_connect_timeout() {
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+    let dir = TempDir::new("client-unreachable");
+    let server_port = HeldPort::new("127.0.0.1");
+    let cfg = dir.write(
+        "client.toml",
+        &client_config(
+            server_port.addr.port(),
+            &format!(
+                "connect_timeout_ms = {}\nreconnect_min_ms = 20\nreconnect_max_ms = 100\n",
+                CONNECT_TIMEOUT.as_millis()
+            ),
+        ),
+    );
+    let notify = NotifySocket::new(&dir, "notify");
+    let started = Instant::now();
+    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+    let msgs = notify.until("READY=1");
+    let took = started.elapsed();
+    let ready = msgs.last().expect("a message");
+    // Units ordered after it must not hang on a server that is down: READY
+    // comes once the connect timeout ran out, and says why.
+    assert!(
+        field(ready, "STATUS").is_some_and(|s| s.contains("no link to the server yet")),
+        "{ready:?}"
+    );
+    assert!(
+        took >= CONNECT_TIMEOUT,
+        "READY=1 after {took:?}, before the connect timeout"
+    );
+    assert!(
+        took < CONNECT_TIMEOUT + Duration::from_secs(10),
+        "READY=1 only after {took:?}"
+    );
+    assert!(
+        msgs[..msgs.len() - 1]
+            .iter()
+            .all(|m| !m.contains("READY=1")),
+        "{msgs:?}"
+    );
+    client.wait_log(&["no link to the server within 1000 ms"]);
+    client.stop();
+}
+
+#[test]
+fn rust_log_overrides_log_level_and_its_reload() {
+    let dir = TempDir::new("rust-log");
+    let cfg = dir.write(
+        "server.toml",
+        &server_config(0, 9, "log_level = \"error\"\n"),
+    );
+    // RUST_LOG=debug wins over log_level = "error": info and debug lines
+    // appear, and a reload cannot take the level back.
+    let notify = NotifySocket::new(&dir, "notify");
+    let mut loud = Daemon::start(
+        &["server", "-c", path(&cfg)],
+        Some(&notify),
+        &[("RUST_LOG", "debug")],
+    );
+    let addr = listening_addr(notify.until("READY=1").last().expect("a message"));
+    loud.wait_log(&["server listening on"]);
+    drop(TcpStream::connect(addr).expect("connect"));
+    loud.wait_log(&["closed before its handshake"]);
+    std::fs::write(
+        &cfg,
+        server_config(addr.port(), 9, "log_level = \"warn\"\n"),
+    )
+    .expect("rewrite config");
+    loud.signal("HUP");
+    loud.wait_log(&["log_level not applied: RUST_LOG is set"]);
+    loud.stop();
+
+    // Without RUST_LOG the file's level holds: nothing below error.
+    let cfg = dir.write(
+        "quiet.toml",
+        &server_config(0, 9, "log_level = \"error\"\n"),
+    );
+    let notify = NotifySocket::new(&dir, "quiet-notify");
+    let mut quiet = Daemon::start(&["server", "-c", path(&cfg)], Some(&notify), &[]);
+    let addr = listening_addr(notify.until("READY=1").last().expect("a message"));
+    drop(TcpStream::connect(addr).expect("connect"));
+    quiet.stop();
+    assert_eq!(
+        quiet.log(),
+        "",
+        "log_level = \"error\" let lower levels through"
+    );
 }

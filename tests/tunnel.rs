@@ -5,6 +5,8 @@ mod common;
 use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown as Direction, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -143,22 +145,24 @@ fn half_close_then_read_whole_reply() {
     });
 }
 
-fn expect_reset_or_close(app: &mut TcpStream, limit: Duration) {
+/// Expects `app` to end in a TCP reset, as the README promises for every
+/// failure the application cannot otherwise tell from a complete answer,
+/// within `limit`; returns how long it took.
+fn expect_reset(app: &mut TcpStream, limit: Duration) -> Duration {
     app.set_read_timeout(Some(limit)).unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 64];
     loop {
         match app.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-            Err(e) => panic!(
-                "expected close or reset, got {e} after {:?}",
+            Ok(0) => panic!(
+                "expected a reset, got a clean end after {:?}",
                 start.elapsed()
             ),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("expected a reset, got {e} after {:?}", start.elapsed()),
         }
     }
-    assert!(start.elapsed() < limit, "took {:?}", start.elapsed());
 }
 
 #[test]
@@ -191,8 +195,15 @@ fn half_close_by_backend_first_then_application_keeps_sending() {
     });
 }
 
+/// The id of the only session `server` has.
+fn only_session(server: &ServerHandle) -> String {
+    let snap = server.monitor.snapshot();
+    assert_eq!(snap.sessions.len(), 1, "{snap:?}");
+    format!("{:016x}", snap.sessions[0].id)
+}
+
 #[test]
-fn backend_connect_timeout_reaches_application_within_two_seconds() {
+fn backend_connect_timeout_reaches_application_as_reset() {
     within(Duration::from_secs(30), || {
         init_logging();
         // A listener that never accepts, with its queue filled: further SYNs
@@ -219,31 +230,92 @@ fn backend_connect_timeout_reaches_application_within_two_seconds() {
             }
         };
         if !probe_times_out {
-            eprintln!("cannot make a connect time out on this kernel; skipping");
-            return;
+            return skip(
+                "backend_connect_timeout_reaches_application_as_reset",
+                "this kernel accepts every connect to a full listen queue, so none times out",
+            );
         }
-        let server = start_server_toml(&server_toml(addr, 2, "backend_connect_timeout_ms = 500"));
+        const TIMEOUT: Duration = Duration::from_millis(500);
+        let server = start_server_toml(&server_toml(
+            addr,
+            2,
+            &format!("backend_connect_timeout_ms = {}", TIMEOUT.as_millis()),
+        ));
         let client = start_client_toml(&client_toml(server.addr, 2, true, ""));
         let mut app = client.connect();
         let _ = app.write_all(b"hello");
-        expect_reset_or_close(&mut app, Duration::from_secs(2));
+        let took = expect_reset(&mut app, TIMEOUT + Duration::from_secs(10));
+        // The reset came from the deadline, not from a refusal.
+        assert!(took >= TIMEOUT * 4 / 5, "reset after only {took:?}");
+        let session = only_session(&server);
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[&session, &format!("backend connect failed: {addr}")]
+            )
+            .is_some(),
+            "the server did not say the backend connect failed"
+        );
     });
 }
 
 #[test]
-fn backend_down_reaches_application_within_two_seconds() {
+fn backend_down_reaches_application_as_reset() {
     within(Duration::from_secs(30), || {
         init_logging();
-        // A port with nothing listening: bind, learn the port, close.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let server = start_server_toml(&server_toml(dead, 4, ""));
+        let dead = HeldPort::new("127.0.0.1");
+        let server = start_server_toml(&server_toml(dead.addr, 4, ""));
         let client = start_client_toml(&client_toml(server.addr, 4, true, ""));
         let mut app = client.connect();
         let _ = app.write_all(b"hello");
-        expect_reset_or_close(&mut app, Duration::from_secs(2));
+        expect_reset(&mut app, Duration::from_secs(10));
+        let session = only_session(&server);
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[
+                    &session,
+                    &format!("backend connect failed: {}", dead.addr),
+                    "refused"
+                ]
+            )
+            .is_some(),
+            "the server did not say the backend refused"
+        );
+    });
+}
+
+#[test]
+fn a_host_name_backend_is_resolved_when_a_stream_connects() {
+    within(Duration::from_secs(30), || {
+        let backend = Backend::start();
+        let by_name = |host: &str| {
+            server_toml(backend.addr, 2, "").replace(
+                &format!("backend_ip = \"{}\"", backend.addr.ip()),
+                &format!("backend_ip = \"{host}\""),
+            )
+        };
+        // A name that does not resolve: the server starts all the same (it
+        // resolves nothing at start), and each stream's connect tries the
+        // name and is reset.
+        let server = start_server_toml(&by_name("mtcp-test-no-such-host.invalid"));
+        let client = start_client_toml(&client_toml(server.addr, 2, true, ""));
+        for _ in 0..2 {
+            let mut app = client.connect();
+            let _ = app.write_all(b"hello");
+            expect_reset(&mut app, Duration::from_secs(20));
+        }
+        let session = only_session(&server);
+        assert_eq!(
+            log_lines(&[&session, "backend connect failed"]).len(),
+            2,
+            "each stream's connect did not try the name"
+        );
+        // "localhost" reaches the backend on 127.0.0.1 end to end.
+        let server = start_server_toml(&by_name("localhost"));
+        let client = start_client_toml(&client_toml(server.addr, 2, true, ""));
+        upload(&client, 15, MIB);
+        download(&client, 16, MIB);
     });
 }
 
@@ -292,7 +364,7 @@ fn a_reset_after_a_burst_reaches_application_as_reset_not_eof() {
 }
 
 #[test]
-fn application_reset_reaches_backend() {
+fn application_reset_reaches_backend_as_reset() {
     within(Duration::from_secs(30), || {
         let t = Tunnel::start(2, true);
         let app = t.client.connect();
@@ -312,8 +384,14 @@ fn application_reset_reaches_backend() {
             .unwrap();
         drop(app);
         assert!(
-            wait_until(Duration::from_secs(5), || backend_open() == 0),
+            wait_until(Duration::from_secs(10), || backend_open() == 0),
             "backend connection still open after the application reset"
+        );
+        let ends = t.backend.echo_ends.lock().unwrap().clone();
+        assert_eq!(
+            ends,
+            [Some(ErrorKind::ConnectionReset)],
+            "the backend must see a reset, not a clean end"
         );
     });
 }
@@ -372,6 +450,7 @@ fn pool_on_demand_without_zero_rtt() {
         let server = start_server_toml(&server_toml(backend.addr, 3, ""));
         let proxy = Proxy::start(server.addr);
         let client = start_client_toml(&client_toml(proxy.addr, 3, false, ""));
+        // Nothing to wait for: that nothing connects in a while is the point.
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(proxy.accepted(), 0, "0-RTT off must not pre-connect");
         let mut app = client.connect();
@@ -408,14 +487,21 @@ fn on_demand_pool_closing_mid_handshake_is_no_server_failure() {
         let front = TcpListener::bind("127.0.0.1:0").unwrap();
         let front_addr = front.local_addr().unwrap();
         let to = server.addr;
+        // Links accepted and not yet passed on to the server.
+        let delayed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiting = delayed.clone();
         std::thread::spawn(move || {
             for (i, conn) in front.incoming().enumerate() {
                 let Ok(conn) = conn else { continue };
+                waiting.fetch_add(1, Ordering::SeqCst);
+                let waiting = waiting.clone();
                 std::thread::spawn(move || {
                     if i % 2 == 1 {
                         std::thread::sleep(Duration::from_millis(300));
                     }
-                    if let Ok(up) = TcpStream::connect(to) {
+                    let up = TcpStream::connect(to);
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    if let Ok(up) = up {
                         relay(conn, up);
                     }
                 });
@@ -435,21 +521,21 @@ fn on_demand_pool_closing_mid_handshake_is_no_server_failure() {
             );
             drop(app);
             // Past the late handshakes of the pool that just closed.
-            std::thread::sleep(Duration::from_millis(500));
+            assert!(wait_until(Duration::from_secs(10), || delayed
+                .load(Ordering::SeqCst)
+                == 0));
         }
     });
 }
 
-/// A backend, a 0-RTT client of 2 links, and the address of a server that
-/// is not running yet (its port reserved, then freed).
-fn client_without_server(client_extra: &str) -> (Backend, std::net::SocketAddr, ClientHandle) {
+/// A backend, a 0-RTT client of `pool` links, and the address of a server
+/// that is not running yet (held, so that nobody else takes it).
+fn client_without_server(pool: usize, client_extra: &str) -> (Backend, HeldPort, ClientHandle) {
     init_logging();
     let backend = Backend::start();
-    let port_holder = TcpListener::bind("127.0.0.1:0").unwrap();
-    let server_addr = port_holder.local_addr().unwrap();
-    drop(port_holder);
-    let client = start_client_toml(&client_toml(server_addr, 2, true, client_extra));
-    (backend, server_addr, client)
+    let server_port = HeldPort::new("127.0.0.1");
+    let client = start_client_toml(&client_toml(server_port.addr, pool, true, client_extra));
+    (backend, server_port, client)
 }
 
 /// Starts the server of [`client_without_server`] at its address.
@@ -459,17 +545,83 @@ fn start_server_at(backend: &Backend, addr: std::net::SocketAddr) -> ServerHandl
     start_server_toml(&text)
 }
 
+/// Stands in for a server on a held port: accepts each connection, notes
+/// when, and closes it at once, so every link attempt fails just after its
+/// connect and the client's reconnect timing can be read off the accepts.
+struct StandIn {
+    accepts: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandIn {
+    fn on(port: &HeldPort) -> StandIn {
+        let listener = mtcp::util::net::listen(port.addr).expect("listen on the held port");
+        listener.set_nonblocking(true).unwrap();
+        let accepts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let (seen, done) = (accepts.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        seen.lock().unwrap().push(Instant::now());
+                        drop(sock);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        StandIn {
+            accepts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` connections came; returns their times.
+    fn wait_accepts(&self, n: usize, limit: Duration) -> Vec<Instant> {
+        assert!(
+            wait_until(limit, || self.accepts.lock().unwrap().len() >= n),
+            "only {} connection attempts within {limit:?}",
+            self.accepts.lock().unwrap().len()
+        );
+        self.accepts.lock().unwrap().clone()
+    }
+
+    /// Stops listening (the port stays held).
+    fn close(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
 #[test]
 fn server_down_at_start_fails_fast_then_recovers() {
     within(Duration::from_secs(60), || {
-        let (backend, server_addr, client) =
-            client_without_server("reconnect_min_ms = 50\nreconnect_max_ms = 200");
-        std::thread::sleep(Duration::from_millis(200));
+        // A connect timeout far longer than the reset may take: the reset
+        // must come from the failed attempt, not from waiting out the timeout.
+        let (backend, server_port, client) = client_without_server(
+            2,
+            "reconnect_min_ms = 50\nreconnect_max_ms = 200\nconnect_timeout_ms = 20000",
+        );
+        let addr = server_port.addr;
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &[&format!("cannot connect to {addr}")]
+            )
+            .is_some(),
+            "the client never tried the server"
+        );
         let mut app = client.connect();
         let _ = app.write_all(b"D");
-        expect_reset_or_close(&mut app, Duration::from_secs(2));
-        let _server = start_server_at(&backend, server_addr);
-        let ok = wait_until(Duration::from_secs(5), || {
+        let took = expect_reset(&mut app, Duration::from_secs(15));
+        assert!(took < Duration::from_secs(5), "reset only after {took:?}");
+        let _server = start_server_at(&backend, addr);
+        let ok = wait_until(Duration::from_secs(10), || {
             let mut app = client.connect();
             if app.write_all(b"U").is_err() || app.write_all(b"abc").is_err() {
                 return false;
@@ -484,16 +636,27 @@ fn server_down_at_start_fails_fast_then_recovers() {
 
 #[test]
 fn the_first_application_after_the_server_returns_is_served() {
-    // While the server is down the slots back off (here up to 5 s). An
-    // application arriving then makes a slot try again at once; it used to
-    // be reset until the next backoff ran out, even with the server back.
+    // While the server is down the slot backs off. An application arriving
+    // then makes it try again at once; it used to be reset until the next
+    // backoff ran out, even with the server back.
     within(Duration::from_secs(60), || {
-        let (backend, server_addr, client) =
-            client_without_server("reconnect_min_ms = 400\nreconnect_max_ms = 5000");
-        // Long enough for the backoff to reach seconds.
-        std::thread::sleep(Duration::from_millis(2500));
-        let _server = start_server_at(&backend, server_addr);
-        let started = Instant::now();
+        const MIN: Duration = Duration::from_millis(50);
+        let (backend, server_port, client) = client_without_server(
+            1,
+            &format!(
+                "reconnect_min_ms = {}\nreconnect_max_ms = 60000",
+                MIN.as_millis()
+            ),
+        );
+        let stand_in = StandIn::on(&server_port);
+        // After the 7th failure the slot waits jitter(64 × MIN): at least
+        // 32 × MIN = 1.6 s.
+        let last = *stand_in
+            .wait_accepts(7, Duration::from_secs(20))
+            .last()
+            .unwrap();
+        stand_in.close();
+        let _server = start_server_at(&backend, server_port.addr);
         let mut app = client.connect();
         app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         app.write_all(b"D").unwrap();
@@ -505,10 +668,50 @@ fn the_first_application_after_the_server_returns_is_served() {
             "the first connection after the server came back: {got:?}"
         );
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
+            last.elapsed() < MIN * 24,
+            "served {:?} after the last failure: the slot waited out its backoff",
+            last.elapsed()
         );
+    });
+}
+
+#[test]
+fn reconnect_backoff_doubles_with_jitter_up_to_its_cap() {
+    within(Duration::from_secs(60), || {
+        const MIN: u64 = 40;
+        const MAX: u64 = 320;
+        let (_backend, server_port, _client) = client_without_server(
+            1,
+            &format!("reconnect_min_ms = {MIN}\nreconnect_max_ms = {MAX}"),
+        );
+        let stand_in = StandIn::on(&server_port);
+        let times = stand_in.wait_accepts(10, Duration::from_secs(30));
+        stand_in.close();
+        let gaps: Vec<u64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .take(9)
+            .collect();
+        // After failure i the slot waits jitter(min(MIN × 2^i, MAX)), a
+        // factor in [0.5, 1.5). Scheduling mostly adds to that, but an
+        // attempt noticed late shortens the next gap: 15 ms of slack below.
+        let bases: Vec<u64> = (0..gaps.len() as u32)
+            .map(|i| (MIN << i).min(MAX))
+            .collect();
+        for (i, (&gap, &base)) in gaps.iter().zip(&bases).enumerate() {
+            assert!(
+                gap + 15 >= base / 2,
+                "wait {i} was {gap} ms, below half of {base} ms: gaps {gaps:?}"
+            );
+            assert!(
+                gap <= base * 3 / 2 + 300,
+                "wait {i} was {gap} ms, far above 1.5 × {base} ms: gaps {gaps:?}"
+            );
+        }
+        // Capped waits still differ: the jitter spreads a pool's slots.
+        let capped = &gaps[4..];
+        let spread = capped.iter().max().unwrap() - capped.iter().min().unwrap();
+        assert!(spread >= 20, "capped waits {capped:?} all alike: no jitter");
     });
 }
 
@@ -530,23 +733,106 @@ fn two_clients_are_isolated_sessions() {
 }
 
 #[test]
-fn ipv6_loopback_end_to_end() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("no IPv6 loopback here; skipping");
-        return;
+fn ipv6_loopback_end_to_end_with_an_ipv6_backend() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        return skip(
+            "ipv6_loopback_end_to_end_with_an_ipv6_backend",
+            &format!("cannot bind [::1]: {e}"),
+        );
     }
     within(Duration::from_secs(60), || {
         init_logging();
-        let backend = Backend::start();
+        let backend = Backend::start_on("::1");
         let text = server_toml(backend.addr, 2, "")
             .replace("listen_ip = \"127.0.0.1\"", "listen_ip = \"::1\"");
+        assert!(text.contains("backend_ip = \"::1\""), "{text}");
         let server = start_server_toml(&text);
         let text = client_toml(server.addr, 2, true, "").replace(
             "local_listen_ip = \"127.0.0.1\"",
             "local_listen_ip = \"::1\"",
         );
         let client = start_client_toml(&text);
-        assert!(client.addr.is_ipv6() && server.addr.is_ipv6());
+        assert!(client.addr.is_ipv6() && server.addr.is_ipv6() && backend.addr.is_ipv6());
         upload(&client, 31, MIB);
+        download(&client, 32, MIB);
+        // Every hop was IPv6: the links reached the server from ::1.
+        let snap = server.monitor.snapshot();
+        assert!(
+            snap.sessions
+                .iter()
+                .flat_map(|s| &s.links)
+                .all(|l| l.peer.is_ipv6()),
+            "{snap:?}"
+        );
+        assert_eq!(
+            backend.accepted.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+    });
+}
+
+/// An application connection held open through the tunnel (echo).
+fn hold_echo(client: &ClientHandle) -> TcpStream {
+    let mut app = client.connect();
+    app.write_all(b"Eping").unwrap();
+    let mut four = [0u8; 4];
+    app.read_exact(&mut four).unwrap();
+    app
+}
+
+#[test]
+fn no_new_stream_opens_after_the_servers_goaway() {
+    within(Duration::from_secs(60), || {
+        let mut t = Tunnel::start_with(2, true, "", "connect_timeout_ms = 2000");
+        let held = hold_echo(&t.client);
+        let session = format!("{:016x}", t.client.monitor.snapshot().sessions[0].id);
+        // The server starts draining: it says GOAWAY and waits for `held`.
+        t.server.shutdown.trigger();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &[&format!("session {session}: peer going away")]
+            )
+            .is_some(),
+            "the client never heard GOAWAY"
+        );
+        // A new application is not opened there (nor anywhere: the server
+        // takes no new link), so it is reset and never reaches the backend.
+        let mut late = t.client.connect();
+        let _ = late.write_all(b"Eping");
+        expect_reset(&mut late, Duration::from_secs(10));
+        assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
+        let snap = t.server.monitor.snapshot();
+        assert_eq!(snap.stream_count(), 1, "{snap:?}");
+        drop(held);
+        t.server.stop();
+    });
+}
+
+#[test]
+fn no_new_stream_opens_once_the_clients_drain_began() {
+    within(Duration::from_secs(60), || {
+        // A drain time no other test uses, so the log line is ours.
+        let mut t = Tunnel::start_with(2, true, "", "drain_timeout_ms = 43210");
+        let held = hold_echo(&t.client);
+        let listening = t.client.addr;
+        t.client.shutdown.trigger();
+        assert!(
+            wait_log(
+                Duration::from_secs(10),
+                &["shutting down: 1 streams open; draining up to 43.21s"]
+            )
+            .is_some(),
+            "the client's drain did not begin"
+        );
+        // The listening socket is still there until the client exits, but
+        // nothing takes this connection off it: no stream, no backend.
+        let mut late = TcpStream::connect(listening).unwrap();
+        let _ = late.write_all(b"Eping");
+        drop(held);
+        t.client.stop();
+        // The exit closes the listener, resetting what still waited in it.
+        expect_reset(&mut late, Duration::from_secs(10));
+        assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
     });
 }

@@ -9,7 +9,7 @@
 //! possible the loop backs off. Connections already open keep working.
 
 use crate::util::shutdown::Shutdown;
-use crate::util::throttle::Throttle;
+use crate::util::throttle::{DEFAULT_INTERVAL, Throttle};
 use std::fs::File;
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -18,15 +18,15 @@ use std::time::Duration;
 /// Pause after an accept failure that shedding could not resolve.
 const BACKOFF: Duration = Duration::from_millis(50);
 
-static OUT_OF_DESCRIPTORS: Throttle = Throttle::new(crate::util::throttle::DEFAULT_INTERVAL);
-static ACCEPT_FAILED: Throttle = Throttle::new(crate::util::throttle::DEFAULT_INTERVAL);
-
 /// A listening socket with a reserve descriptor.
 pub struct Acceptor<'a> {
     listener: &'a TcpListener,
     reserve: Option<File>,
     /// What the listener serves, for log lines ("application", "link").
     what: &'static str,
+    /// One line per interval: a storm of refused connections is one event.
+    out_of_descriptors: Throttle,
+    failed: Throttle,
 }
 
 impl<'a> Acceptor<'a> {
@@ -36,6 +36,8 @@ impl<'a> Acceptor<'a> {
             listener,
             reserve: open_reserve(),
             what,
+            out_of_descriptors: Throttle::new(DEFAULT_INTERVAL, 1),
+            failed: Throttle::new(DEFAULT_INTERVAL, 1),
         }
     }
 
@@ -61,7 +63,7 @@ impl<'a> Acceptor<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => self.shed(&e),
                 Err(e) => {
-                    crate::warn_throttled!(ACCEPT_FAILED, "accept failed: {e}");
+                    crate::warn_throttled!(self.failed, "accept failed: {e}");
                     std::thread::sleep(BACKOFF);
                 }
             }
@@ -71,7 +73,7 @@ impl<'a> Acceptor<'a> {
     /// Frees the reserve, accepts one waiting connection and resets it.
     fn shed(&mut self, e: &io::Error) {
         crate::warn_throttled!(
-            OUT_OF_DESCRIPTORS,
+            self.out_of_descriptors,
             "out of file descriptors ({e}): new {} connections are closed at once until some are free",
             self.what
         );

@@ -1,78 +1,129 @@
 //! Log lines for failures that can repeat thousands of times a second
-//! (descriptors exhausted, threads refused, a hostile peer): the first is
-//! logged, then at most one per interval, saying how many were not.
+//! (descriptors exhausted, threads refused, a hostile peer): the first few
+//! of each kind are logged, then none until the interval is over, when the
+//! next one says how many were held back.
+//!
+//! Each daemon (each server registry, client pool, session, acceptor) keeps
+//! its own throttles, so two daemons in one process (tests) or two sessions
+//! do not hide each other's lines.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often a throttled message is logged at most, by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Messages of one kind logged per interval before the rest are held back.
+pub const DEFAULT_BURST: u32 = 5;
+
+/// One interval's account for one kind of message.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    shown: u32,
+    held: u64,
+}
+
+impl Window {
+    /// `Some(n)` to log now (`n` held back before), `None` to hold back.
+    fn allow(
+        slot: &mut Option<Window>,
+        now: Instant,
+        interval: Duration,
+        burst: u32,
+    ) -> Option<u64> {
+        match slot {
+            Some(w) if now.duration_since(w.start) < interval => {
+                if w.shown < burst {
+                    w.shown += 1;
+                    Some(0)
+                } else {
+                    w.held += 1;
+                    None
+                }
+            }
+            _ => {
+                let held = slot.map_or(0, |w| w.held);
+                *slot = Some(Window {
+                    start: now,
+                    shown: 1,
+                    held: 0,
+                });
+                Some(held)
+            }
+        }
+    }
+}
 
 /// One kind of repeated message.
+#[derive(Debug)]
 pub struct Throttle {
     interval: Duration,
-    /// When the message was last logged, and how many were held back since.
-    state: Mutex<(Option<Instant>, u64)>,
+    burst: u32,
+    window: Mutex<Option<Window>>,
 }
 
 impl Throttle {
-    /// A throttle that lets one message through per `interval`.
-    pub const fn new(interval: Duration) -> Self {
+    /// A throttle that lets `burst` messages through per `interval`.
+    pub const fn new(interval: Duration, burst: u32) -> Self {
         Throttle {
             interval,
-            state: Mutex::new((None, 0)),
+            burst,
+            window: Mutex::new(None),
         }
     }
 
     /// `Some(n)` when the caller should log now (`n` messages were held back
     /// since the last one), `None` when this one is held back.
     pub fn allow(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (last, held) = &mut *state;
-        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
-            *held += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(held))
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        Window::allow(&mut window, now, self.interval, self.burst)
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new(DEFAULT_INTERVAL, DEFAULT_BURST)
     }
 }
 
 /// Several kinds of one message, each throttled on its own (a refusal per
 /// reason, say): a flood of one kind hides no other kind.
+#[derive(Debug)]
 pub struct Throttles {
     interval: Duration,
-    /// Per key: when last logged, how many held back since. Keys are a
-    /// small fixed set, so a list does.
-    state: Mutex<Vec<(&'static str, Instant, u64)>>,
+    burst: u32,
+    /// Keys are a small fixed set of labels, so a list does.
+    windows: Mutex<Vec<(&'static str, Option<Window>)>>,
 }
 
 impl Throttles {
-    /// Throttles that let one message of each key through per `interval`.
-    pub const fn new(interval: Duration) -> Self {
+    /// Throttles that let `burst` messages of each key through per
+    /// `interval`.
+    pub const fn new(interval: Duration, burst: u32) -> Self {
         Throttles {
             interval,
-            state: Mutex::new(Vec::new()),
+            burst,
+            windows: Mutex::new(Vec::new()),
         }
     }
 
     /// As [`Throttle::allow`], for the messages of kind `key`.
     pub fn allow(&self, key: &'static str, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.iter_mut().find(|(k, _, _)| *k == key) {
-            Some((_, last, held)) if now.duration_since(*last) < self.interval => {
-                *held += 1;
-                None
-            }
-            Some((_, last, held)) => {
-                *last = now;
-                Some(std::mem::take(held))
-            }
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let i = match windows.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
             None => {
-                state.push((key, now, 0));
-                Some(0)
+                windows.push((key, None));
+                windows.len() - 1
             }
-        }
+        };
+        Window::allow(&mut windows[i].1, now, self.interval, self.burst)
+    }
+}
+
+impl Default for Throttles {
+    fn default() -> Self {
+        Throttles::new(DEFAULT_INTERVAL, DEFAULT_BURST)
     }
 }
 
@@ -85,7 +136,8 @@ pub fn held_back(n: u64, interval: Duration) -> String {
     }
 }
 
-/// Logs a warning through a throttle: `warn_throttled!(THROTTLE, "fmt", args)`.
+/// Logs a warning through a [`Throttle`]:
+/// `warn_throttled!(throttle, "fmt", args)`.
 #[macro_export]
 macro_rules! warn_throttled {
     ($throttle:expr, $($arg:tt)+) => {
@@ -100,7 +152,7 @@ macro_rules! warn_throttled {
 }
 
 /// The same for one key of [`Throttles`]:
-/// `warn_throttled_by!(THROTTLES, "key", "fmt", args)`.
+/// `warn_throttled_by!(throttles, "key", "fmt", args)`.
 #[macro_export]
 macro_rules! warn_throttled_by {
     ($throttles:expr, $key:expr, $($arg:tt)+) => {
@@ -119,14 +171,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_message_per_interval_with_a_count() {
-        let t = Throttle::new(Duration::from_secs(10));
+    fn a_burst_per_interval_then_a_count() {
+        let t = Throttle::new(Duration::from_secs(10), 2);
         let t0 = Instant::now();
+        assert_eq!(t.allow(t0), Some(0));
         assert_eq!(t.allow(t0), Some(0));
         for i in 1..=5 {
             assert_eq!(t.allow(t0 + Duration::from_secs(i)), None);
         }
         assert_eq!(t.allow(t0 + Duration::from_secs(10)), Some(5));
+        assert_eq!(t.allow(t0 + Duration::from_secs(11)), Some(0));
         assert_eq!(t.allow(t0 + Duration::from_secs(11)), None);
         assert_eq!(
             held_back(5, Duration::from_secs(10)),
@@ -137,7 +191,7 @@ mod tests {
 
     #[test]
     fn each_key_is_throttled_on_its_own() {
-        let t = Throttles::new(Duration::from_secs(10));
+        let t = Throttles::new(Duration::from_secs(10), 1);
         let t0 = Instant::now();
         assert_eq!(t.allow("a", t0), Some(0));
         assert_eq!(t.allow("a", t0), None);

@@ -13,16 +13,104 @@ use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Longest any single socket operation in a test may block.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The test logger of [`init_logging`].
+static LOGGER: OnceLock<Capture> = OnceLock::new();
+
+/// Installs the test logger: what `RUST_LOG` asks for is printed (through
+/// the test harness's capture), and every line at `info` or above is also
+/// kept, so a test can check why the daemons did something (a refused link,
+/// a start-up warning) and not only that they did.
 pub fn init_logging() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    let mut first = false;
+    let logger = LOGGER.get_or_init(|| {
+        first = true;
+        Capture {
+            print: env_logger::Builder::from_default_env()
+                .is_test(true)
+                .build(),
+            lines: Mutex::new(Vec::new()),
+        }
+    });
+    if first && log::set_logger(logger).is_ok() {
+        log::set_max_level(logger.print.filter().max(log::LevelFilter::Info));
+    }
+}
+
+struct Capture {
+    print: env_logger::Logger,
+    lines: Mutex<Vec<String>>,
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info || self.print.enabled(m)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Info {
+            let line = format!("{} {}", record.level(), record.args());
+            self.lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line);
+        }
+        if self.print.matches(record) {
+            self.print.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.print.flush();
+    }
+}
+
+/// The log lines (level first; `info` and above) of every daemon in this
+/// test process so far that contain each of `parts`. Tests run in parallel,
+/// so `parts` should include something only this test has (an address, a
+/// session id).
+pub fn log_lines(parts: &[&str]) -> Vec<String> {
+    let Some(logger) = LOGGER.get() else {
+        return Vec::new();
+    };
+    logger
+        .lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .cloned()
+        .collect()
+}
+
+/// Waits up to `limit` for a log line with each of `parts` (see
+/// [`log_lines`]); returns it.
+pub fn wait_log(limit: Duration, parts: &[&str]) -> Option<String> {
+    let mut found = None;
+    wait_until(limit, || {
+        found = log_lines(parts).into_iter().next();
+        found.is_some()
+    });
+    found
+}
+
+/// Reports a test that cannot run here. libtest has no "skipped" outcome,
+/// so the line goes straight to the terminal (past the output capture,
+/// which would hide it in a passing test), and with `MTCP_TEST_NO_SKIP` set
+/// (CI on a machine known to support everything) the test fails instead.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        std::env::var_os("MTCP_TEST_NO_SKIP").is_none(),
+        "{test} cannot run here ({reason}) and MTCP_TEST_NO_SKIP is set"
+    );
+    let _ = writeln!(io::stderr(), "SKIPPED: {test}: {reason}");
 }
 
 /// Runs `f` on a thread and fails the test if it takes longer than `limit`.
@@ -114,7 +202,8 @@ pub fn pattern_hash(seed: u64, len: u64) -> [u8; 32] {
 /// The test backend. Each connection starts with a one-byte command:
 /// - `U`: read to EOF, reply with the 32-byte sha256 of what came, close.
 /// - `D` + u64 len + u64 seed: send `len` pattern bytes, close.
-/// - `E`: echo everything; on EOF shut down the write side.
+/// - `E`: echo everything; on EOF shut down the write side. How the
+///   connection ended (EOF or an error such as a reset) goes to `echo_ends`.
 /// - `R` + u64 len + u64 seed: read to EOF, reply sha256 then `len` pattern bytes (half-close test).
 /// - `X`: read the command, then reset the connection (SO_LINGER 0).
 /// - `S`: never read anything; send forever (stalled-reader test).
@@ -127,24 +216,38 @@ pub struct Backend {
     pub open: Arc<AtomicUsize>,
     /// Checksums recorded by `W` connections.
     pub received: Arc<std::sync::Mutex<Vec<[u8; 32]>>>,
+    /// How each `E` connection's input ended: `None` for a clean end of
+    /// stream, else the error's kind (a reset is `ConnectionReset`).
+    pub echo_ends: Arc<std::sync::Mutex<Vec<Option<io::ErrorKind>>>>,
 }
 
 impl Backend {
     pub fn start() -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::start_on("127.0.0.1")
+    }
+
+    /// A backend listening on `ip` (e.g. `::1`).
+    pub fn start_on(ip: &str) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(AtomicUsize::new(0));
         let received: Arc<std::sync::Mutex<Vec<[u8; 32]>>> = Arc::default();
-        let (count, live, got) = (accepted.clone(), open.clone(), received.clone());
+        let echo_ends: Arc<std::sync::Mutex<Vec<Option<io::ErrorKind>>>> = Arc::default();
+        let (count, live, got, ends) = (
+            accepted.clone(),
+            open.clone(),
+            received.clone(),
+            echo_ends.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(sock) = conn else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
                 live.fetch_add(1, Ordering::SeqCst);
-                let (live, got) = (live.clone(), got.clone());
+                let (live, got, ends) = (live.clone(), got.clone(), ends.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(sock, &got);
+                    let _ = serve(sock, &got, &ends);
                     live.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -154,6 +257,7 @@ impl Backend {
             accepted,
             open,
             received,
+            echo_ends,
         }
     }
 }
@@ -164,7 +268,11 @@ fn read_u64(r: &mut impl Read) -> io::Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
-fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io::Result<()> {
+fn serve(
+    mut sock: TcpStream,
+    received: &std::sync::Mutex<Vec<[u8; 32]>>,
+    echo_ends: &std::sync::Mutex<Vec<Option<io::ErrorKind>>>,
+) -> io::Result<()> {
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut cmd = [0u8; 1];
@@ -181,7 +289,12 @@ fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io:
         }
         b'E' => {
             let mut reader = sock.try_clone()?;
-            io::copy(&mut reader, &mut sock)?;
+            let copied = io::copy(&mut reader, &mut sock);
+            echo_ends
+                .lock()
+                .expect("backend lock")
+                .push(copied.as_ref().err().map(io::Error::kind));
+            copied?;
             sock.shutdown(Direction::Write)?;
             // Keep the socket until the peer closes, like a real server.
             let _ = reader.read(&mut [0u8; 1]);
@@ -228,6 +341,18 @@ fn serve(mut sock: TcpStream, received: &std::sync::Mutex<Vec<[u8; 32]>>) -> io:
     Ok(())
 }
 
+/// What `stop()` does with the end of a daemon's `run()`.
+fn finish_run(who: &str, ended: std::thread::Result<io::Result<()>>) {
+    if std::thread::panicking() {
+        return;
+    }
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("the {who}'s run() failed: {e}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// A running server daemon (in this process).
 pub struct ServerHandle {
     pub addr: SocketAddr,
@@ -238,10 +363,13 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Shuts the daemon down and waits for `run()` to return; fails the
+    /// test if `run()` returned an error or its thread panicked (unless the
+    /// test is already failing: a second panic would abort the process).
     pub fn stop(&mut self) {
         self.shutdown.trigger();
         if let Some(j) = self.join.take() {
-            let _ = j.join();
+            finish_run("server", j.join());
         }
     }
 }
@@ -262,10 +390,13 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
+    /// Shuts the daemon down and waits for `run()` to return; fails the
+    /// test if `run()` returned an error or its thread panicked (unless the
+    /// test is already failing: a second panic would abort the process).
     pub fn stop(&mut self) {
         self.shutdown.trigger();
         if let Some(j) = self.join.take() {
-            let _ = j.join();
+            finish_run("client", j.join());
         }
     }
 
@@ -307,6 +438,7 @@ pub fn client_toml(server: SocketAddr, pool: usize, zero_rtt: bool, extra: &str)
 }
 
 pub fn start_server_toml(text: &str) -> ServerHandle {
+    init_logging();
     let Config::Server(cfg) =
         config::parse(text, Path::new("test-server.toml")).expect("server config")
     else {
@@ -329,6 +461,7 @@ pub fn start_server_toml(text: &str) -> ServerHandle {
 }
 
 pub fn start_client_toml(text: &str) -> ClientHandle {
+    init_logging();
     let Config::Client(cfg) =
         config::parse(text, Path::new("test-client.toml")).expect("client config")
     else {
@@ -700,7 +833,7 @@ fn fault_pipe(r: &Relayed, dir: usize, mut from: &TcpStream, mut to: &TcpStream)
 
 /// Sleeps as long as `rate` bytes per second requires after `n` more bytes
 /// (`paced` = since when, how many); a rate of 0 restarts the count.
-fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
+pub fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
     if rate == 0 {
         *paced = (Instant::now(), 0);
         return;
@@ -709,6 +842,81 @@ fn pace(rate: u64, paced: &mut (Instant, u64), n: usize) {
     let due = paced.0 + Duration::from_secs_f64(paced.1 as f64 / rate as f64);
     if let Some(wait) = due.checked_duration_since(Instant::now()) {
         std::thread::sleep(wait);
+    }
+}
+
+/// A port on `ip` that nothing listens on, held for the whole test: bound
+/// (with `SO_REUSEADDR`) but not listening, so connects to it are refused,
+/// no parallel test can be given it (a port reserved and then freed can
+/// be), and a daemon can still listen on it later (the daemons set
+/// `SO_REUSEADDR` too, and the kernel lets a listener share a port with a
+/// bound socket that does not listen).
+pub struct HeldPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl HeldPort {
+    pub fn new(ip: &str) -> HeldPort {
+        let ip: std::net::IpAddr = ip.parse().expect("an IP literal");
+        let addr = SocketAddr::new(ip, 0);
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        socket.bind(&addr.into()).expect("bind held port");
+        let addr = socket
+            .local_addr()
+            .expect("held addr")
+            .as_socket()
+            .expect("an IP address");
+        HeldPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// Runs `cmd` to its end with stdin empty and the output collected, like
+/// `Command::output()`, but kills it and fails the test after `limit`.
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = collect(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = collect(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 

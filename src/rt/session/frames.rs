@@ -3,7 +3,7 @@
 //! back (ACKs, answers to late FINs, RSTs for violations and refusals).
 //! Everything here runs on link reader threads, so nothing here waits.
 
-use super::{NO_THREAD, REFUSED, Session, VIOLATION, Wait};
+use super::{Session, Wait};
 use crate::proto::error::{FrameError, Violation};
 use crate::proto::frame::{Frame, RstReason, StreamId};
 use crate::proto::handshake::kind_name;
@@ -108,7 +108,7 @@ impl Session {
 
     fn violation(&self, s: &Arc<Stream>, v: &Violation) {
         crate::warn_throttled!(
-            VIOLATION,
+            self.throttles.violation,
             "session {:016x} stream {}: peer broke protocol: {v}",
             self.id,
             s.id
@@ -175,7 +175,8 @@ impl Session {
     /// table locked, so the stream is in it before any other frame looks.
     fn admit(&self, table: &mut StreamTable<Arc<Stream>>, id: StreamId) -> Option<Arc<Stream>> {
         let budget = self.backend.as_ref().map(|b| &b.budget);
-        let closing = self.is_closed() || self.peer_going_away();
+        let closing =
+            self.is_closed() || self.peer_going_away() || self.goaway_sent.load(Ordering::SeqCst);
         if closing || budget.is_some_and(|b| !b.try_take()) {
             return None;
         }
@@ -201,7 +202,7 @@ impl Session {
         };
         if let Err(e) = started {
             crate::warn_throttled!(
-                NO_THREAD,
+                self.throttles.no_thread,
                 "session {:016x} stream {}: cannot start thread: {e}",
                 self.id,
                 s.id
@@ -219,9 +220,10 @@ impl Session {
             .backend
             .as_ref()
             .map(|b| format!(", server-wide {} of {}", b.budget.used(), b.budget.limit));
-        let closing = self.peer_going_away() || self.is_closed();
+        let closing =
+            self.peer_going_away() || self.is_closed() || self.goaway_sent.load(Ordering::SeqCst);
         crate::warn_throttled!(
-            REFUSED,
+            self.throttles.refused,
             "session {:016x} stream {id}: refused ({open} of {} streams open in session{}{})",
             self.id,
             self.tunnel.max_streams,

@@ -34,7 +34,7 @@ use crate::rt::stream::{self, Stream, StreamHost};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::ThreadCount;
-use crate::util::throttle::{self, Throttle};
+use crate::util::throttle::Throttle;
 use crossbeam_channel::{Receiver, Sender};
 use std::io;
 use std::net::TcpStream;
@@ -42,9 +42,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-static VIOLATION: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-static NO_THREAD: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
-static REFUSED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
+/// The session's repeated warnings, each logged a few times per interval.
+#[derive(Default)]
+struct Throttles {
+    violation: Throttle,
+    no_thread: Throttle,
+    refused: Throttle,
+    backend_failed: Throttle,
+}
 
 /// Whether sending a control frame may wait for room in a link's queue.
 /// Link readers never wait (they drain the sockets everything else waits
@@ -88,6 +93,10 @@ impl std::fmt::Display for StreamOpenError {
 /// The live links and the scheduler that picks among them, under one lock.
 struct Links {
     live: Vec<Arc<LinkHandle>>,
+    /// Links past their HELLO and not yet up (server): they count against
+    /// the session's link limit already, or links arriving together would
+    /// all pass it.
+    joining: usize,
     scheduler: Scheduler,
 }
 
@@ -106,6 +115,8 @@ pub struct Session {
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     peer_goaway: AtomicBool,
+    /// We said GOAWAY: streams the peer opens from now on are refused.
+    goaway_sent: AtomicBool,
     closed: Shutdown,
     events: Option<Sender<SessionEvent>>,
     no_links_since: Mutex<Option<Instant>>,
@@ -117,6 +128,7 @@ pub struct Session {
     counters: Arc<DaemonCounters>,
     /// Links up per slot, for the reconnect counts.
     pub slots: SlotUps,
+    throttles: Throttles,
 }
 
 impl Session {
@@ -139,6 +151,7 @@ impl Session {
             me: me.clone(),
             links: Mutex::new(Links {
                 live: Vec::new(),
+                joining: 0,
                 scheduler: Scheduler::new(tunnel.scheduler),
             }),
             streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
@@ -151,12 +164,14 @@ impl Session {
             reinject_pending: AtomicBool::new(false),
             had_link: AtomicBool::new(false),
             peer_goaway: AtomicBool::new(false),
+            goaway_sent: AtomicBool::new(false),
             closed: Shutdown::new(),
             events,
             no_links_since: Mutex::new(Some(Instant::now())),
             payloads: Arc::new(PayloadPool::new(max_payload as usize)),
             send_budget,
             stats: SessionStats::default(),
+            throttles: Throttles::default(),
             counters,
             slots: SlotUps::default(),
         })
@@ -211,6 +226,30 @@ impl Session {
     /// True once the peer sent GOAWAY.
     pub fn peer_going_away(&self) -> bool {
         self.peer_goaway.load(Ordering::SeqCst)
+    }
+
+    /// Links up and joining: what the link limit counts (server).
+    pub fn links_joined(&self) -> usize {
+        let links = lock(&self.links);
+        links.live.len() + links.joining
+    }
+
+    /// Counts one more link against `max` from its HELLO on, if there is
+    /// room (server). The link leaves the count when it comes up (it then
+    /// counts as live) or through [`join_failed`](Self::join_failed).
+    pub fn try_join(&self, max: usize) -> bool {
+        let mut links = lock(&self.links);
+        if links.live.len() + links.joining >= max {
+            return false;
+        }
+        links.joining += 1;
+        true
+    }
+
+    /// A link counted by [`try_join`](Self::try_join) will not come up.
+    pub fn join_failed(&self) {
+        let mut links = lock(&self.links);
+        links.joining = links.joining.saturating_sub(1);
     }
 
     /// Links alive now.
@@ -331,7 +370,9 @@ impl Session {
     /// The link for the next DATA frame, as the scheduler picks it.
     fn pick_data_link(&self) -> Option<Arc<LinkHandle>> {
         let mut links = lock(&self.links);
-        let Links { live, scheduler } = &mut *links;
+        let Links {
+            live, scheduler, ..
+        } = &mut *links;
         let i = scheduler.pick(live.len(), |i| live[i].load())?;
         Some(live[i].clone())
     }
@@ -379,15 +420,20 @@ impl Session {
         }
     }
 
-    /// Opens a stream for an accepted application connection (client).
+    /// Opens a stream for an accepted application connection (client). A
+    /// connection refused here is closed with a TCP reset, as a stream the
+    /// server refuses is: a plain close would look like a clean, empty
+    /// answer.
     pub fn open_stream(&self, socket: TcpStream) -> Result<StreamId, StreamOpenError> {
-        let me = self
-            .me()
-            .ok_or(StreamOpenError::Refused(OpenError::Closing))?;
+        let refuse = |e: OpenError| {
+            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            StreamOpenError::Refused(e)
+        };
+        let me = self.me().ok_or_else(|| refuse(OpenError::Closing))?;
         let (id, s) = {
             let mut table = lock(&self.streams);
             if self.is_closed() || self.peer_going_away() {
-                return Err(StreamOpenError::Refused(OpenError::Closing));
+                return Err(refuse(OpenError::Closing));
             }
             table
                 .open_local(|id| {
@@ -399,7 +445,7 @@ impl Session {
                         self.send_budget.clone(),
                     )
                 })
-                .map_err(StreamOpenError::Refused)?
+                .map_err(refuse)?
         };
         self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         self.control(Frame::Open { stream: id }, Wait::Yes);
@@ -468,8 +514,10 @@ impl Session {
         }
     }
 
-    /// Tells the peer we are going away, so it opens no new streams here.
+    /// Tells the peer we are going away, so it opens no new streams here
+    /// (and refuses any it opens all the same).
     pub fn send_goaway(&self, reason: LinkReason) {
+        self.goaway_sent.store(true, Ordering::SeqCst);
         for link in self.links() {
             link.send_control(Frame::GoAway(reason), false);
         }
@@ -500,6 +548,11 @@ impl LinkHost for Session {
         let count = {
             let mut links = lock(&self.links);
             links.live.push(link.clone());
+            // On the server every link joined first: it now counts as live,
+            // in the same step, so it is never counted twice or not at all.
+            if self.backend.is_some() {
+                links.joining = links.joining.saturating_sub(1);
+            }
             links.live.len()
         };
         self.had_link.store(true, Ordering::SeqCst);
@@ -595,6 +648,14 @@ impl StreamHost for Session {
 
     fn closed_signal(&self) -> &Receiver<()> {
         Session::closed_signal(self)
+    }
+
+    fn warn_backend_failed(&self, id: StreamId, e: &io::Error) {
+        crate::warn_throttled!(
+            self.throttles.backend_failed,
+            "session {:016x} stream {id}: backend connect failed: {e}",
+            self.id
+        );
     }
 
     /// Connects this session's backend, trying each resolved address within

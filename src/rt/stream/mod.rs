@@ -29,7 +29,6 @@ use crate::rt::budget::{BudgetWaiter, SendBudget};
 use crate::rt::pool::PayloadPool;
 use crate::util::sync::{Bell, lock};
 use crate::util::thread::{self, ThreadCount};
-use crate::util::throttle::{self, Throttle};
 use crossbeam_channel::Receiver;
 use std::io;
 use std::net::{Shutdown as Direction, TcpStream};
@@ -40,8 +39,6 @@ use std::time::{Duration, Instant};
 /// Longest a waiting stream thread sleeps without a ring; every event it
 /// waits for rings its bell or closes the session, so this is only a net.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
-
-static BACKEND_FAILED: Throttle = Throttle::new(throttle::DEFAULT_INTERVAL);
 
 const SEND_DONE: u8 = 1;
 const RECV_DONE: u8 = 2;
@@ -74,6 +71,9 @@ pub trait StreamHost: Send + Sync {
     fn closed_signal(&self) -> &Receiver<()>;
     /// Connects the backend for a stream the peer opened (server).
     fn connect_backend(&self) -> io::Result<TcpStream>;
+    /// Says that the backend connect of stream `id` failed (throttled: a
+    /// backend that is down fails every stream).
+    fn warn_backend_failed(&self, id: StreamId, e: &io::Error);
 }
 
 /// Shared state of one stream, reached by its two threads and by link readers.
@@ -340,11 +340,7 @@ pub fn start_backend(
         let socket = match host.connect_backend() {
             Ok(sock) => sock,
             Err(e) => {
-                crate::warn_throttled!(
-                    BACKEND_FAILED,
-                    "session {:016x} stream {id}: backend connect failed: {e}",
-                    host.session_id()
-                );
+                host.warn_backend_failed(id, &e);
                 host.abort_stream(&st, RstReason::ConnectFailed, true, true);
                 return Ok(());
             }
