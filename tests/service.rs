@@ -8,13 +8,15 @@
 
 mod common;
 
+use common::process::Daemon;
 use common::{HeldPort, Pattern, TempDir, output_within};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -103,137 +105,14 @@ fn number(line: &str, key: &str) -> Option<u64> {
     line[start..].split(' ').next()?.parse().ok()
 }
 
-/// A running `mtcp` process whose stderr is collected line by line.
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    what: String,
-}
-
-impl Daemon {
-    fn start(args: &[&str], notify: Option<&NotifySocket>, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtcp"));
-        cmd.args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(n) = notify {
-            cmd.env("NOTIFY_SOCKET", &n.path);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn mtcp");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = child.stderr.take();
-        thread::spawn(move || {
-            if let Some(s) = stderr {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            what: format!("mtcp {}", args.join(" ")),
-        }
+/// The real binary, as the service manager starts it: with `NOTIFY_SOCKET`
+/// pointing at the test's socket when there is one.
+fn daemon(args: &[&str], notify: Option<&NotifySocket>, env: &[(&str, &str)]) -> Daemon {
+    let mut vars: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, OsStr::new(*v))).collect();
+    if let Some(n) = notify {
+        vars.push(("NOTIFY_SOCKET", n.path.as_os_str()));
     }
-
-    fn log(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .join("\n")
-    }
-
-    /// Waits until a log line contains every one of `parts`; returns it.
-    fn wait_log(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-                .cloned();
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no log line with {parts:?} within {LIMIT:?}; log:\n{}",
-                self.what,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Log lines containing `part`.
-    fn count_log(&self, part: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|l| l.contains(part))
-            .count()
-    }
-
-    fn signal(&self, sig: &str) {
-        let out = output_within(
-            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]),
-            LIMIT,
-        );
-        assert!(out.status.success(), "kill -{sig} failed: {out:?}");
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits for the exit code; kills the process and panics after [`LIMIT`].
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "{}: still running after {LIMIT:?}:\n{}",
-                    self.what,
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM, then expects exit code 0.
-    fn stop(&mut self) {
-        self.signal("TERM");
-        let code = self.wait_exit();
-        assert_eq!(code, Some(0), "{}:\n{}", self.what, self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    Daemon::spawn(args, &vars, None)
 }
 
 /// A TCP echo backend: every connection gets back what it sends, then EOF.
@@ -301,7 +180,7 @@ fn ready_server(
     backend: u16,
 ) -> (Daemon, SocketAddr) {
     let cfg = dir.write("server.toml", &server_config(port, backend, ""));
-    let d = Daemon::start(&["run", "-c", path(&cfg)], Some(notify), &[]);
+    let d = daemon(&["run", "-c", path(&cfg)], Some(notify), &[]);
     let msgs = notify.until("READY=1");
     (d, listening_addr(msgs.last().expect("a message")))
 }
@@ -347,7 +226,7 @@ fn zero_rtt_client_is_ready_only_once_a_link_is_up() {
         ),
     );
     let notify = NotifySocket::new(&dir, "notify");
-    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+    let mut client = daemon(&["client", "-c", path(&cfg)], Some(&notify), &[]);
     // First word: listening, pool not up, and a longer start timeout asked.
     let first = notify.recv(LIMIT).expect("a first notification");
     assert!(!first.contains("READY=1"), "{first:?}");
@@ -387,16 +266,7 @@ fn zero_rtt_client_is_ready_only_once_a_link_is_up() {
     assert!(link.contains("rtt_ms="), "{link}");
     // One line per link of the session; together they carried the stream
     // both ways.
-    let link_lines = || -> Vec<String> {
-        client
-            .lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|l| l.contains("stats session=") && l.contains(" link="))
-            .cloned()
-            .collect()
-    };
+    let link_lines = || client.log_lines(&["stats session=", " link="]);
     let deadline = Instant::now() + LIMIT;
     while link_lines().len() < link_count && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
@@ -433,7 +303,7 @@ impl DrainPair {
             &client_config(server_addr.port(), "drain_timeout_ms = 60000\n"),
         );
         let notify = NotifySocket::new(dir, "notify");
-        let client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+        let client = daemon(&["client", "-c", path(&cfg)], Some(&notify), &[]);
         let app_addr = listening_addr(notify.until("READY=1").last().expect("a message"));
         DrainPair {
             server,
@@ -626,7 +496,7 @@ fn watchdog_pings_at_half_the_interval() {
     let dir = TempDir::new("watchdog");
     let notify = NotifySocket::new(&dir, "notify");
     let cfg = dir.write("server.toml", &server_config(0, 9, ""));
-    let mut server = Daemon::start(
+    let mut server = daemon(
         &["server", "-c", path(&cfg)],
         Some(&notify),
         &[("WATCHDOG_USEC", &USEC.to_string())],
@@ -659,7 +529,7 @@ fn watchdog_pings_at_half_the_interval() {
 fn without_notify_socket_nothing_changes() {
     let dir = TempDir::new("plain");
     let cfg = dir.write("server.toml", &server_config(0, 9, ""));
-    let mut server = Daemon::start(&["server", "-c", path(&cfg)], None, &[]);
+    let mut server = daemon(&["server", "-c", path(&cfg)], None, &[]);
     server.wait_log(&["server listening on 127.0.0.1:"]);
     server.signal("HUP");
     server.wait_log(&["reload:", "no setting changed"]);
@@ -694,7 +564,7 @@ fn secret_from_the_credentials_directory_as_under_load_credential() {
     assert!(check.stdout.is_empty(), "{check:?}");
 
     let server_notify = NotifySocket::new(&dir, "server-notify");
-    let mut server = Daemon::start(
+    let mut server = daemon(
         &["run", "-c", path(&server_cfg)],
         Some(&server_notify),
         &env,
@@ -705,7 +575,7 @@ fn secret_from_the_credentials_directory_as_under_load_credential() {
         &client_config(server_addr.port(), with_secret),
     );
     let notify = NotifySocket::new(&dir, "notify");
-    let mut client = Daemon::start(&["run", "-c", path(&client_cfg)], Some(&notify), &env);
+    let mut client = daemon(&["run", "-c", path(&client_cfg)], Some(&notify), &env);
     let msgs = notify.until("READY=1");
     let ready = msgs.last().expect("a message");
     assert!(
@@ -774,7 +644,7 @@ fn a_zero_rtt_client_whose_server_is_unreachable_is_ready_after_connect_timeout(
     );
     let notify = NotifySocket::new(&dir, "notify");
     let started = Instant::now();
-    let mut client = Daemon::start(&["client", "-c", path(&cfg)], Some(&notify), &[]);
+    let mut client = daemon(&["client", "-c", path(&cfg)], Some(&notify), &[]);
     let msgs = notify.until("READY=1");
     let took = started.elapsed();
     let ready = msgs.last().expect("a message");
@@ -812,7 +682,7 @@ fn rust_log_overrides_log_level_and_its_reload() {
     // RUST_LOG=debug wins over log_level = "error": info and debug lines
     // appear, and a reload cannot take the level back.
     let notify = NotifySocket::new(&dir, "notify");
-    let mut loud = Daemon::start(
+    let mut loud = daemon(
         &["server", "-c", path(&cfg)],
         Some(&notify),
         &[("RUST_LOG", "debug")],
@@ -836,7 +706,7 @@ fn rust_log_overrides_log_level_and_its_reload() {
         &server_config(0, 9, "log_level = \"error\"\n"),
     );
     let notify = NotifySocket::new(&dir, "quiet-notify");
-    let mut quiet = Daemon::start(&["server", "-c", path(&cfg)], Some(&notify), &[]);
+    let mut quiet = daemon(&["server", "-c", path(&cfg)], Some(&notify), &[]);
     let addr = listening_addr(notify.until("READY=1").last().expect("a message"));
     drop(TcpStream::connect(addr).expect("connect"));
     quiet.stop();

@@ -2,6 +2,7 @@
 //! by line, for tests that need what only a process has: its own descriptor
 //! limit, a kill -9, its log.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +26,14 @@ pub struct Daemon {
 impl Daemon {
     /// `mtcp ROLE -c CONFIG`, with at most `nofile` descriptors if given.
     pub fn start(role: &str, config: &Path, nofile: Option<u32>) -> Daemon {
+        let config = config.to_string_lossy();
+        Daemon::spawn(&[role, "-c", &config], &[], nofile)
+    }
+
+    /// `mtcp ARGS` with the environment variables `env` set (and none of
+    /// the service manager's or `RUST_LOG` inherited from the test), at
+    /// most `nofile` descriptors if given.
+    pub fn spawn(args: &[&str], env: &[(&str, &OsStr)], nofile: Option<u32>) -> Daemon {
         let bin = env!("CARGO_BIN_EXE_mtcp");
         let mut cmd = match nofile {
             Some(n) => {
@@ -36,15 +45,18 @@ impl Daemon {
             }
             None => Command::new(bin),
         };
-        cmd.arg(role)
-            .arg("-c")
-            .arg(config)
+        cmd.args(args)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("spawn mtcp");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
@@ -60,7 +72,7 @@ impl Daemon {
             child,
             lines,
             reader: Some(reader),
-            what: format!("mtcp {role}"),
+            what: format!("mtcp {}", args.join(" ")),
         }
     }
 
@@ -96,6 +108,17 @@ impl Daemon {
         }
     }
 
+    /// Log lines containing every one of `parts`.
+    pub fn log_lines(&self, parts: &[&str]) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .cloned()
+            .collect()
+    }
+
     /// Log lines containing `part`.
     pub fn count_log(&self, part: &str) -> usize {
         self.lines
@@ -120,32 +143,46 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// SIGTERM, then waits (bounded) for a clean exit: every thread of the
-    /// daemon has ended and logged what it had to say.
-    pub fn stop(&mut self) {
+    /// Sends signal `sig` (a name such as `TERM` or `HUP`).
+    pub fn signal(&self, sig: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(sent, "{}: kill -TERM failed", self.what);
+        assert!(sent, "{}: kill -{sig} failed", self.what);
+    }
+
+    /// Waits (bounded) for the exit code; kills the process and panics
+    /// after [`LIMIT`]. Every thread of the daemon has ended by then, and
+    /// its last log lines are collected.
+    pub fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + LIMIT;
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
-                    assert_eq!(status.code(), Some(0), "{}:\n{}", self.what, self.log());
                     if let Some(r) = self.reader.take() {
                         let _ = r.join();
                     }
-                    return;
+                    return status.code();
                 }
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                _ => panic!(
-                    "{}: still running after {LIMIT:?}:\n{}",
-                    self.what,
-                    self.log()
-                ),
+                _ => {
+                    self.kill();
+                    panic!(
+                        "{}: still running after {LIMIT:?}:\n{}",
+                        self.what,
+                        self.log()
+                    );
+                }
             }
         }
+    }
+
+    /// SIGTERM, then expects a clean exit (code 0).
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let code = self.wait_exit();
+        assert_eq!(code, Some(0), "{}:\n{}", self.what, self.log());
     }
 
     /// SIGKILL: the process dies with no word to its peers.
