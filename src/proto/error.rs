@@ -128,3 +128,49 @@ impl From<DecodeError> for FrameError {
         FrameError::Decode(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_and_frame_errors_read_as_words() {
+        assert_eq!(
+            Violation::BeyondWindow { end: 9, limit: 8 }.to_string(),
+            "DATA up to 9 beyond window (limit 8)"
+        );
+        assert_eq!(
+            Violation::AckBeyondSent { ack: 3, sent: 2 }.to_string(),
+            "ACK 3 beyond what was sent (2)"
+        );
+        assert_eq!(
+            FrameError::Unexpected("HELLO").to_string(),
+            "unexpected HELLO frame after the handshake"
+        );
+        assert_eq!(
+            FrameError::Decode(DecodeError::Empty).to_string(),
+            "bad frame: frame length 0"
+        );
+    }
+
+    #[test]
+    fn link_close_labels_are_distinct_names() {
+        let all = [
+            LinkClose::PeerClosed,
+            LinkClose::Reset,
+            LinkClose::KeepaliveTimeout,
+            LinkClose::IoError,
+            LinkClose::DecodeError,
+            LinkClose::ProtocolViolation,
+            LinkClose::ClosedByUs,
+        ];
+        let labels: std::collections::HashSet<_> = all.iter().map(|c| c.label()).collect();
+        assert_eq!(labels.len(), all.len());
+        assert_eq!(LinkClose::KeepaliveTimeout.label(), "keepalive_timeout");
+        assert!(
+            labels
+                .iter()
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
+    }
+}

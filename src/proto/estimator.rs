@@ -119,7 +119,9 @@ mod tests {
     fn rtt_and_rate_follow_the_samples() {
         let mut e = Estimator::new();
         let t = e.start_probe(1_000, 0);
+        assert_eq!(e.last_rtt_us(), 0, "nothing measured yet");
         assert_eq!(e.on_pong(11_000, t, 100_000), 10_000);
+        assert_eq!(e.last_rtt_us(), 10_000);
         assert_eq!(e.srtt_us(), 10_000);
         assert_eq!(e.rate(), 10_000_000, "100 kB in 10 ms");
         let t = e.start_probe(20_000, 100_000);

@@ -631,4 +631,62 @@ mod tests {
         buf[5] = b'X';
         assert_eq!(decode(&buf, 100), Err(DecodeError::BadMagic));
     }
+
+    #[test]
+    fn bad_lengths_name_the_frame_length_as_on_the_wire() {
+        // A PING with a 3-byte body: the length field said 4 (type + body).
+        let ping = [0, 0, 0, 4, T_PING, 1, 2, 3];
+        assert_eq!(
+            decode(&ping, 100),
+            Err(DecodeError::BadLength {
+                kind: T_PING,
+                len: 4
+            })
+        );
+        // A DATA too short for its own header.
+        let data = [0, 0, 0, 3, T_DATA, 0, 0];
+        assert_eq!(
+            decode(&data, 100),
+            Err(DecodeError::BadLength {
+                kind: T_DATA,
+                len: 3
+            })
+        );
+    }
+
+    #[test]
+    fn errors_and_reasons_read_as_words() {
+        let texts = [
+            DecodeError::TooLong { len: 9, max: 8 }.to_string(),
+            DecodeError::Empty.to_string(),
+            DecodeError::UnknownType(0x7f).to_string(),
+            DecodeError::BadLength { kind: 0x20, len: 4 }.to_string(),
+            DecodeError::DataLength {
+                declared: 5,
+                actual: 4,
+            }
+            .to_string(),
+            DecodeError::BadMagic.to_string(),
+            LinkReason::TooManyLinks.to_string(),
+            LinkReason::Other(99).to_string(),
+            RstReason::ConnectFailed.to_string(),
+            RstReason::Other(42).to_string(),
+        ];
+        assert_eq!(
+            texts,
+            [
+                "frame length 9 exceeds limit 8",
+                "frame length 0",
+                "unknown frame type 0x7f",
+                "frame type 0x20 with bad length 4",
+                "DATA declares 5 bytes but carries 4",
+                "HELLO without MTCP magic",
+                "too many links in session",
+                "reason 99",
+                "backend connect failed",
+                "reason 42",
+            ]
+        );
+        assert_eq!(LinkReason::UnknownSession.label(), "unknown_session");
+    }
 }

@@ -723,4 +723,19 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn the_accessors_say_what_the_state_holds() {
+        let (mut s, now) = sink(1 << 20, 3);
+        on_data(&mut s, 10, b"later", now).unwrap();
+        on_data(&mut s, 0, b"abcdef", now).unwrap();
+        assert_eq!(s.st.delivered(), 3, "the socket took three bytes");
+        assert_eq!(s.st.buffered(), 3 + 5, "three contiguous, five ahead");
+        assert_eq!(s.st.fin(), None);
+        s.st.on_fin(15).unwrap();
+        assert_eq!(s.st.fin(), Some(15));
+        assert_eq!(s.st.ack_sent(), 0);
+        s.st.finish(15);
+        assert_eq!(s.st.ack_sent(), 16);
+    }
 }
