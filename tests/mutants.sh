@@ -48,7 +48,7 @@ echo "== cargo mutants --file 'src/proto/**' ${args[*]} $*"
 CARGO_PROFILE_TEST_OPT_LEVEL=0 exec cargo mutants \
     --file 'src/proto/**' \
     --output target/mutants \
-    --timeout 120 \
+    --timeout 20 \
     --build-timeout 600 \
     "${args[@]}" \
     "$@"
