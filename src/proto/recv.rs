@@ -738,4 +738,15 @@ mod tests {
         s.st.finish(15);
         assert_eq!(s.st.ack_sent(), 16);
     }
+
+    #[test]
+    fn a_shorter_piece_never_replaces_a_longer_one_held_at_its_offset() {
+        let (mut s, now) = sink(1000, 0);
+        on_data(&mut s, 3, b"defgh", now).unwrap();
+        on_data(&mut s, 3, b"de", now).unwrap();
+        assert!(!s.st.wants_piece(3, 5), "an equal piece adds nothing");
+        assert!(s.st.wants_piece(3, 6), "a longer one does");
+        on_data(&mut s, 0, b"abc", now).unwrap();
+        assert_eq!(s.st.buf, b"abcdefgh");
+    }
 }
