@@ -749,4 +749,26 @@ mod tests {
         on_data(&mut s, 0, b"abc", now).unwrap();
         assert_eq!(s.st.buf, b"abcdefgh");
     }
+
+    #[test]
+    fn a_held_piece_overlapping_the_bytes_before_it_gives_only_its_new_bytes() {
+        let (mut s, now) = sink(1000, 0);
+        on_data(&mut s, 1, b"bc", now).unwrap();
+        on_data(&mut s, 0, b"ab", now).unwrap();
+        assert_eq!(s.st.buf, b"abc", "the piece's last byte was lost");
+    }
+
+    #[test]
+    fn what_is_owed_counts_from_the_last_ack_only() {
+        let (mut s, t0) = sink(1 << 30, usize::MAX);
+        let floor = vec![0u8; ACK_EVERY as usize];
+        let t1 = t0 + ACK_DELAY;
+        assert_eq!(on_data(&mut s, 0, &floor, t1).unwrap().ack, Some(ACK_EVERY));
+        let t2 = t1 + ACK_DELAY;
+        assert_eq!(
+            on_data(&mut s, ACK_EVERY, b"x", t2).unwrap().ack,
+            None,
+            "one byte after an ACK is not an ACK's worth"
+        );
+    }
 }
