@@ -231,7 +231,10 @@ impl Pool {
         let max = self.config.tunnel.max_streams;
         if retiring + session.stream_count() >= max {
             let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
-            log::warn!("application connection from {peer} refused: stream limit {max} reached");
+            crate::warn_throttled!(
+                self.refused,
+                "application connection from {peer} refused: stream limit {max} reached"
+            );
             return;
         }
         let opened_at = Instant::now();
