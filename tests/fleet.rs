@@ -1,0 +1,849 @@
+//! A fleet of servers behind HAProxy (issue 17): three real `mtcp server`
+//! processes, each with its own backend and metrics endpoint, a real
+//! `haproxy` in front of them that pins every link to its session's server
+//! by the session id at byte 11 of the link's first bytes (the lines of
+//! `etc/haproxy.cfg`), and six clients (pools of 4, 0-RTT) in this process.
+//!
+//! Checked: every session's four links meet on one server, and every stream
+//! reaches that server's backend intact, both ways; a server killed with
+//! kill -9 resets its clients' open streams within 2 s and those clients
+//! are served by another server within 2 s, while the other clients'
+//! transfers and sessions go on untouched; a server drained with SIGTERM
+//! finishes its open transfers while its clients' new connections go to
+//! another server. The servers are processes (a kill -9 and a drain need a
+//! process of their own), HAProxy is the one Debian ships. Without
+//! `haproxy` the fleet tests print a `SKIPPED` line and pass.
+
+mod common;
+
+use common::process::Daemon;
+use common::{
+    Backend, ClientHandle, HeldPort, IO_TIMEOUT, TempDir, client_toml, download, output_within,
+    pattern_hash, read_to_end_hash, skip, start_client_toml, upload, wait_until,
+};
+use mtcp::status::scrape;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SERVERS: usize = 3;
+const CLIENTS: usize = 6;
+const POOL: usize = 4;
+const MIB: u64 = 1024 * 1024;
+/// The servers' `drain_timeout_ms`.
+const DRAIN: Duration = Duration::from_secs(10);
+/// How long a failed server may take to reset its clients' streams, and
+/// those clients to be served again elsewhere.
+const FAILOVER: Duration = Duration::from_secs(2);
+/// Longest wait for the fleet to settle (links up, sessions pinned).
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// True when the servers can take HAProxy's PROXY protocol v2 header
+/// before a link's first bytes (`accept_proxy_protocol`): the fleet then
+/// runs with it (`send-proxy-v2 check-send-proxy`), as `etc/haproxy.cfg`
+/// does; a build without the key runs it without.
+fn proxy_protocol() -> bool {
+    let probe = "mode = \"server\"\n[server]\nlisten_ip = \"127.0.0.1\"\nlisten_port = 0\n\
+                 backend_ip = \"127.0.0.1\"\nbackend_port = 9\nconnection_pool_size = 4\n\
+                 buffer_size = 65536\naccept_proxy_protocol = true\n";
+    mtcp::config::parse(probe, Path::new("probe.toml")).is_ok()
+}
+
+/// The lines of `etc/haproxy.cfg` that keep a session's links together, by
+/// section; the test's configuration uses them as they are, and
+/// [`the_example_haproxy_config_is_valid_and_pins_by_session_id`] checks
+/// that the example still has every one.
+const DEFAULTS_LINES: &[&str] = &["retries 3", "option redispatch 1", "timeout connect 1s"];
+const FRONTEND_LINES: &[&str] = &[
+    "tcp-request inspect-delay 5s",
+    "tcp-request content accept if { req.len ge 19 }",
+];
+const BACKEND_LINES: &[&str] = &[
+    "stick-table type binary len 8 size 1m expire 1h",
+    "tcp-request content track-sc0 req.payload(11,8)",
+    "stick on req.payload(11,8)",
+];
+
+/// The `haproxy` binary: on `PATH`, or where Debian puts it (a PATH
+/// without the sbin directories is common outside a root login).
+fn haproxy_bin() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("haproxy"))
+        .find(|bin| bin.is_file())
+}
+
+/// The binary, or `None` after a loud `SKIPPED` line.
+fn haproxy_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = haproxy_bin();
+    if bin.is_none() {
+        skip(
+            test,
+            "haproxy not installed (Debian package `haproxy`; .ci/run installs it)",
+        );
+    }
+    bin
+}
+
+/// A real `haproxy` in the foreground (`-db`), its log (stderr) collected;
+/// killed when dropped.
+struct Haproxy {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Where clients connect: a port held for the whole test.
+    addr: SocketAddr,
+    _port: HeldPort,
+    /// Its stats socket, for the stick table and the servers' states.
+    socket: PathBuf,
+}
+
+impl Haproxy {
+    fn start(bin: &Path, dir: &TempDir, servers: &[SocketAddr]) -> Haproxy {
+        let port = HeldPort::new("127.0.0.1");
+        let socket = dir.0.join("haproxy.sock");
+        let config = dir.write("haproxy.cfg", &haproxy_config(port.addr, servers, &socket));
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take();
+        thread::spawn(move || {
+            if let Some(s) = stderr {
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            }
+        });
+        let mut haproxy = Haproxy {
+            child,
+            lines,
+            addr: port.addr,
+            _port: port,
+            socket,
+        };
+        // Up once its stats socket answers; a bad configuration ends it.
+        let mut up = false;
+        wait_until(Duration::from_secs(10), || {
+            up = haproxy.query("show info").contains("Pid:");
+            up || !haproxy.running()
+        });
+        assert!(up, "haproxy did not come up; its log:\n{}", haproxy.log());
+        haproxy
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// The answer to one command on the stats socket ("" if none).
+    fn query(&self, command: &str) -> String {
+        let Ok(mut sock) = UnixStream::connect(&self.socket) else {
+            return String::new();
+        };
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = sock.write_all(format!("{command}\n").as_bytes());
+        let mut answer = String::new();
+        let _ = sock.read_to_string(&mut answer);
+        answer
+    }
+
+    /// The stick table and the servers' states, for failure messages.
+    fn state(&self) -> String {
+        let stat = self.query("show stat");
+        // CSV: pxname, svname, ..., and the 18th field is the status.
+        let status: Vec<String> = stat
+            .lines()
+            .filter(|l| l.starts_with("fleet,mtcp"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                format!("{} {}", f[1], f.get(17).copied().unwrap_or("?"))
+            })
+            .collect();
+        format!(
+            "haproxy servers: {status:?}\n{}\nhaproxy log:\n{}",
+            self.query("show table fleet"),
+            self.log()
+        )
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's HAProxy configuration: the example's pinning lines; round
+/// robin rather than the example's leastconn, so that sessions spread over
+/// the servers evenly and the same way every run; checks five times as
+/// often as the example's (a dead server is marked down well within
+/// [`FAILOVER`]); its log on stderr; a stats socket.
+fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr], socket: &Path) -> String {
+    let indent = |lines: &[&str]| {
+        lines
+            .iter()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let proxy = if proxy_protocol() {
+        " send-proxy-v2 check-send-proxy"
+    } else {
+        ""
+    };
+    let mut cfg = format!(
+        "global\n    log stderr format raw local0 info\n    \
+         stats socket {} mode 600 level admin\n    maxconn 4000\n\n\
+         defaults\n    mode tcp\n    log global\n    option tcplog\n    option dontlognull\n\
+         {}    timeout client 5m\n    timeout server 5m\n    timeout tunnel 1h\n    \
+         timeout check 1s\n\n\
+         frontend links\n    bind {listen}\n{}    default_backend fleet\n\n\
+         backend fleet\n    balance roundrobin\n{}    \
+         default-server check inter 200ms fall 2 rise 2{proxy}\n",
+        socket.display(),
+        indent(DEFAULTS_LINES),
+        indent(FRONTEND_LINES),
+        indent(BACKEND_LINES),
+    );
+    for (i, s) in servers.iter().enumerate() {
+        cfg.push_str(&format!("    server mtcp{i} {s}\n"));
+    }
+    cfg
+}
+
+/// One `mtcp server` process of the fleet, with its own backend.
+struct Member {
+    daemon: Daemon,
+    backend: Backend,
+    /// Where its links arrive.
+    addr: SocketAddr,
+    /// Its `metrics_listen` (an ephemeral port, read from its log).
+    metrics: SocketAddr,
+    /// False once the test killed it or it exited.
+    alive: bool,
+}
+
+impl Member {
+    fn start(dir: &TempDir, i: usize) -> Member {
+        let backend = Backend::start();
+        let proxy = if proxy_protocol() {
+            "accept_proxy_protocol = true\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "mode = \"server\"\n[server]\nlisten_ip = \"127.0.0.1\"\nlisten_port = 0\n\
+             backend_ip = \"127.0.0.1\"\nbackend_port = {}\nconnection_pool_size = {POOL}\n\
+             buffer_size = 65536\nmetrics_listen = \"127.0.0.1:0\"\nstats_interval_ms = 0\n\
+             drain_timeout_ms = {}\n{proxy}",
+            backend.addr.port(),
+            DRAIN.as_millis()
+        );
+        let path = dir.write(&format!("server{i}.toml"), &config);
+        let daemon = Daemon::start("server", &path, None);
+        let addr = daemon.listening_addr();
+        let line = daemon.wait_log(&["metrics endpoint on http://"]);
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .map(|rest| rest.trim_end_matches("/metrics").trim())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+        Member {
+            daemon,
+            backend,
+            addr,
+            metrics,
+            alive: true,
+        }
+    }
+
+    /// Streams its backend has accepted.
+    fn streams(&self) -> usize {
+        self.backend.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Servers, HAProxy and clients; dropped in this order: clients first (they
+/// drain in a second), then HAProxy, then the servers (killed).
+struct Fleet {
+    clients: Vec<ClientHandle>,
+    haproxy: Haproxy,
+    servers: Vec<Member>,
+    _dir: TempDir,
+}
+
+/// Where the sessions are: session id → the server each client's session
+/// is on.
+struct Pinned {
+    /// Per client, its sessions and the server (index) each is on.
+    clients: Vec<Vec<(u64, usize)>>,
+}
+
+impl Pinned {
+    /// The servers client `c`'s sessions are on.
+    fn servers_of(&self, c: usize) -> BTreeSet<usize> {
+        self.clients[c].iter().map(|&(_, s)| s).collect()
+    }
+
+    /// Client `c`'s session ids.
+    fn ids_of(&self, c: usize) -> BTreeSet<u64> {
+        self.clients[c].iter().map(|&(id, _)| id).collect()
+    }
+
+    /// The clients whose (only) session is on server `s`.
+    fn clients_on(&self, s: usize) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&c| self.servers_of(c) == BTreeSet::from([s]))
+            .collect()
+    }
+}
+
+impl Fleet {
+    fn start(bin: &Path) -> Fleet {
+        common::init_logging();
+        let dir = TempDir::new("fleet");
+        let servers: Vec<Member> = (0..SERVERS).map(|i| Member::start(&dir, i)).collect();
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let haproxy = Haproxy::start(bin, &dir, &addrs);
+        let mut fleet = Fleet {
+            clients: Vec::new(),
+            haproxy,
+            servers,
+            _dir: dir,
+        };
+        for _ in 0..CLIENTS {
+            fleet.add_client();
+        }
+        fleet
+    }
+
+    /// One more client of the fleet (pool of 4, 0-RTT): its pool connects
+    /// at once.
+    fn add_client(&mut self) -> usize {
+        self.clients.push(start_client_toml(&client_toml(
+            self.haproxy.addr,
+            POOL,
+            true,
+            "stats_interval_ms = 0\ndrain_timeout_ms = 1000",
+        )));
+        self.clients.len() - 1
+    }
+
+    /// Every live server's sessions: id → links up, per server index.
+    fn placement(&self) -> Result<BTreeMap<u64, Vec<(usize, u64)>>, String> {
+        let mut at: BTreeMap<u64, Vec<(usize, u64)>> = BTreeMap::new();
+        for (i, server) in self.servers.iter().enumerate().filter(|(_, s)| s.alive) {
+            let scraped = scrape(server.metrics).map_err(|e| format!("server {i}: {e}"))?;
+            for sample in scraped
+                .samples
+                .iter()
+                .filter(|s| s.name == "mtcp_session_links")
+            {
+                let id = u64::from_str_radix(sample.label("session"), 16)
+                    .map_err(|e| format!("server {i}: session label: {e}"))?;
+                at.entry(id).or_default().push((i, sample.value as u64));
+            }
+        }
+        Ok(at)
+    }
+
+    /// Every client's sessions with all their links up, each on exactly one
+    /// live server that holds it with all its links, and no other session
+    /// on any server; or what is not so.
+    fn pinned(&self) -> Result<Pinned, String> {
+        let at = self.placement()?;
+        let mut clients = Vec::new();
+        let mut known = BTreeSet::new();
+        for (c, client) in self.clients.iter().enumerate() {
+            let snapshot = client.monitor.snapshot();
+            if snapshot.sessions.is_empty() {
+                return Err(format!("client {c} has no session"));
+            }
+            let mut mine = Vec::new();
+            for s in &snapshot.sessions {
+                known.insert(s.id);
+                if s.links.len() != POOL {
+                    return Err(format!(
+                        "client {c}: session {:016x} has {} of {POOL} links up",
+                        s.id,
+                        s.links.len()
+                    ));
+                }
+                match at.get(&s.id).map(Vec::as_slice) {
+                    Some(&[(server, links)]) if links == POOL as u64 => mine.push((s.id, server)),
+                    Some(places) => {
+                        return Err(format!(
+                            "client {c}: session {:016x} is on (server, links) {places:?}, \
+                             expected one server with all {POOL} links",
+                            s.id
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "client {c}: session {:016x} is on no live server",
+                            s.id
+                        ));
+                    }
+                }
+            }
+            clients.push(mine);
+        }
+        let strays: Vec<String> = at
+            .iter()
+            .filter(|(id, _)| !known.contains(*id))
+            .map(|(id, places)| format!("{id:016x} on {places:?}"))
+            .collect();
+        if !strays.is_empty() {
+            return Err(format!("sessions no client has: {strays:?}"));
+        }
+        Ok(Pinned { clients })
+    }
+
+    /// Waits (bounded) until [`pinned`](Self::pinned) holds; fails the test
+    /// with what did not hold.
+    fn wait_pinned(&self, what: &str) -> Pinned {
+        let mut last = Err(String::new());
+        wait_until(SETTLE, || {
+            last = self.pinned();
+            last.is_ok()
+        });
+        last.unwrap_or_else(|why| {
+            panic!(
+                "{what}: the sessions' links did not all meet on one server within {SETTLE:?}: \
+                 {why}\n{}",
+                self.haproxy.state()
+            )
+        })
+    }
+
+    /// The server hosting the most clients' sessions, its clients, and the
+    /// other clients (at least one).
+    fn busiest(&self, pinned: &Pinned) -> (usize, Vec<usize>, Vec<usize>) {
+        let server = (0..SERVERS)
+            .max_by_key(|&s| pinned.clients_on(s).len())
+            .expect("servers");
+        let on = pinned.clients_on(server);
+        let others: Vec<usize> = (0..CLIENTS).filter(|c| !on.contains(c)).collect();
+        assert!(
+            !on.is_empty() && !others.is_empty(),
+            "sessions were not spread over the servers: {:?}",
+            pinned.clients
+        );
+        (server, on, others)
+    }
+}
+
+/// One download through a client, checked; fails fast rather than hang.
+fn try_download(client: SocketAddr, seed: u64, len: u64) -> io::Result<()> {
+    let mut app = TcpStream::connect(client)?;
+    app.set_read_timeout(Some(Duration::from_secs(2)))?;
+    app.write_all(b"D")?;
+    app.write_all(&len.to_be_bytes())?;
+    app.write_all(&seed.to_be_bytes())?;
+    let (n, hash) = read_to_end_hash(&mut app)?;
+    if n != len || hash != pattern_hash(seed, len) {
+        return Err(io::Error::other(format!(
+            "got {n} of {len} bytes, or other bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Retries [`try_download`] until one succeeds (when it ended) or one
+/// started by `deadline` fails.
+fn download_by(client: SocketAddr, seed: u64, deadline: Instant) -> Result<Instant, io::Error> {
+    loop {
+        match try_download(client, seed, MIB) {
+            Ok(()) => return Ok(Instant::now()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// What a download read (bytes, sha256), or how it failed.
+type Received = io::Result<(u64, [u8; 32])>;
+
+/// A download read by a thread of its own at about 8 MiB/s, so that it is
+/// still in flight when a server dies or drains; counts what it read.
+struct Transfer {
+    got: Arc<AtomicU64>,
+    reader: thread::JoinHandle<(Received, Instant)>,
+    seed: u64,
+    len: u64,
+}
+
+/// A download that never ends by itself.
+const ENDLESS: u64 = 1 << 40;
+
+impl Transfer {
+    fn start(client: SocketAddr, seed: u64, len: u64) -> Transfer {
+        let mut app = TcpStream::connect(client).expect("connect to client");
+        app.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        app.write_all(b"D").expect("command");
+        app.write_all(&len.to_be_bytes()).expect("length");
+        app.write_all(&seed.to_be_bytes()).expect("seed");
+        let got = Arc::new(AtomicU64::new(0));
+        let counter = got.clone();
+        let reader = thread::spawn(move || {
+            let mut paced = Pacer(app, counter);
+            (read_to_end_hash(&mut paced), Instant::now())
+        });
+        Transfer {
+            got,
+            reader,
+            seed,
+            len,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.got.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) for its end: what it read, or how it failed, and
+    /// when.
+    fn end(self, limit: Duration) -> (Received, Instant) {
+        let ended = wait_until(limit, || self.reader.is_finished());
+        assert!(
+            ended,
+            "transfer {} still running after {limit:?} ({} bytes read)",
+            self.seed,
+            self.bytes()
+        );
+        self.reader.join().expect("transfer reader")
+    }
+
+    /// Waits (bounded) for its end and checks every byte; when it ended.
+    fn finish(self, limit: Duration) -> Instant {
+        let (seed, len) = (self.seed, self.len);
+        let (result, at) = self.end(limit);
+        let (n, hash) = result.unwrap_or_else(|e| panic!("transfer {seed} failed: {e}"));
+        assert_eq!(n, len, "transfer {seed}: length");
+        assert_eq!(
+            hash,
+            pattern_hash(seed, len),
+            "transfer {seed} arrived corrupted"
+        );
+        at
+    }
+}
+
+/// Reads at most 8 MiB/s and counts what it read.
+struct Pacer(TcpStream, Arc<AtomicU64>);
+
+impl Read for Pacer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let most = buf.len().min(64 * 1024);
+        let n = self.0.read(&mut buf[..most])?;
+        self.1.fetch_add(n as u64, Ordering::SeqCst);
+        thread::sleep(Duration::from_micros(n as u64 / 8));
+        Ok(n)
+    }
+}
+
+/// Starts a paced transfer through every client (`ENDLESS` for those in
+/// `endless`) and waits until each has moved a first MiB.
+fn transfers(fleet: &Fleet, len: u64, endless: &[usize]) -> Vec<Transfer> {
+    let all: Vec<Transfer> = fleet
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(c, client)| {
+            let len = if endless.contains(&c) { ENDLESS } else { len };
+            Transfer::start(client.addr, 100 + c as u64, len)
+        })
+        .collect();
+    let moving = wait_until(SETTLE, || all.iter().all(|t| t.bytes() >= MIB));
+    assert!(
+        moving,
+        "not every transfer started moving: {:?} bytes\n{}",
+        all.iter().map(Transfer::bytes).collect::<Vec<_>>(),
+        fleet.haproxy.state()
+    );
+    all
+}
+
+#[test]
+fn every_session_s_links_meet_on_one_server_and_its_streams_arrive_intact() {
+    let Some(bin) = haproxy_or_skip("fleet: sessions pinned") else {
+        return;
+    };
+    let fleet = Fleet::start(&bin);
+    let pinned = fleet.wait_pinned("at start");
+    let sessions: usize = (0..CLIENTS).map(|c| pinned.ids_of(c).len()).sum();
+    assert_eq!(sessions, CLIENTS, "one session per client");
+    let counted: f64 = fleet
+        .servers
+        .iter()
+        .map(|s| {
+            scrape(s.metrics)
+                .expect("scrape")
+                .samples
+                .iter()
+                .filter(|x| x.name == "mtcp_sessions")
+                .map(|x| x.value)
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(
+        counted, CLIENTS as f64,
+        "mtcp_sessions over the fleet, expected one per client"
+    );
+
+    // Up and down through every client at once, every byte compared.
+    let before: Vec<usize> = fleet.servers.iter().map(Member::streams).collect();
+    thread::scope(|scope| {
+        for (c, client) in fleet.clients.iter().enumerate() {
+            scope.spawn(move || {
+                upload(client, 10 + c as u64, 8 * MIB);
+                download(client, 20 + c as u64, 8 * MIB);
+            });
+        }
+    });
+    // Each stream reached the backend of its session's server, and no link
+    // moved meanwhile.
+    for (s, server) in fleet.servers.iter().enumerate() {
+        let expected = 2 * pinned.clients_on(s).len();
+        assert_eq!(
+            server.streams() - before[s],
+            expected,
+            "streams at server {s}'s backend, expected two per client whose session is there \
+             ({:?})",
+            pinned.clients
+        );
+    }
+    let after = fleet.wait_pinned("after the transfers");
+    for c in 0..CLIENTS {
+        assert_eq!(
+            after.clients[c], pinned.clients[c],
+            "client {c}'s session changed"
+        );
+    }
+}
+
+#[test]
+fn a_killed_server_s_clients_start_over_on_another_and_the_others_are_untouched() {
+    let Some(bin) = haproxy_or_skip("fleet: a server killed") else {
+        return;
+    };
+    let mut fleet = Fleet::start(&bin);
+    let pinned = fleet.wait_pinned("at start");
+    let (victim, hit, spared) = fleet.busiest(&pinned);
+    let running = transfers(&fleet, 24 * MIB, &hit);
+
+    let killed_at = Instant::now();
+    fleet.servers[victim].daemon.kill();
+    fleet.servers[victim].alive = false;
+
+    // The clients whose session died with it: their open streams are reset
+    // within 2 s, and a new connection through each is served within 2 s
+    // of the kill, by another server.
+    let mut running: Vec<Option<Transfer>> = running.into_iter().map(Some).collect();
+    let served = thread::scope(|scope| {
+        let waits: Vec<_> = hit
+            .iter()
+            .map(|&c| {
+                let transfer = running[c].take().expect("transfer");
+                let addr = fleet.clients[c].addr;
+                scope.spawn(move || {
+                    let (result, at) = transfer.end(Duration::from_secs(10));
+                    let served = download_by(addr, 50 + c as u64, killed_at + FAILOVER);
+                    (c, result, at, served)
+                })
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|w| w.join().expect("waiter"))
+            .collect::<Vec<_>>()
+    });
+    for (c, result, at, served) in served {
+        match result {
+            Err(_) => {}
+            Ok((n, _)) => panic!(
+                "client {c}: a stream through the killed server ended cleanly after {n} bytes; \
+                 expected a reset"
+            ),
+        }
+        let took = at.duration_since(killed_at);
+        assert!(
+            took < FAILOVER,
+            "client {c}: its stream was reset {took:?} after the kill, expected within {FAILOVER:?}"
+        );
+        let at = served.unwrap_or_else(|e| {
+            panic!(
+                "client {c}: no connection served within {FAILOVER:?} of the kill: {e}\n{}",
+                fleet.haproxy.state()
+            )
+        });
+        println!(
+            "FLEET: kill -9 of server {victim}: client {c}'s stream reset after {took:?}, \
+             a new connection served after {:?}",
+            at.duration_since(killed_at)
+        );
+    }
+    let after = fleet.wait_pinned("after the kill");
+    for &c in &hit {
+        assert!(
+            !after.servers_of(c).contains(&victim) && after.ids_of(c) != pinned.ids_of(c),
+            "client {c} did not start a new session on another server: {:?}",
+            after.clients[c]
+        );
+    }
+    // The others never noticed.
+    for &c in &spared {
+        running[c].take().expect("transfer").finish(IO_TIMEOUT);
+        assert_eq!(
+            after.clients[c], pinned.clients[c],
+            "client {c}, whose server lives, changed session or server"
+        );
+    }
+}
+
+#[test]
+fn a_drained_server_finishes_its_transfers_while_its_clients_move_on() {
+    let Some(bin) = haproxy_or_skip("fleet: a server drained") else {
+        return;
+    };
+    let mut fleet = Fleet::start(&bin);
+    let pinned = fleet.wait_pinned("at start");
+    let (drained, movers, others) = fleet.busiest(&pinned);
+    let len = 24 * MIB;
+    let running = transfers(&fleet, len, &[]);
+    let streams_before = fleet.servers[drained].streams();
+
+    let termed = Instant::now();
+    fleet.servers[drained].daemon.signal("TERM");
+    // A connection its clients open before its GOAWAY reaches them still
+    // goes there, as it should; from then on, none does.
+    let told = wait_until(SETTLE, || {
+        movers.iter().all(|&c| {
+            fleet.clients[c]
+                .monitor
+                .sessions()
+                .iter()
+                .any(|s| s.peer_going_away())
+        })
+    });
+    assert!(
+        told,
+        "the draining server's clients did not hear its GOAWAY; its log:\n{}",
+        fleet.servers[drained].daemon.log()
+    );
+
+    // While it drains, it takes no new session: its clients' new
+    // connections, and those of new clients, one per server (round robin
+    // would give one of them to the draining server if it still took
+    // sessions), are served at once, elsewhere; no new stream reaches its
+    // backend.
+    let fresh: Vec<usize> = (0..SERVERS).map(|_| fleet.add_client()).collect();
+    thread::scope(|scope| {
+        for &c in movers.iter().chain(&fresh) {
+            let addr = fleet.clients[c].addr;
+            let haproxy = &fleet.haproxy;
+            scope.spawn(move || {
+                if let Err(e) = download_by(addr, 60 + c as u64, Instant::now() + FAILOVER) {
+                    panic!(
+                        "client {c}: no new connection served within {FAILOVER:?} while a \
+                         server drains: {e}\n{}",
+                        haproxy.state()
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(
+        fleet.servers[drained].streams(),
+        streams_before,
+        "a new stream reached the draining server's backend"
+    );
+    // Every transfer, through the draining server too, arrives whole within
+    // the drain time.
+    for (c, transfer) in running.into_iter().enumerate() {
+        let at = transfer.finish(DRAIN + Duration::from_secs(5));
+        assert!(
+            at.duration_since(termed) < DRAIN,
+            "client {c}: its transfer ended {:?} after SIGTERM, past the drain time",
+            at.duration_since(termed)
+        );
+    }
+    let code = fleet.servers[drained].daemon.wait_exit();
+    fleet.servers[drained].alive = false;
+    println!(
+        "FLEET: SIGTERM to server {drained}: every transfer intact, the server exited after {:?}",
+        termed.elapsed()
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the drained server's exit code; its log:\n{}",
+        fleet.servers[drained].daemon.log()
+    );
+    let after = fleet.wait_pinned("after the drain");
+    for &c in movers.iter().chain(&fresh) {
+        assert!(
+            !after.servers_of(c).contains(&drained),
+            "client {c} is on the drained server: {:?}",
+            after.clients[c]
+        );
+    }
+    for &c in &others {
+        assert_eq!(
+            after.clients[c], pinned.clients[c],
+            "client {c}, whose server was not drained, changed session or server"
+        );
+    }
+}
+
+/// `etc/haproxy.cfg` passes `haproxy -c` and keeps every line that the
+/// fleet tests prove keeps a session's links together.
+#[test]
+fn the_example_haproxy_config_is_valid_and_pins_by_session_id() {
+    let Some(bin) = haproxy_or_skip("fleet: etc/haproxy.cfg") else {
+        return;
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/haproxy.cfg");
+    let text = std::fs::read_to_string(&path).expect("etc/haproxy.cfg");
+    let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
+    for line in DEFAULTS_LINES
+        .iter()
+        .chain(FRONTEND_LINES)
+        .chain(BACKEND_LINES)
+    {
+        assert!(lines.contains(line), "etc/haproxy.cfg has no line `{line}`");
+    }
+    let out = output_within(
+        Command::new(&bin).arg("-c").arg("-f").arg(&path),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "haproxy -c -f etc/haproxy.cfg: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
