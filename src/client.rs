@@ -9,7 +9,7 @@
 //! closes the pool when the last stream ends.
 
 use crate::config::{ClientConfig, Role};
-use crate::proto::frame::{self, LinkReason, RstReason};
+use crate::proto::frame::{self, Frame, LinkReason, RstReason};
 use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault};
 use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, Refusal};
@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 
 /// How often the pool checks whether a linkless session outlived its grace.
 const GRACE_CHECK: Duration = Duration::from_millis(100);
+/// How often a slot waiting for its session's first link checks whether
+/// the daemon is shutting down (a new link or the session's end wakes it
+/// at once).
+const FIRST_LINK_CHECK: Duration = Duration::from_millis(100);
 
 /// A bound, not yet running, client.
 pub struct Client {
@@ -48,6 +52,7 @@ struct Pool {
     refused: Throttle,
     no_link: Throttle,
     no_thread: Throttle,
+    astray: Throttle,
     config: ClientConfig,
     threads: ThreadCount,
     current: Mutex<Option<Arc<Session>>>,
@@ -122,6 +127,7 @@ impl Client {
             refused: Throttle::default(),
             no_link: Throttle::default(),
             no_thread: Throttle::default(),
+            astray: Throttle::default(),
             config: self.config.clone(),
             threads: self.threads.clone(),
             current: Mutex::new(None),
@@ -312,6 +318,9 @@ impl Pool {
     fn slot_loop(self: &Arc<Self>, session: &Arc<Session>, index: u16) {
         let mut backoff = self.config.reconnect_min;
         let mut failures = 0u32;
+        if !self.wait_for_first_link(session, index) {
+            return;
+        }
         while !session.is_closed() && !self.shutdown.is_triggered() {
             if session.peer_going_away() && session.link_count() == 0 {
                 // Its server is gone for good; nothing left to carry.
@@ -330,6 +339,23 @@ impl Pool {
                         recv(self.shutdown.receiver()) -> _ => {},
                     }
                     continue;
+                }
+                Err(HandshakeError::Refused(LinkReason::UnknownSession))
+                    if session.link_count() > 0 =>
+                {
+                    // The session lives on its other links, so this one
+                    // reached another server than theirs: a load balancer
+                    // sent it astray. Its server is still there; try again.
+                    self.counters
+                        .refused(Refusal::Link(LinkReason::UnknownSession));
+                    crate::warn_throttled!(
+                        self.astray,
+                        "session {:016x} slot {index}: refused by a server that does not know \
+                         the session while its other links are up (a load balancer in front of \
+                         several servers sent the link to another one; see README, Scale out); \
+                         retrying",
+                        session.id
+                    );
                 }
                 Err(HandshakeError::Refused(LinkReason::UnknownSession)) => {
                     self.counters
@@ -397,6 +423,24 @@ impl Pool {
         }
     }
 
+    /// Only slot 0 starts a session; the others wait until it is welcomed
+    /// and then join it. A load balancer pins a session to a server when
+    /// its first link arrives: links racing in at the same moment could be
+    /// sent to different servers, each starting a half of the session.
+    /// False when the session or the daemon ends first.
+    fn wait_for_first_link(&self, session: &Session, index: u16) -> bool {
+        if index == 0 {
+            return true;
+        }
+        while !session.has_had_link() {
+            if session.is_closed() || self.shutdown.is_triggered() {
+                return false;
+            }
+            session.wait_for_link(FIRST_LINK_CHECK);
+        }
+        true
+    }
+
     fn connect_link(
         &self,
         session: &Arc<Session>,
@@ -408,18 +452,18 @@ impl Pool {
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
-        let tunnel = &self.config.tunnel;
-        let (mut sealer, mut opener) = match &tunnel.secret {
-            Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt)?,
-            None => secure::plain(),
-        };
         let hello = handshake::hello(
             session.id,
             session.has_had_link(),
             index,
             session.our_limits(),
         );
-        sealer.send_frame(&mut sock, &hello)?;
+        let tunnel = &self.config.tunnel;
+        let (mut sealer, mut opener) = match &tunnel.secret {
+            Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt, &hello)?,
+            None => secure::plain(),
+        };
+        sealer.send_frame(&mut sock, &Frame::Hello(hello))?;
         let mut buf = [0u8; HANDSHAKE_BUF_LEN];
         let answer = opener.recv_frame(&mut sock, None, &mut buf)?;
         session.set_peer_limits(handshake::check_answer(answer)?);

@@ -8,9 +8,7 @@
 
 use crate::config::{Role, ServerConfig};
 use crate::proto::frame::{self, Frame, LinkReason, RstReason};
-use crate::proto::handshake::{
-    self, HANDSHAKE_BUF_LEN, HandshakeError, Join, JoinLimits, KnownSession,
-};
+use crate::proto::handshake::{self, HandshakeError, Join, JoinLimits, KnownSession};
 use crate::rt::backend::{Backend, StreamBudget};
 use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, HandshakeFailure, Refusal};
@@ -98,68 +96,77 @@ impl Server {
     /// configured drain time and returns once every thread has ended.
     pub fn run(self, shutdown: Shutdown) -> io::Result<()> {
         let addr = self.local_addr()?;
+        let Server {
+            listener,
+            config,
+            threads,
+            monitor,
+        } = self;
         log::info!(
             "server listening on {addr}, backend {}, up to {} links per session",
-            self.config.backend,
-            self.config.max_links_per_session
+            config.backend,
+            config.max_links_per_session
         );
-        warn_if_open(&self.config, addr);
+        warn_if_open(&config, addr);
         let registry = Arc::new(Registry {
             refused: Throttles::default(),
             too_many_handshakes: Throttle::default(),
             no_thread: Throttle::default(),
-            config: self.config.clone(),
-            threads: self.threads.clone(),
+            threads: threads.clone(),
             sessions: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
-            budget: Arc::new(StreamBudget::new(self.config.max_total_streams)),
-            send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
-            counters: self.monitor.counters(),
+            budget: Arc::new(StreamBudget::new(config.max_total_streams)),
+            send_budget: Arc::new(SendBudget::new(config.tunnel.send_budget)),
+            counters: monitor.counters(),
+            config,
         });
         let reg = registry.clone();
-        self.monitor.attach(registry.send_budget.clone(), move || {
+        monitor.attach(registry.send_budget.clone(), move || {
             lock(&reg.sessions).values().cloned().collect()
         });
-        net::wake_on_shutdown(&self.threads, &shutdown, addr)?;
+        net::wake_on_shutdown(&threads, &shutdown, addr)?;
         let reg = registry.clone();
-        thread::spawn_task(&self.threads, "server-reaper".into(), move || {
+        thread::spawn_task(&threads, "server-reaper".into(), move || {
             reap_loop(&reg);
         })?;
-        self.accept_loop(&registry, &shutdown);
+        accept_loop(&listener, &registry, &shutdown);
+        // Closed before the drain, so that new connections are refused at
+        // once: a load balancer sends them to another server, and a client
+        // without one learns within a connect that this server is leaving.
+        drop(listener);
         drain(&registry);
-        self.monitor.detach();
-        if !self.threads.wait_idle(Duration::from_secs(5)) {
-            log::warn!("{} threads still running at exit", self.threads.live());
+        monitor.detach();
+        if !threads.wait_idle(Duration::from_secs(5)) {
+            log::warn!("{} threads still running at exit", threads.live());
         }
         log::info!("server stopped");
         Ok(())
     }
+}
 
-    fn accept_loop(&self, registry: &Arc<Registry>, shutdown: &Shutdown) {
-        let mut acceptor = Acceptor::new(&self.listener, "link");
-        while let Some(sock) = acceptor.accept(shutdown) {
-            if registry.pending.fetch_add(1, Ordering::SeqCst) >= self.config.max_pending_handshakes
-            {
-                registry.pending.fetch_sub(1, Ordering::SeqCst);
-                registry.counters.refused(Refusal::TooManyHandshakes);
-                crate::warn_throttled!(
-                    registry.too_many_handshakes,
-                    "too many handshakes in progress ({}, max_pending_handshakes), closing connection from {}",
-                    self.config.max_pending_handshakes,
-                    peer_text(&sock)
-                );
-                continue;
-            }
-            let reg = registry.clone();
-            let spawned = thread::spawn_task(&self.threads, "handshake".into(), move || {
-                handshake(&reg, sock);
-                reg.pending.fetch_sub(1, Ordering::SeqCst);
-            });
-            if let Err(e) = spawned {
-                registry.pending.fetch_sub(1, Ordering::SeqCst);
-                crate::warn_throttled!(registry.no_thread, "cannot start handshake thread: {e}");
-            }
+fn accept_loop(listener: &TcpListener, registry: &Arc<Registry>, shutdown: &Shutdown) {
+    let max_pending = registry.config.max_pending_handshakes;
+    let mut acceptor = Acceptor::new(listener, "link");
+    while let Some(sock) = acceptor.accept(shutdown) {
+        if registry.pending.fetch_add(1, Ordering::SeqCst) >= max_pending {
+            registry.pending.fetch_sub(1, Ordering::SeqCst);
+            registry.counters.refused(Refusal::TooManyHandshakes);
+            crate::warn_throttled!(
+                registry.too_many_handshakes,
+                "too many handshakes in progress ({max_pending}, max_pending_handshakes), closing connection from {}",
+                peer_text(&sock)
+            );
+            continue;
+        }
+        let reg = registry.clone();
+        let spawned = thread::spawn_task(&registry.threads, "handshake".into(), move || {
+            handshake(&reg, sock);
+            reg.pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            registry.pending.fetch_sub(1, Ordering::SeqCst);
+            crate::warn_throttled!(registry.no_thread, "cannot start handshake thread: {e}");
         }
     }
 }
@@ -228,7 +235,7 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     }
     let tunnel = &reg.config.tunnel;
     let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
-    let (mut sealer, mut opener, prefix) = match channel {
+    let (mut sealer, mut opener, start) = match channel {
         Ok(channel) => channel,
         Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
@@ -248,18 +255,8 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
             );
         }
     };
-    let mut buf = [0u8; HANDSHAKE_BUF_LEN];
-    let hello = match opener.recv_frame(&mut sock, prefix, &mut buf) {
-        Ok(Frame::Hello(h)) => h,
-        Ok(other) => {
-            crate::warn_throttled_by!(
-                reg.refused,
-                "unexpected_frame",
-                "link from {peer}: expected HELLO, got {}",
-                handshake::kind_name(&other)
-            );
-            return refuse(reg, &mut sock, &mut sealer, peer, LinkReason::Protocol);
-        }
+    let hello = match secure::recv_hello(&mut sock, &mut opener, start) {
+        Ok(h) => h,
         Err(HandshakeError::Refused(r)) => return refuse(reg, &mut sock, &mut sealer, peer, r),
         Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Fault(e)) => {

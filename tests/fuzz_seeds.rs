@@ -31,7 +31,7 @@ fn encoded(frames: &[Frame<'_>]) -> Vec<u8> {
 fn hello(version: u8) -> Frame<'static> {
     Frame::Hello(Hello {
         version,
-        flags: frame::HELLO_RESUME,
+        flags: frame::HELLO_JOIN,
         session_id: 0x0123_4567_89ab_cdef,
         link_index: 3,
         max_payload: 65536,
@@ -144,7 +144,10 @@ fn noise_opening(secret: &str, encrypt: bool) -> Vec<u8> {
     let secret = Secret::from_text(secret).expect("secret");
     let mut rec = Recorder::default();
     // The server never answers, so the handshake fails after writing.
-    let _ = secure::client_handshake(&mut rec, &secret, encrypt);
+    let Frame::Hello(hello) = hello(frame::VERSION) else {
+        unreachable!("hello() makes a HELLO")
+    };
+    let _ = secure::client_handshake(&mut rec, &secret, encrypt, &hello);
     assert!(rec.0.starts_with(&secure::SECURE_MAGIC), "{:?}", rec.0);
     rec.0
 }

@@ -796,11 +796,17 @@ fn no_new_stream_opens_after_the_servers_goaway() {
             .is_some(),
             "the client never heard GOAWAY"
         );
-        // A new application is not opened there (nor anywhere: the server
-        // takes no new link), so it is reset and never reaches the backend.
+        // A new application is not opened there (nor anywhere: the
+        // draining server refuses new links), so it is reset and never
+        // reaches the backend. The reset may come so fast that the write
+        // meets it (and a read after that sees a plain end).
         let mut late = t.client.connect();
-        let _ = late.write_all(b"Eping");
-        expect_reset(&mut late, Duration::from_secs(10));
+        match late.write_all(b"Eping") {
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            _ => {
+                expect_reset(&mut late, Duration::from_secs(10));
+            }
+        }
         assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
         let snap = t.server.monitor.snapshot();
         assert_eq!(snap.stream_count(), 1, "{snap:?}");

@@ -15,17 +15,25 @@ use std::fmt;
 pub const MAGIC: [u8; 4] = *b"MTCP";
 /// Protocol version spoken by this build; a peer with another version is
 /// refused with a clear reason instead of misreading frames. Version 2
-/// added the record cipher choice to secured links (`rt::secure`); plain
-/// frames are as in version 1, but one number names the whole protocol.
-pub const VERSION: u8 = 2;
+/// added the record cipher choice to secured links (`rt::secure`); version
+/// 3 put the session id in the clear at offset 11 of secured links too, for
+/// load balancers. Plain frames are as in version 1, but one number names
+/// the whole protocol.
+pub const VERSION: u8 = 3;
+/// Where the session id sits in the first bytes of every link, plain or
+/// secured: a load balancer hashes or sticks on these 8 bytes.
+pub const SESSION_ID_OFFSET: usize = 11;
 /// Bytes before the body: `u32 len` + `u8 type`.
 pub const HEADER_LEN: usize = 5;
 /// Bytes a DATA frame adds to its payload: header, stream id, offset, length.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + 4 + 8 + 4;
 /// Largest body of any non-DATA frame; used to size limits.
 pub const MAX_CONTROL_BODY: usize = 32;
-/// HELLO flag: the client believes the server still holds this session.
-pub const HELLO_RESUME: u8 = 0x01;
+/// HELLO flag: the link joins a session the server already holds (another
+/// link started it). A server that does not know the session refuses the
+/// link instead of starting a second half of it, which is what happens when
+/// a load balancer sends one link astray.
+pub const HELLO_JOIN: u8 = 0x01;
 
 const T_HELLO: u8 = 0x01;
 const T_WELCOME: u8 = 0x02;
@@ -69,7 +77,7 @@ pub struct Welcome {
 pub enum LinkReason {
     BadMagic,
     Version,
-    /// The server does not know the session the link wants to resume.
+    /// The server does not know the session the link wants to join.
     UnknownSession,
     TooManyLinks,
     TooManySessions,
@@ -547,7 +555,7 @@ mod tests {
     fn every_frame_type_round_trips() {
         round_trip(Frame::Hello(Hello {
             version: VERSION,
-            flags: HELLO_RESUME,
+            flags: HELLO_JOIN,
             session_id: 0x0102_0304_0506_0708,
             link_index: 3,
             max_payload: 65536,

@@ -59,6 +59,11 @@ pub enum HandshakeFault {
     EncryptMismatch,
     /// A secured link names a record cipher this build does not know.
     UnknownCipher(u8),
+    /// A secured link's clear preamble has non-zero reserved bytes.
+    Preamble,
+    /// A secured link's HELLO names another session or other flags than its
+    /// clear preamble (which a load balancer routed it by).
+    HelloMismatch,
     /// The Noise state machine failed (it names why).
     Noise(String),
     /// Our own session closed while the link shook hands.
@@ -82,6 +87,8 @@ impl HandshakeFault {
             HandshakeFault::PeerHasSecret => "peer_has_secret",
             HandshakeFault::EncryptMismatch => "encrypt_mismatch",
             HandshakeFault::UnknownCipher(_) => "unknown_cipher",
+            HandshakeFault::Preamble => "preamble",
+            HandshakeFault::HelloMismatch => "hello_mismatch",
             HandshakeFault::Noise(_) => "noise",
             HandshakeFault::SessionClosed => "session_closed",
         }
@@ -123,6 +130,11 @@ impl fmt::Display for HandshakeFault {
                 write!(f, "server and client disagree on `encrypt`")
             }
             HandshakeFault::UnknownCipher(c) => write!(f, "unknown record cipher {c}"),
+            HandshakeFault::Preamble => write!(f, "malformed secure preamble"),
+            HandshakeFault::HelloMismatch => write!(
+                f,
+                "HELLO names another session or flags than the link's clear preamble"
+            ),
             HandshakeFault::Noise(e) => write!(f, "noise: {e}"),
             HandshakeFault::SessionClosed => write!(f, "session closed during handshake"),
         }
@@ -205,16 +217,17 @@ fn limits_ok(l: PeerLimits) -> bool {
 }
 
 /// The client's HELLO for slot `link_index` of session `session_id`;
-/// `resume` once the session has had a link (the server must know it).
-pub fn hello(session_id: u64, resume: bool, link_index: u16, ours: PeerLimits) -> Frame<'static> {
-    Frame::Hello(Hello {
+/// `join` once the session has had a link (the server must know it: only
+/// the session's first link may start it).
+pub fn hello(session_id: u64, join: bool, link_index: u16, ours: PeerLimits) -> Hello {
+    Hello {
         version: frame::VERSION,
-        flags: if resume { frame::HELLO_RESUME } else { 0 },
+        flags: if join { frame::HELLO_JOIN } else { 0 },
         session_id,
         link_index,
         max_payload: ours.max_payload,
         window: ours.window,
-    })
+    }
 }
 
 /// The server's check of a HELLO: the reason to refuse it, or the client's
@@ -317,7 +330,7 @@ pub fn join(
         }
         return Ok(Join::Existing);
     }
-    if hello.flags & frame::HELLO_RESUME != 0 {
+    if hello.flags & frame::HELLO_JOIN != 0 {
         return Err(LinkReason::UnknownSession);
     }
     if sessions >= limits.max_sessions {
@@ -339,16 +352,9 @@ mod tests {
         max_sessions: 2,
     };
 
-    fn hello_of(f: Frame<'_>) -> Hello {
-        match f {
-            Frame::Hello(h) => h,
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn hello_checks_version_and_limits() {
-        let h = hello_of(hello(7, false, 0, OURS));
+        let h = hello(7, false, 0, OURS);
         assert_eq!(check_hello(&h), Ok(OURS));
         let old = Hello { version: 0, ..h };
         assert_eq!(check_hello(&old), Err(LinkReason::Version));
@@ -380,8 +386,8 @@ mod tests {
 
     #[test]
     fn links_join_known_sessions_within_limits() {
-        let h = hello_of(hello(7, false, 0, OURS));
-        let resume = hello_of(hello(7, true, 1, OURS));
+        let h = hello(7, false, 0, OURS);
+        let joining = hello(7, true, 1, OURS);
         let open = KnownSession {
             closed: false,
             links: 3,
@@ -401,9 +407,13 @@ mod tests {
             Err(LinkReason::UnknownSession)
         );
         assert_eq!(
-            join(&resume, None, 1, LIMITS, false),
+            join(&joining, None, 1, LIMITS, false),
             Err(LinkReason::UnknownSession),
-            "a resumed session the server does not know"
+            "a link joining a session the server does not know starts no session"
+        );
+        assert_eq!(
+            join(&joining, Some(open), 1, LIMITS, false),
+            Ok(Join::Existing)
         );
         assert_eq!(join(&h, None, 1, LIMITS, false), Ok(Join::New));
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod error;
 pub mod estimator;
 pub mod frame;
 pub mod handshake;
+pub mod preamble;
 pub mod recv;
 pub mod scheduler;
 pub mod secret;

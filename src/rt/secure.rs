@@ -18,35 +18,29 @@
 //! random (generate it with `head -c 32 /dev/urandom | base64`), because an
 //! observer of one handshake can test guesses of a weak secret offline.
 
-use crate::proto::frame::{self, Frame};
+use crate::proto::frame::{self, Frame, Hello};
 use crate::proto::handshake::{
     self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault, check_frame_len, kind_name,
 };
+use crate::proto::preamble::{self, PREAMBLE_LEN, Preamble};
 use crate::proto::secret::Secret;
 use snow::StatelessTransportState;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-/// First bytes of a secured link, so a server tells a Noise handshake from a
-/// plain HELLO (and can refuse a mismatch with a clear reason). A cipher
-/// byte follows ([`Cipher`]).
-pub const SECURE_MAGIC: [u8; 4] = *b"MTCS";
-/// First bytes of a secured link of protocol version 1 (ChaCha20-Poly1305
-/// only, no cipher byte): refused with a log line naming the version.
-pub const SECURE_MAGIC_V1: [u8; 4] = *b"MTCN";
+pub use crate::proto::preamble::{SECURE_MAGIC, SECURE_MAGIC_V1};
 /// Largest record on the wire, ciphertext included.
 const MAX_RECORD: usize = 65535;
 const TAG_LEN: usize = 16;
 /// Largest plaintext one record carries.
 pub const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
 /// Payload of the first handshake message: protocol version and whether the
-/// initiator wants encryption, so a mismatch is refused by name. Version 2
-/// added the cipher byte.
+/// initiator wants encryption, so a mismatch is refused by name.
 const HS_VERSION: u8 = frame::VERSION;
 
 /// The record cipher of a link. The client chooses it for both directions
-/// and says which in the byte after [`SECURE_MAGIC`]; that byte is part of
-/// the Noise prologue, so an attacker who changes it breaks the handshake.
+/// and says which in its clear preamble (`proto::preamble`), which is the
+/// Noise prologue, so an attacker who changes it breaks the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cipher {
     /// ChaCha20-Poly1305: constant-time and fast in software.
@@ -315,13 +309,6 @@ fn write_record(socket: &mut impl Write, body: &[u8]) -> io::Result<()> {
     socket.write_all(&out)
 }
 
-/// The bytes before the first Noise message: magic and cipher. They are
-/// the Noise prologue too, so both ends must have seen the same ones.
-fn prologue(cipher: Cipher) -> [u8; 5] {
-    let [a, b, c, d] = SECURE_MAGIC;
-    [a, b, c, d, cipher.code()]
-}
-
 fn builder<'a>(
     secret: &'a Secret,
     prologue: &'a [u8],
@@ -337,15 +324,16 @@ fn builder<'a>(
         .map_err(noise_err)
 }
 
-/// Runs the client side: magic and cipher, `-> psk, e`, `<- e, ee`.
-/// Returns the channel halves; with `encrypt` false the link is
-/// authenticated but plain.
+/// Runs the client side for a link that will send `hello`: the clear
+/// preamble, `-> psk, e`, `<- e, ee`. Returns the channel halves; with
+/// `encrypt` false the link is authenticated but plain.
 pub fn client_handshake(
     socket: &mut (impl Read + Write),
     secret: &Secret,
     encrypt: bool,
+    hello: &Hello,
 ) -> Result<(Sealer, Opener), HandshakeError> {
-    client_handshake_with(socket, secret, encrypt, Cipher::preferred())
+    client_handshake_with(socket, secret, encrypt, hello, Cipher::preferred())
 }
 
 /// [`client_handshake`] with a given cipher.
@@ -353,9 +341,10 @@ pub fn client_handshake_with(
     socket: &mut (impl Read + Write),
     secret: &Secret,
     encrypt: bool,
+    hello: &Hello,
     cipher: Cipher,
 ) -> Result<(Sealer, Opener), HandshakeError> {
-    let prologue = prologue(cipher);
+    let prologue = Preamble::for_hello(hello, cipher.code()).encode();
     let mut hs = builder(secret, &prologue, cipher)?
         .build_initiator()
         .map_err(noise_err)?;
@@ -393,16 +382,17 @@ pub fn client_handshake_with(
     finish(hs, encrypt)
 }
 
-/// Runs the server side after [`SECURE_MAGIC`] and the cipher byte were
-/// read. A wrong secret or a replayed message fails here, before any MTCP
+/// Runs the server side after the clear preamble was read. A wrong secret,
+/// a changed preamble or a replayed message fails here, before any MTCP
 /// frame is read.
 pub fn server_handshake(
     socket: &mut (impl Read + Write),
     secret: &Secret,
     encrypt: bool,
+    preamble: &Preamble,
     cipher: Cipher,
 ) -> Result<(Sealer, Opener), HandshakeError> {
-    let prologue = prologue(cipher);
+    let prologue = preamble.encode();
     let mut hs = builder(secret, &prologue, cipher)?
         .build_responder()
         .map_err(noise_err)?;
@@ -434,14 +424,23 @@ fn finish(hs: snow::HandshakeState, encrypt: bool) -> Result<(Sealer, Opener), H
     Ok(halves(Some(Arc::new(keys))))
 }
 
-/// A link's channel halves, and the first bytes of a plain HELLO if they
-/// were read while telling plain from secured links.
-pub type Channel = (Sealer, Opener, Option<[u8; 4]>);
+/// How a link began, which the server needs to read and check its HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStart {
+    /// A plain link: the first four bytes of its HELLO, already read while
+    /// telling plain from secured links.
+    Plain([u8; 4]),
+    /// A secured link and the clear preamble its HELLO must match.
+    Secured(Preamble),
+}
 
-/// The server's first step on a new connection: reads four bytes, runs the
-/// Noise handshake when they are [`SECURE_MAGIC`], and refuses (with a plain
-/// REFUSE frame) a peer whose use of a secret does not match ours, or that
-/// speaks secure protocol version 1.
+/// A link's channel halves and how it began.
+pub type Channel = (Sealer, Opener, LinkStart);
+
+/// The server's first step on a new connection: reads four bytes, and when
+/// they are [`SECURE_MAGIC`] the rest of the preamble and the Noise
+/// handshake. Refuses (with a plain REFUSE frame) a peer whose use of a
+/// secret does not match ours, or that speaks an older protocol version.
 pub fn open_server_channel(
     io: &mut (impl Read + Write),
     secret: Option<&Secret>,
@@ -450,19 +449,12 @@ pub fn open_server_channel(
     let mut first = [0u8; 4];
     io.read_exact(&mut first)?;
     let secured = first == SECURE_MAGIC || first == SECURE_MAGIC_V1;
-    let fault = match (secret, secured) {
+    let refusal = match (secret, secured) {
         (Some(secret), true) if first == SECURE_MAGIC => {
-            let mut code = [0u8; 1];
-            io.read_exact(&mut code)?;
-            match Cipher::from_code(code[0]) {
-                Some(cipher) => {
-                    let (sealer, opener) = server_handshake(io, secret, encrypt, cipher)?;
-                    return Ok((sealer, opener, None));
-                }
-                None => (
-                    frame::LinkReason::Protocol,
-                    HandshakeFault::UnknownCipher(code[0]),
-                ),
+            match open_secured(io, secret, encrypt, first) {
+                Ok(channel) => return Ok(channel),
+                Err(Refusal::Now(reason, fault)) => (reason, fault),
+                Err(Refusal::Done(e)) => return Err(e),
             }
         }
         (Some(_), true) => (
@@ -474,13 +466,75 @@ pub fn open_server_channel(
         ),
         (None, false) => {
             let (sealer, opener) = plain();
-            return Ok((sealer, opener, Some(first)));
+            return Ok((sealer, opener, LinkStart::Plain(first)));
         }
         (Some(_), false) => (frame::LinkReason::Auth, HandshakeFault::PeerHasNoSecret),
         (None, true) => (frame::LinkReason::Auth, HandshakeFault::PeerHasSecret),
     };
-    let _ = plain().0.send_frame(io, &Frame::Refuse(fault.0));
-    Err(fault.1.into())
+    let _ = plain().0.send_frame(io, &Frame::Refuse(refusal.0));
+    Err(refusal.1.into())
+}
+
+/// How a secured link's opening failed: with a REFUSE still to send in
+/// plain, or already answered (or past answering).
+enum Refusal {
+    Now(frame::LinkReason, HandshakeFault),
+    Done(HandshakeError),
+}
+
+fn open_secured(
+    io: &mut (impl Read + Write),
+    secret: &Secret,
+    encrypt: bool,
+    magic: [u8; 4],
+) -> Result<Channel, Refusal> {
+    let mut bytes = [0u8; PREAMBLE_LEN];
+    bytes[..4].copy_from_slice(&magic);
+    // The version byte alone first: a version-2 client sent its cipher code
+    // there and then its Noise message, not the rest of a preamble.
+    io.read_exact(&mut bytes[4..5])
+        .map_err(|e| Refusal::Done(e.into()))?;
+    preamble::check_version(bytes[4]).map_err(|f| Refusal::Now(frame::LinkReason::Version, f))?;
+    io.read_exact(&mut bytes[5..])
+        .map_err(|e| Refusal::Done(e.into()))?;
+    let pre = preamble::decode(&bytes).map_err(|f| Refusal::Now(frame::LinkReason::Protocol, f))?;
+    let Some(cipher) = Cipher::from_code(pre.cipher) else {
+        return Err(Refusal::Now(
+            frame::LinkReason::Protocol,
+            HandshakeFault::UnknownCipher(pre.cipher),
+        ));
+    };
+    let (sealer, opener) =
+        server_handshake(io, secret, encrypt, &pre, cipher).map_err(Refusal::Done)?;
+    Ok((sealer, opener, LinkStart::Secured(pre)))
+}
+
+/// Reads a new link's HELLO on the channel [`open_server_channel`] opened
+/// and checks it against the link's preamble.
+pub fn recv_hello(
+    io: &mut impl Read,
+    opener: &mut Opener,
+    start: LinkStart,
+) -> Result<Hello, HandshakeError> {
+    let prefix = match start {
+        LinkStart::Plain(first) => Some(first),
+        LinkStart::Secured(_) => None,
+    };
+    let mut buf = [0u8; HANDSHAKE_BUF_LEN];
+    let hello = match opener.recv_frame(io, prefix, &mut buf)? {
+        Frame::Hello(h) => h,
+        other => {
+            return Err(HandshakeFault::Unexpected {
+                expected: "HELLO",
+                got: kind_name(&other),
+            }
+            .into());
+        }
+    };
+    if let LinkStart::Secured(pre) = start {
+        preamble::check_hello(&hello, &pre)?;
+    }
+    Ok(hello)
 }
 
 /// The server's whole handshake over any byte stream, up to HELLO. Exists so
@@ -489,23 +543,24 @@ pub fn server_accept(
     io: &mut (impl Read + Write),
     secret: Option<&Secret>,
     encrypt: bool,
-) -> Result<frame::Hello, HandshakeError> {
-    let (_, mut opener, prefix) = open_server_channel(io, secret, encrypt)?;
-    let mut buf = [0u8; HANDSHAKE_BUF_LEN];
-    match opener.recv_frame(io, prefix, &mut buf)? {
-        Frame::Hello(h) => Ok(h),
-        other => Err(HandshakeFault::Unexpected {
-            expected: "HELLO",
-            got: kind_name(&other),
-        }
-        .into()),
-    }
+) -> Result<Hello, HandshakeError> {
+    let (_, mut opener, start) = open_server_channel(io, secret, encrypt)?;
+    recv_hello(io, &mut opener, start)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::handshake::{self, PeerLimits};
     use std::net::{TcpListener, TcpStream};
+
+    fn hello(session_id: u64, join: bool) -> Hello {
+        let limits = PeerLimits {
+            max_payload: 65536,
+            window: 1 << 20,
+        };
+        handshake::hello(session_id, join, 0, limits)
+    }
 
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -519,8 +574,11 @@ mod tests {
         secret: Secret,
         encrypt: bool,
     ) -> Result<(Sealer, Opener, TcpStream), HandshakeError> {
-        let (sealer, opener, prefix) = open_server_channel(&mut s, Some(&secret), encrypt)?;
-        assert_eq!(prefix, None, "a secured link read as a plain one");
+        let (sealer, opener, start) = open_server_channel(&mut s, Some(&secret), encrypt)?;
+        assert!(
+            matches!(start, LinkStart::Secured(_)),
+            "a secured link read as a plain one"
+        );
         Ok((sealer, opener, s))
     }
 
@@ -536,7 +594,8 @@ mod tests {
         let secret = Secret::from_text("0123456789abcdef0123").unwrap();
         let sec2 = secret.clone();
         let server = std::thread::spawn(move || server_side(s, sec2, true));
-        let (mut seal, _) = client_handshake_with(&mut c, &secret, true, cipher).unwrap();
+        let (mut seal, _) =
+            client_handshake_with(&mut c, &secret, true, &hello(1, false), cipher).unwrap();
         let (_, mut open, mut s) = server.join().unwrap().unwrap();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let mut wire = Vec::new();
@@ -582,13 +641,13 @@ mod tests {
         assert!(
             matches!(
                 e,
-                HandshakeError::Fault(HandshakeFault::Version { ours: 2, theirs: 1 })
+                HandshakeError::Fault(HandshakeFault::Version { ours: 3, theirs: 1 })
             ),
             "{e}"
         );
         assert_eq!(
             e.to_string(),
-            "protocol error: peer speaks protocol version 1, we speak 2"
+            "protocol error: peer speaks protocol version 1, we speak 3"
         );
         let mut refuse = [0u8; 6];
         c.read_exact(&mut refuse).unwrap();
@@ -601,13 +660,48 @@ mod tests {
         );
     }
 
+    /// What a client of protocol version 2 sent: the magic, its cipher code
+    /// and its first Noise message, with no session id.
+    fn version_2_hello(secret: &Secret) -> Vec<u8> {
+        let params = "Noise_NNpsk0_25519_AESGCM_BLAKE2s".parse().unwrap();
+        let mut hs = snow::Builder::new(params)
+            .psk(0, secret.psk())
+            .unwrap()
+            .prologue(b"MTCS\x02")
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut msg = [0u8; 256];
+        let n = hs.write_message(&[2, 1], &mut msg).unwrap();
+        let mut out = b"MTCS\x02".to_vec();
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&msg[..n]);
+        out
+    }
+
+    #[test]
+    fn a_version_2_client_is_refused_by_version_at_once() {
+        let (mut c, s) = pair();
+        let secret = Secret::from_text("0123456789abcdef0123").unwrap();
+        c.write_all(&version_2_hello(&secret)).unwrap();
+        let e = server_side(s, secret, true).err().expect("accepted");
+        assert_eq!(
+            e.to_string(),
+            "protocol error: peer speaks protocol version 2, we speak 3"
+        );
+        let mut refuse = [0u8; 6];
+        c.read_exact(&mut refuse).unwrap();
+        let mut want = Vec::new();
+        frame::encode(&Frame::Refuse(frame::LinkReason::Version), &mut want);
+        assert_eq!(refuse[..], want[..]);
+    }
+
     #[test]
     fn an_unknown_cipher_is_refused() {
         let (mut c, s) = pair();
         let secret = Secret::from_text("0123456789abcdef0123").unwrap();
-        let mut hello = SECURE_MAGIC.to_vec();
-        hello.extend_from_slice(&[9, 0, 0]);
-        c.write_all(&hello).unwrap();
+        let pre = Preamble::for_hello(&hello(5, false), 9);
+        c.write_all(&pre.encode()).unwrap();
         let e = server_side(s, secret, true).err().expect("accepted");
         assert!(
             matches!(e, HandshakeError::Fault(HandshakeFault::UnknownCipher(9))),
@@ -615,27 +709,70 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_cipher_byte_changed_on_the_way_breaks_the_handshake() {
+    /// A man in the middle changes one field of the clear preamble (the
+    /// cipher, the session id a balancer routes by, the flags): the Noise
+    /// handshake, whose prologue it is, fails on both sides.
+    fn tamper_with_preamble(change: fn(&mut Preamble)) {
         let (mut c, mut s) = pair();
         let secret = Secret::from_text("0123456789abcdef0123").unwrap();
         let sec2 = secret.clone();
-        // A man in the middle turns the client's AES-GCM into ChaCha20.
         let server = std::thread::spawn(move || {
-            let mut head = [0u8; 5];
+            let mut head = [0u8; PREAMBLE_LEN];
             s.read_exact(&mut head).unwrap();
-            assert_eq!(head[4], Cipher::AesGcm.code());
-            server_handshake(&mut s, &sec2, true, Cipher::ChaChaPoly)
+            let mut pre = preamble::decode(&head).unwrap();
+            assert_eq!(pre.cipher, Cipher::AesGcm.code());
+            change(&mut pre);
+            let cipher = Cipher::from_code(pre.cipher).unwrap();
+            server_handshake(&mut s, &sec2, true, &pre, cipher)
         });
-        let client = client_handshake_with(&mut c, &secret, true, Cipher::AesGcm);
+        let client = client_handshake_with(&mut c, &secret, true, &hello(7, true), Cipher::AesGcm);
         assert!(
             matches!(
                 server.join().unwrap(),
                 Err(HandshakeError::Refused(frame::LinkReason::Auth))
             ),
-            "the server took a tampered cipher byte"
+            "the server took a tampered preamble"
         );
         assert!(client.is_err());
+    }
+
+    #[test]
+    fn a_preamble_changed_on_the_way_breaks_the_handshake() {
+        tamper_with_preamble(|p| p.cipher = Cipher::ChaChaPoly.code());
+        tamper_with_preamble(|p| p.session_id ^= 1);
+        tamper_with_preamble(|p| p.flags = 0);
+    }
+
+    #[test]
+    fn a_hello_must_name_the_session_of_its_preamble() {
+        let (mut c, mut s) = pair();
+        let secret = Secret::from_text("0123456789abcdef0123").unwrap();
+        let sec2 = secret.clone();
+        let server = std::thread::spawn(move || server_accept(&mut s, Some(&sec2), true));
+        let announced = hello(7, false);
+        let (mut sealer, _) = client_handshake(&mut c, &secret, true, &announced).unwrap();
+        let other = Hello {
+            session_id: 8,
+            ..announced
+        };
+        sealer.send_frame(&mut c, &Frame::Hello(other)).unwrap();
+        let e = server.join().unwrap().expect_err("accepted");
+        assert!(
+            matches!(e, HandshakeError::Fault(HandshakeFault::HelloMismatch)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_matching_hello_is_accepted() {
+        let (mut c, mut s) = pair();
+        let secret = Secret::from_text("0123456789abcdef0123").unwrap();
+        let sec2 = secret.clone();
+        let server = std::thread::spawn(move || server_accept(&mut s, Some(&sec2), true));
+        let announced = hello(7, true);
+        let (mut sealer, _) = client_handshake(&mut c, &secret, true, &announced).unwrap();
+        sealer.send_frame(&mut c, &Frame::Hello(announced)).unwrap();
+        assert_eq!(server.join().unwrap().unwrap(), announced);
     }
 
     #[test]
@@ -644,7 +781,7 @@ mod tests {
         let good = Secret::from_text("0123456789abcdef0123").unwrap();
         let bad = Secret::from_text("fedcba9876543210fedc").unwrap();
         let server = std::thread::spawn(move || server_side(s, good, true));
-        let client = client_handshake(&mut c, &bad, true);
+        let client = client_handshake(&mut c, &bad, true, &hello(1, false));
         assert!(
             server.join().unwrap().is_err(),
             "server accepted a wrong secret"
@@ -667,7 +804,7 @@ mod tests {
             frame::encode(&frame::Frame::Refuse(frame::LinkReason::Auth), &mut refuse);
             s.write_all(&refuse).unwrap();
         });
-        let e = client_handshake(&mut c, &secret, true)
+        let e = client_handshake(&mut c, &secret, true, &hello(1, false))
             .err()
             .expect("accepted");
         server.join().unwrap();

@@ -125,9 +125,9 @@ impl Sim {
     fn add_link(&mut self, spec: LinkSpec) -> LinkId {
         let now = self.now();
         let link = self.net.add_link(spec, now);
-        let resume = link > 0;
-        let hello = handshake::hello(self.session_id, resume, link as u16, self.client.limits());
-        let Frame::Hello(h) = decode_handshake(&hello) else {
+        let join = link > 0;
+        let hello = handshake::hello(self.session_id, join, link as u16, self.client.limits());
+        let Frame::Hello(h) = decode_handshake(&Frame::Hello(hello)) else {
             panic!("HELLO decoded as another frame");
         };
         let client_limits = handshake::check_hello(&h).expect("the server accepts the HELLO");
