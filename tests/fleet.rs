@@ -10,8 +10,9 @@
 //! are served by another server within 2 s, while the other clients'
 //! transfers and sessions go on untouched; a server drained with SIGTERM
 //! finishes its open transfers while its clients' new connections go to
-//! another server. The servers are processes (a kill -9 and a drain need a
-//! process of their own), HAProxy is the one Debian ships. Without
+//! another server. Plain and secured links both (the id sits at the same
+//! offset in either). The servers are processes (a kill -9 and a drain need
+//! a process of their own), HAProxy is the one Debian ships. Without
 //! `haproxy` the fleet tests print a `SKIPPED` line and pass.
 
 mod common;
@@ -21,6 +22,7 @@ use common::{
     Backend, ClientHandle, HeldPort, IO_TIMEOUT, TempDir, client_toml, download, output_within,
     pattern_hash, read_to_end_hash, skip, start_client_toml, upload, wait_until,
 };
+use mtcp::proto::frame::SESSION_ID_OFFSET;
 use mtcp::status::scrape;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -44,6 +46,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 const FAILOVER: Duration = Duration::from_secs(2);
 /// Longest wait for the fleet to settle (links up, sessions pinned).
 const SETTLE: Duration = Duration::from_secs(15);
+/// The secret of a secured fleet (every server and client).
+const SECRET: &str = "secret = \"fleet-test-secret-0123456789\"\n";
 
 /// True when the servers can take HAProxy's PROXY protocol v2 header
 /// before a link's first bytes (`accept_proxy_protocol`): the fleet then
@@ -246,7 +250,7 @@ struct Member {
 }
 
 impl Member {
-    fn start(dir: &TempDir, i: usize) -> Member {
+    fn start(dir: &TempDir, i: usize, secured: bool) -> Member {
         let backend = Backend::start();
         let proxy = if proxy_protocol() {
             "accept_proxy_protocol = true\n"
@@ -257,9 +261,10 @@ impl Member {
             "mode = \"server\"\n[server]\nlisten_ip = \"127.0.0.1\"\nlisten_port = 0\n\
              backend_ip = \"127.0.0.1\"\nbackend_port = {}\nconnection_pool_size = {POOL}\n\
              buffer_size = 65536\nmetrics_listen = \"127.0.0.1:0\"\nstats_interval_ms = 0\n\
-             drain_timeout_ms = {}\n{proxy}",
+             drain_timeout_ms = {}\n{proxy}{}",
             backend.addr.port(),
-            DRAIN.as_millis()
+            DRAIN.as_millis(),
+            if secured { SECRET } else { "" }
         );
         let path = dir.write(&format!("server{i}.toml"), &config);
         let daemon = Daemon::start("server", &path, None);
@@ -292,6 +297,9 @@ struct Fleet {
     clients: Vec<ClientHandle>,
     haproxy: Haproxy,
     servers: Vec<Member>,
+    /// Links authenticated and encrypted (the session id in the secured
+    /// preamble), or plain (in the HELLO).
+    secured: bool,
     _dir: TempDir,
 }
 
@@ -322,16 +330,19 @@ impl Pinned {
 }
 
 impl Fleet {
-    fn start(bin: &Path) -> Fleet {
+    fn start(bin: &Path, secured: bool) -> Fleet {
         common::init_logging();
         let dir = TempDir::new("fleet");
-        let servers: Vec<Member> = (0..SERVERS).map(|i| Member::start(&dir, i)).collect();
+        let servers: Vec<Member> = (0..SERVERS)
+            .map(|i| Member::start(&dir, i, secured))
+            .collect();
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let haproxy = Haproxy::start(bin, &dir, &addrs);
         let mut fleet = Fleet {
             clients: Vec::new(),
             haproxy,
             servers,
+            secured,
             _dir: dir,
         };
         for _ in 0..CLIENTS {
@@ -347,7 +358,10 @@ impl Fleet {
             self.haproxy.addr,
             POOL,
             true,
-            "stats_interval_ms = 0\ndrain_timeout_ms = 1000",
+            &format!(
+                "stats_interval_ms = 0\ndrain_timeout_ms = 1000\n{}",
+                if self.secured { SECRET } else { "" }
+            ),
         )));
         self.clients.len() - 1
     }
@@ -587,12 +601,15 @@ fn transfers(fleet: &Fleet, len: u64, endless: &[usize]) -> Vec<Transfer> {
     all
 }
 
+/// Secured links (the session id in their clear preamble): each session's
+/// four links on one server, one session per client on the fleet, and each
+/// stream, up and down, at the backend of its session's server, intact.
 #[test]
 fn every_session_s_links_meet_on_one_server_and_its_streams_arrive_intact() {
     let Some(bin) = haproxy_or_skip("fleet: sessions pinned") else {
         return;
     };
-    let fleet = Fleet::start(&bin);
+    let fleet = Fleet::start(&bin, true);
     let pinned = fleet.wait_pinned("at start");
     let sessions: usize = (0..CLIENTS).map(|c| pinned.ids_of(c).len()).sum();
     assert_eq!(sessions, CLIENTS, "one session per client");
@@ -645,12 +662,14 @@ fn every_session_s_links_meet_on_one_server_and_its_streams_arrive_intact() {
     }
 }
 
+/// Plain links (the session id in the HELLO): kill -9 of the server with
+/// the most sessions, while a transfer runs through every client.
 #[test]
 fn a_killed_server_s_clients_start_over_on_another_and_the_others_are_untouched() {
     let Some(bin) = haproxy_or_skip("fleet: a server killed") else {
         return;
     };
-    let mut fleet = Fleet::start(&bin);
+    let mut fleet = Fleet::start(&bin, false);
     let pinned = fleet.wait_pinned("at start");
     let (victim, hit, spared) = fleet.busiest(&pinned);
     let running = transfers(&fleet, 24 * MIB, &hit);
@@ -724,12 +743,14 @@ fn a_killed_server_s_clients_start_over_on_another_and_the_others_are_untouched(
     }
 }
 
+/// Secured links: SIGTERM to the server with the most sessions, while a
+/// transfer runs through every client.
 #[test]
 fn a_drained_server_finishes_its_transfers_while_its_clients_move_on() {
     let Some(bin) = haproxy_or_skip("fleet: a server drained") else {
         return;
     };
-    let mut fleet = Fleet::start(&bin);
+    let mut fleet = Fleet::start(&bin, true);
     let pinned = fleet.wait_pinned("at start");
     let (drained, movers, others) = fleet.busiest(&pinned);
     let len = 24 * MIB;
@@ -820,9 +841,22 @@ fn a_drained_server_finishes_its_transfers_while_its_clients_move_on() {
 }
 
 /// `etc/haproxy.cfg` passes `haproxy -c` and keeps every line that the
-/// fleet tests prove keeps a session's links together.
+/// fleet tests prove keeps a session's links together, and those lines
+/// read the protocol's offset.
 #[test]
 fn the_example_haproxy_config_is_valid_and_pins_by_session_id() {
+    let offset = SESSION_ID_OFFSET;
+    assert!(
+        BACKEND_LINES.contains(&format!("stick on req.payload({offset},8)").as_str())
+            && FRONTEND_LINES.contains(
+                &format!(
+                    "tcp-request content accept if {{ req.len ge {} }}",
+                    offset + 8
+                )
+                .as_str()
+            ),
+        "the pinning lines do not read the session id at offset {offset}"
+    );
     let Some(bin) = haproxy_or_skip("fleet: etc/haproxy.cfg") else {
         return;
     };
