@@ -194,6 +194,35 @@ if pick("L"):
     for r in pick("L"):
         add(sc, r["row"], f(r["mbit"]) + " Mbit/s", f(ratio(r["mbit"], plain), "{:.2f}") + "× plain", "", "")
 
+# F. a fleet behind HAProxy
+for r in pick("F", "haproxy"):
+    add("F fleet behind HAProxy", "HAProxy", r.get("note", ""), "", "", "")
+for r in pick("F", "placement"):
+    add("F fleet behind HAProxy", "links per server behind HAProxy (2 clients × 4)",
+        f"{r['on1']} and {r['on2']}", "", "4 and 4: each session on one server",
+        verdict(r["on1"] == 4 and r["on2"] == 4))
+for d in ("down", "up"):
+    alone, hap = pick("F", "bulk alone", dir=d), pick("F", "bulk haproxy", dir=d)
+    if not alone or not hap:
+        continue
+    sc = (f"F 1 GiB {'download' if d == 'down' else 'upload'}, 4 links, loopback "
+          f"(median of {knobs.get('reps', '?')})")
+    at, ac = med(alone, "mbit"), med(alone, "cpu")
+    ht, hc = med(hap, "mbit"), med(hap, "cpu")
+    add(sc, "one mtcp server alone", f"{f(at, '{:.0f}')} Mbit/s, {f(ac, '{:.2f}')} CPU-s/GiB", "", "", "")
+    add(sc, "HAProxy + 2 mtcp servers", f"{f(ht, '{:.0f}')} Mbit/s, {f(hc, '{:.2f}')} CPU-s/GiB",
+        f"{f(ratio(ht, at), '{:.2f}')}× throughput, {f(ratio(hc, ac), '{:.2f}')}× CPU of one server alone",
+        "", "")
+alone, hap = pick("F", "rr alone"), pick("F", "rr haproxy")
+if alone and hap:
+    sc = (f"F request/response 64 B, 2 clients × {alone[0]['conns'] // 2} connections, loopback "
+          f"(median of {knobs.get('reps', '?')})")
+    a, h = med(alone, "rps"), med(hap, "rps")
+    failed = sum(r["failed"] for r in alone + hap)
+    add(sc, "one mtcp server alone", f"{f(a, '{:.0f}')} requests/s", "", "", "")
+    add(sc, "HAProxy + 2 mtcp servers", f"{f(h, '{:.0f}')} requests/s",
+        f"{f(ratio(h, a), '{:.2f}')}× one server alone ({failed} connections failed in all)", "", "")
+
 print()
 print("## MTCP benchmark (bench/run)")
 print()
