@@ -303,8 +303,8 @@ struct Fleet {
     _dir: TempDir,
 }
 
-/// Where the sessions are: session id → the server each client's session
-/// is on.
+/// Where every client's sessions are, each on one server with all its
+/// links.
 struct Pinned {
     /// Per client, its sessions and the server (index) each is on.
     clients: Vec<Vec<(u64, usize)>>,
