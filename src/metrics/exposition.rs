@@ -376,6 +376,8 @@ mod tests {
         LinkSnapshot {
             id,
             index,
+            path: crate::rt::link::LinkPath::default(),
+            local: "[::1]:40000".parse().expect("addr"),
             peer: "[::1]:8000".parse().expect("addr"),
             up: true,
             bytes_out: 1000,

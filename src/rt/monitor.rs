@@ -15,6 +15,7 @@
 
 use crate::rt::budget::SendBudget;
 use crate::rt::counters::{CounterSnapshot, DaemonCounters};
+use crate::rt::link::LinkPath;
 use crate::rt::session::Session;
 use crate::util::sync::lock;
 use crate::util::tcpinfo::TcpInfo;
@@ -118,6 +119,8 @@ fn session_stats(s: &Session) -> SessionSnapshot {
             LinkSnapshot {
                 id: l.id,
                 index: l.index,
+                path: l.path,
+                local: l.local,
                 peer: l.peer,
                 up: !l.is_dead(),
                 bytes_out: l.stats.bytes_out.load(Ordering::Relaxed),
@@ -155,6 +158,10 @@ pub struct LinkSnapshot {
     pub id: u64,
     /// The link's slot in the client's pool.
     pub index: u16,
+    /// The client path it takes (`[[client.path]]`).
+    pub path: LinkPath,
+    /// Our end of the link.
+    pub local: SocketAddr,
     /// The far end of the link.
     pub peer: SocketAddr,
     /// False once the link is being torn down (it leaves the list soon).
@@ -301,6 +308,8 @@ mod tests {
         LinkSnapshot {
             id: 10 + u64::from(index),
             index,
+            path: LinkPath::default(),
+            local: "127.0.0.1:40000".parse().expect("addr"),
             peer: "127.0.0.1:8000".parse().expect("addr"),
             up: true,
             bytes_out: 100,
