@@ -15,6 +15,7 @@ use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, Refusal};
 use crate::rt::link::{self, LinkPath};
 use crate::rt::monitor::Monitor;
+use crate::rt::path_stats::PathInfo;
 use crate::rt::secure;
 use crate::rt::session::{Session, SessionEvent};
 use crate::util::accept::Acceptor;
@@ -81,11 +82,22 @@ impl Client {
     /// callers learn the real port first.
     pub fn bind(config: ClientConfig) -> io::Result<Client> {
         let listener = crate::util::net::listen(config.listen)?;
+        let monitor = Monitor::new();
+        monitor.set_paths(
+            config
+                .paths
+                .iter()
+                .map(|p| PathInfo {
+                    source: p.source().to_string(),
+                    backup: p.backup,
+                })
+                .collect(),
+        );
         Ok(Client {
             listener,
             config,
             threads: ThreadCount::default(),
-            monitor: Monitor::new(),
+            monitor,
         })
     }
 
@@ -441,10 +453,7 @@ impl Pool {
         let timeout = self.config.connect_timeout;
         let addrs = self.config.server.resolve()?;
         let path = self.config.path_of_slot(usize::from(index));
-        let source = path.map_or_else(Source::default, |(_, p)| Source {
-            ip: p.bind_ip,
-            device: p.interface.clone(),
-        });
+        let source = path.map_or_else(Source::default, |(_, p)| p.source());
         let mut sock = connect_first_from(&addrs, &source, timeout, "server name")?;
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;

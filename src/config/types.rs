@@ -2,6 +2,7 @@
 //! are checked against.
 
 use crate::proto::secret::Secret;
+use crate::util::net::Source;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -335,6 +336,16 @@ pub struct PathConfig {
     /// `backup`: the links carry data only while no link of a non-backup
     /// path is up.
     pub backup: bool,
+}
+
+impl PathConfig {
+    /// Where this path's links leave from.
+    pub fn source(&self) -> Source {
+        Source {
+            ip: self.bind_ip,
+            device: self.interface.clone(),
+        }
+    }
 }
 
 impl ClientConfig {

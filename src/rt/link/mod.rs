@@ -185,6 +185,8 @@ pub struct LinkStats {
     pub rtt_us: AtomicU64,
     /// DATA payload bytes this link carried again for a link that died.
     pub bytes_resent: AtomicU64,
+    /// DATA frames this link carried again for a link that died.
+    pub frames_resent: AtomicU64,
 }
 
 /// The shared face of a live link: its queues, load and kill switch.

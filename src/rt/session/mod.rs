@@ -27,7 +27,7 @@ use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
 pub use crate::rt::counters::SessionStats;
-use crate::rt::counters::{DaemonCounters, SlotUps};
+use crate::rt::counters::{DaemonCounters, PathTotals, SlotUps};
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
 use crate::rt::stream::{self, Stream, StreamHost};
@@ -348,6 +348,7 @@ impl Session {
                     };
                     if let Some(link) = self.route_data(data) {
                         link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
                         self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
                     }
                 }
@@ -619,6 +620,15 @@ impl LinkHost for Session {
             links.live.len()
         };
         self.counters.link_closed(why.kind());
+        if let Some(path) = link.path.index {
+            let carried = PathTotals {
+                bytes_out: link.stats.bytes_out.load(Ordering::Relaxed),
+                bytes_in: link.stats.bytes_in.load(Ordering::Relaxed),
+                frames_resent: link.stats.frames_resent.load(Ordering::Relaxed),
+                bytes_resent: link.stats.bytes_resent.load(Ordering::Relaxed),
+            };
+            self.counters.ended_paths.link_ended(path, carried);
+        }
         log::info!(
             "session {:016x}: link {} down (slot {}{}, {} -> {}): {why}; {remaining} live",
             self.id,
