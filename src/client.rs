@@ -8,17 +8,18 @@
 //! `client-pool` reacts to session events: with `enable_zero_rtt = false` it
 //! closes the pool when the last stream ends.
 
-use crate::config::{ClientConfig, Role};
+use crate::config::{ClientConfig, Role, SchedulerKind};
 use crate::proto::frame::{self, Frame, LinkReason, RstReason};
-use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault};
+use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault, LinkRole};
 use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, Refusal};
-use crate::rt::link;
+use crate::rt::link::{self, LinkPath};
 use crate::rt::monitor::Monitor;
+use crate::rt::path_stats::PathInfo;
 use crate::rt::secure;
 use crate::rt::session::{Session, SessionEvent};
 use crate::util::accept::Acceptor;
-use crate::util::net::connect_first;
+use crate::util::net::{Source, connect_first_from};
 use crate::util::random::{jitter, random_u64};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::{Bell, lock};
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant};
 /// How often the pool checks whether a linkless session outlived its grace.
 const GRACE_CHECK: Duration = Duration::from_millis(100);
 /// How often a slot waiting for its session's first link checks whether
-/// the daemon is shutting down (a new link or the session's end wakes it
-/// at once).
+/// the daemon is shutting down, or the link that was to start the session
+/// failed (a new link or the session's end wakes it at once).
 const FIRST_LINK_CHECK: Duration = Duration::from_millis(100);
 
 /// A bound, not yet running, client.
@@ -81,11 +82,22 @@ impl Client {
     /// callers learn the real port first.
     pub fn bind(config: ClientConfig) -> io::Result<Client> {
         let listener = crate::util::net::listen(config.listen)?;
+        let monitor = Monitor::new();
+        monitor.set_paths(
+            config
+                .paths
+                .iter()
+                .map(|p| PathInfo {
+                    source: p.source().to_string(),
+                    backup: p.backup,
+                })
+                .collect(),
+        );
         Ok(Client {
             listener,
             config,
             threads: ThreadCount::default(),
-            monitor: Monitor::new(),
+            monitor,
         })
     }
 
@@ -318,9 +330,6 @@ impl Pool {
     fn slot_loop(self: &Arc<Self>, session: &Arc<Session>, index: u16) {
         let mut backoff = self.config.reconnect_min;
         let mut failures = 0u32;
-        if !self.wait_for_first_link(session, index) {
-            return;
-        }
         while !session.is_closed() && !self.shutdown.is_triggered() {
             if session.peer_going_away() && session.link_count() == 0 {
                 // Its server is gone for good; nothing left to carry.
@@ -328,7 +337,20 @@ impl Pool {
                     return;
                 }
             }
-            match self.connect_link(session, index) {
+            // One link starts the session alone; the others join once it is
+            // welcomed. A load balancer pins a session to a server when its
+            // first link arrives: links racing in at the same moment could
+            // be sent to different servers, each starting half a session.
+            let starts = !session.has_had_link();
+            if starts && !session.claim_start() {
+                session.wait_for_link(FIRST_LINK_CHECK);
+                continue;
+            }
+            let attempt = self.connect_link(session, index);
+            if starts && attempt.is_err() {
+                session.release_start();
+            }
+            match attempt {
                 Ok(link) => {
                     self.last_failure_ms.store(0, Ordering::SeqCst);
                     failures = 0;
@@ -423,24 +445,6 @@ impl Pool {
         }
     }
 
-    /// Only slot 0 starts a session; the others wait until it is welcomed
-    /// and then join it. A load balancer pins a session to a server when
-    /// its first link arrives: links racing in at the same moment could be
-    /// sent to different servers, each starting a half of the session.
-    /// False when the session or the daemon ends first.
-    fn wait_for_first_link(&self, session: &Session, index: u16) -> bool {
-        if index == 0 {
-            return true;
-        }
-        while !session.has_had_link() {
-            if session.is_closed() || self.shutdown.is_triggered() {
-                return false;
-            }
-            session.wait_for_link(FIRST_LINK_CHECK);
-        }
-        true
-    }
-
     fn connect_link(
         &self,
         session: &Arc<Session>,
@@ -448,16 +452,19 @@ impl Pool {
     ) -> Result<Arc<link::LinkHandle>, HandshakeError> {
         let timeout = self.config.connect_timeout;
         let addrs = self.config.server.resolve()?;
-        let mut sock = connect_first(&addrs, timeout, "server name")?;
+        let path = self.config.path_of_slot(usize::from(index));
+        let source = path.map_or_else(Source::default, |(_, p)| p.source());
+        let mut sock = connect_first_from(&addrs, &source, timeout, "server name")?;
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
-        let hello = handshake::hello(
-            session.id,
-            session.has_had_link(),
-            index,
-            session.our_limits(),
-        );
+        let role = LinkRole {
+            join: session.has_had_link(),
+            backup: path.is_some_and(|(_, p)| p.backup),
+            paths: !self.config.paths.is_empty()
+                && self.config.tunnel.scheduler == SchedulerKind::Adaptive,
+        };
+        let hello = handshake::hello(session.id, role, index, session.our_limits());
         let tunnel = &self.config.tunnel;
         let (mut sealer, mut opener) = match &tunnel.secret {
             Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt, &hello)?,
@@ -470,7 +477,11 @@ impl Pool {
         if session.is_closed() {
             return Err(HandshakeFault::SessionClosed.into());
         }
-        let settings = session.link_settings();
+        let mut settings = session.link_settings();
+        settings.path = LinkPath {
+            index: path.and_then(|(i, _)| u16::try_from(i).ok()),
+            backup: role.backup,
+        };
         Ok(link::start(
             session.clone(),
             sock,

@@ -6,9 +6,9 @@
 //! sessions whose client has been gone longer than the grace period. Links
 //! and streams have their own threads (see `link` and `stream`).
 
-use crate::config::{Role, ServerConfig};
+use crate::config::{Role, SchedulerKind, ServerConfig};
 use crate::proto::frame::{self, Frame, LinkReason, RstReason};
-use crate::proto::handshake::{self, HandshakeError, Join, JoinLimits, KnownSession};
+use crate::proto::handshake::{self, HandshakeError, Join, JoinLimits, KnownSession, LinkRole};
 use crate::rt::backend::{Backend, StreamBudget};
 use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, HandshakeFailure, Refusal};
@@ -283,7 +283,8 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
         return log::warn!("link from {peer}: cannot send WELCOME: {e}");
     }
     session.set_peer_limits(client_limits);
-    let settings = session.link_settings();
+    let mut settings = session.link_settings();
+    settings.path.backup = LinkRole::of(&hello).backup;
     let started = link::start(
         session.clone(),
         sock,
@@ -328,10 +329,16 @@ fn join_session(
                 timeout: reg.config.backend_connect_timeout,
                 budget: reg.budget.clone(),
             };
+            let mut tunnel = reg.config.tunnel.clone();
+            if LinkRole::of(hello).paths {
+                // The client bonds uplinks of unequal rate and round trip:
+                // links taken in turn would let the slowest set the pace.
+                tunnel.scheduler = SchedulerKind::Adaptive;
+            }
             let session = Session::new(
                 hello.session_id,
                 Role::Server,
-                reg.config.tunnel.clone(),
+                tunnel,
                 Some(backend),
                 reg.threads.clone(),
                 None,
@@ -340,9 +347,14 @@ fn join_session(
             );
             sessions.insert(hello.session_id, session.clone());
             log::info!(
-                "session {:016x} started by {peer} ({} sessions)",
+                "session {:016x} started by {peer} ({} sessions){}",
                 hello.session_id,
-                sessions.len()
+                sessions.len(),
+                if LinkRole::of(hello).paths {
+                    ", scheduler adaptive (the client bonds several paths)"
+                } else {
+                    ""
+                }
             );
             session
         }

@@ -221,8 +221,9 @@ fn a_session_starts_with_one_link_and_the_others_join_once_it_is_welcomed() {
             slots.push(h.link_index);
             welcome(&mut link);
         }
+        slots.push(opening.link_index);
         slots.sort_unstable();
-        assert_eq!(slots, [1, 2, 3]);
+        assert_eq!(slots, [0, 1, 2, 3]);
         drop(client);
     });
 }

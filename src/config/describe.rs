@@ -2,7 +2,7 @@
 //! prints and what the SIGHUP reload compares, so both show every key with
 //! the value the daemon really uses, defaults included.
 
-use super::types::{ClientConfig, Config, OpsConfig, ServerConfig, TunnelConfig};
+use super::types::{ClientConfig, Config, OpsConfig, PathConfig, ServerConfig, TunnelConfig};
 use std::fmt;
 
 impl Config {
@@ -66,6 +66,9 @@ impl ClientConfig {
         push_kv(&mut out, "server_ip", format!("\"{}\"", self.server.host));
         push_kv(&mut out, "server_port", self.server.port);
         push_kv(&mut out, "connection_pool_size", self.pool_size);
+        if !self.paths.is_empty() {
+            push_kv(&mut out, "path", describe_paths(&self.paths));
+        }
         self.tunnel.describe_into(&mut out);
         push_kv(&mut out, "enable_zero_rtt", self.zero_rtt);
         push_kv(
@@ -127,6 +130,27 @@ impl OpsConfig {
             None => out.push_str("# metrics_listen: not set, no metrics endpoint\n"),
         }
     }
+}
+
+/// The `[[client.path]]` tables as one inline array, so that a reload
+/// compares them as one key.
+fn describe_paths(paths: &[PathConfig]) -> String {
+    let tables: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let mut keys = Vec::new();
+            if let Some(ip) = p.bind_ip {
+                keys.push(format!("bind_ip = \"{ip}\""));
+            }
+            if let Some(dev) = &p.interface {
+                keys.push(format!("interface = \"{dev}\""));
+            }
+            keys.push(format!("links = {}", p.links));
+            keys.push(format!("backup = {}", p.backup));
+            format!("{{ {} }}", keys.join(", "))
+        })
+        .collect();
+    format!("[{}]", tables.join(", "))
 }
 
 fn push_kv(out: &mut String, key: &str, value: impl fmt::Display) {

@@ -16,20 +16,21 @@
 //!
 //! Each concern has its own file, in the order a file passes through them:
 //! `raw` (the file's shape), `validate` (ranges, relations, secrets and
-//! addresses) and `types` (what the daemons run on); `error` words every
+//! addresses; `paths` for the client's uplinks) and `types` (what the daemons run on); `error` words every
 //! rejection, and `describe` turns settings back into a file for
 //! `mtcp check` and the SIGHUP reload.
 
 mod describe;
 mod error;
+mod paths;
 mod raw;
 mod types;
 mod validate;
 
 pub use error::ConfigError;
 pub use types::{
-    ClientConfig, Config, Endpoint, LogLevel, OpsConfig, Role, SchedulerKind, ServerConfig,
-    TunnelConfig,
+    ClientConfig, Config, Endpoint, LogLevel, OpsConfig, PathConfig, Role, SchedulerKind,
+    ServerConfig, TunnelConfig,
 };
 
 use error::{ErrorKind, from_toml_error};
@@ -130,3 +131,5 @@ fn missing_table(file: &str, table: &str) -> ConfigError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_paths;

@@ -73,6 +73,8 @@ pub(super) struct RawClient {
     pub(super) connection_pool_size: u64,
     pub(super) buffer_size: u64,
     pub(super) enable_zero_rtt: bool,
+    /// `[[client.path]]` tables: the uplinks the links leave by.
+    pub(super) path: Option<Vec<RawPath>>,
     pub(super) stream_window: Option<u64>,
     pub(super) send_budget: Option<u64>,
     pub(super) scheduler: Option<SchedulerKind>,
@@ -90,6 +92,16 @@ pub(super) struct RawClient {
     pub(super) log_level: Option<LogLevel>,
     pub(super) stats_interval_ms: Option<u64>,
     pub(super) metrics_listen: Option<String>,
+}
+
+/// One `[[client.path]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of path settings")]
+pub(super) struct RawPath {
+    pub(super) bind_ip: Option<String>,
+    pub(super) interface: Option<String>,
+    pub(super) links: u64,
+    pub(super) backup: Option<bool>,
 }
 
 /// The tunnel keys, gathered from either table (serde's `flatten` cannot be

@@ -2,9 +2,10 @@
 //! are checked against.
 
 use crate::proto::secret::Secret;
+use crate::util::net::Source;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -312,10 +313,53 @@ pub struct ClientConfig {
     /// `session_grace_ms`: how long application connections are held while
     /// no link is up; past it they are reset rather than left hanging.
     pub session_grace: Duration,
+    /// `[[client.path]]`: the uplinks the links leave by, in slot order
+    /// (their `links` add up to `pool_size`). Empty: every link takes the
+    /// default route.
+    pub paths: Vec<PathConfig>,
     /// Settings shared with the server side.
     pub tunnel: TunnelConfig,
     /// Logging and stats; reloadable with SIGHUP.
     pub ops: OpsConfig,
+}
+
+/// One uplink of the client (`[[client.path]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathConfig {
+    /// `bind_ip`: the source address of this path's links, which (with
+    /// source-based policy routing) picks the uplink.
+    pub bind_ip: Option<IpAddr>,
+    /// `interface`: the device the links are bound to (`SO_BINDTODEVICE`).
+    pub interface: Option<String>,
+    /// `links`: how many of the pool's links take this path.
+    pub links: usize,
+    /// `backup`: the links carry data only while no link of a non-backup
+    /// path is up.
+    pub backup: bool,
+}
+
+impl PathConfig {
+    /// Where this path's links leave from.
+    pub fn source(&self) -> Source {
+        Source {
+            ip: self.bind_ip,
+            device: self.interface.clone(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The path of pool slot `slot` and its index, if paths are configured.
+    pub fn path_of_slot(&self, slot: usize) -> Option<(usize, &PathConfig)> {
+        let mut first = 0;
+        for (i, p) in self.paths.iter().enumerate() {
+            if slot < first + p.links {
+                return Some((i, p));
+            }
+            first += p.links;
+        }
+        None
+    }
 }
 
 /// A loaded config file of either kind; `mtcp check` accepts both.

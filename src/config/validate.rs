@@ -357,11 +357,23 @@ impl RawClient {
             POOL_SIZE_MIN,
             POOL_SIZE_MAX,
         )?;
+        let paths = super::paths::validate(
+            ctx,
+            self.path.unwrap_or_default(),
+            pool_size,
+            parse_ip(&server.host),
+        )?;
+        // Paths differ in rate and round trip by a lot: links taken in turn
+        // would let the slowest set the pace.
+        let scheduler = match self.scheduler {
+            None if !paths.is_empty() => Some(SchedulerKind::Adaptive),
+            chosen => chosen,
+        };
         let tunnel = ctx.tunnel(RawTunnel {
             buffer_size: self.buffer_size,
             stream_window: self.stream_window,
             send_budget: self.send_budget,
-            scheduler: self.scheduler,
+            scheduler,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
@@ -415,6 +427,7 @@ impl RawClient {
             reconnect_min,
             reconnect_max,
             session_grace,
+            paths,
             tunnel,
             ops: ctx.ops(self.log_level, self.stats_interval_ms, self.metrics_listen)?,
         })
@@ -474,7 +487,7 @@ fn read_private(path: &Path) -> Result<String, SecretFileError> {
 }
 
 /// An IP literal; IPv6 may be written with or without brackets.
-fn parse_ip(s: &str) -> Option<IpAddr> {
+pub(super) fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
         return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
     }

@@ -16,6 +16,7 @@ use crate::config::{Config, Role};
 use crate::proto::frame::VERSION;
 use crate::rt::counters::CounterSnapshot;
 use crate::rt::monitor::{LinkSnapshot, SessionSnapshot, Snapshot};
+use crate::rt::path_stats::PathSnapshot;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The `Content-Type` of [`render`]'s output.
@@ -153,6 +154,7 @@ pub fn render(snap: &Snapshot, id: &Identity) -> prometheus::Result<String> {
     reasons(&out, &snap.counters)?;
     sessions(&out, &snap.sessions)?;
     links(&out, &snap.sessions)?;
+    paths(&out, &snap.paths)?;
     let mut buf = Vec::new();
     TextEncoder::new().encode(&out.0.gather(), &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -275,6 +277,71 @@ fn reasons(out: &Families, c: &CounterSnapshot) -> prometheus::Result<()> {
     Ok(())
 }
 
+/// Labels of the per-path families: the path's index in the config, its
+/// source address or device, and whether it is a backup.
+const PATH_LABELS: [&str; 3] = ["path", "source", "backup"];
+
+type PathRead = fn(&PathSnapshot) -> u64;
+
+const PATH_COUNTERS: [(&str, &str, PathRead); 4] = [
+    (
+        "mtcp_path_sent_bytes_total",
+        "Bytes the path's links wrote, ended links included.",
+        |p| p.totals.bytes_out,
+    ),
+    (
+        "mtcp_path_received_bytes_total",
+        "Bytes the path's links read, ended links included.",
+        |p| p.totals.bytes_in,
+    ),
+    (
+        "mtcp_path_resent_frames_total",
+        "DATA frames the path's links carried again for links that died.",
+        |p| p.totals.frames_resent,
+    ),
+    (
+        "mtcp_path_resent_bytes_total",
+        "DATA payload bytes the path's links carried again for links that died.",
+        |p| p.totals.bytes_resent,
+    ),
+];
+
+/// Client with `[[client.path]]` tables: one series per path and family.
+fn paths(out: &Families, all: &[PathSnapshot]) -> prometheus::Result<()> {
+    if all.is_empty() {
+        return Ok(());
+    }
+    let labels = |p: &PathSnapshot| {
+        [
+            p.index.to_string(),
+            p.info.source.clone(),
+            p.info.backup.to_string(),
+        ]
+    };
+    for (name, help, read) in PATH_COUNTERS {
+        let family = out.counter(name, help, &PATH_LABELS)?;
+        for p in all {
+            family.with_label_values(&labels(p)).inc_by(read(p));
+        }
+    }
+    let links = out.gauge("mtcp_path_links", "Links up on the path.", &PATH_LABELS)?;
+    let rtt = out.float_gauge(
+        "mtcp_path_rtt_seconds",
+        "Lowest smoothed round-trip time of the path's live links (absent while none is measured).",
+        &PATH_LABELS,
+    )?;
+    for p in all {
+        links
+            .with_label_values(&labels(p))
+            .set(signed(p.links as u64));
+        if p.srtt_us > 0 {
+            rtt.with_label_values(&labels(p))
+                .set(p.srtt_us as f64 / 1e6);
+        }
+    }
+    Ok(())
+}
+
 fn session_label(s: &SessionSnapshot) -> String {
     format!("{:016x}", s.id)
 }
@@ -369,13 +436,16 @@ fn links(out: &Families, all: &[SessionSnapshot]) -> prometheus::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rt::counters::DaemonCounters;
+    use crate::rt::counters::{DaemonCounters, PathTotals};
+    use crate::rt::path_stats::PathInfo;
     use crate::util::tcpinfo::TcpInfo;
 
     fn link(id: u64, index: u16) -> LinkSnapshot {
         LinkSnapshot {
             id,
             index,
+            path: crate::rt::link::LinkPath::default(),
+            local: "[::1]:40000".parse().expect("addr"),
             peer: "[::1]:8000".parse().expect("addr"),
             up: true,
             bytes_out: 1000,
@@ -387,6 +457,7 @@ mod tests {
             rate: 0,
             queued_bytes: 7,
             bytes_resent: 9,
+            frames_resent: 2,
             tcp: TcpInfo {
                 notsent_bytes: Some(11),
                 total_retrans: None,
@@ -407,6 +478,7 @@ mod tests {
                 slots: vec![(0, 0), (1, 3)],
                 links: vec![link(10, 0), link(12, 1)],
             }],
+            paths: Vec::new(),
             unacked_bytes: 64,
             send_budget: 1024,
             counters: DaemonCounters::default().snapshot(),
@@ -456,6 +528,46 @@ mod tests {
         assert!(!text.contains("mtcp_link_tcp_retransmits_total{"), "{text}");
         assert!(text.contains("# TYPE mtcp_link_sent_bytes_total counter"));
         assert!(text.contains("# HELP mtcp_link_up "));
+    }
+
+    #[test]
+    fn paths_have_their_own_series() {
+        let mut snap = snapshot();
+        let text = render(&snap, &identity()).expect("render");
+        assert!(
+            !text.contains("mtcp_path_"),
+            "no paths, no path series: {text}"
+        );
+        snap.paths = vec![PathSnapshot {
+            index: 1,
+            info: PathInfo {
+                source: "198.51.100.7 on wwan0".into(),
+                backup: true,
+            },
+            links: 2,
+            totals: PathTotals {
+                bytes_out: 10,
+                bytes_in: 20,
+                frames_resent: 3,
+                bytes_resent: 4,
+            },
+            srtt_us: 62_000,
+        }];
+        let text = render(&snap, &identity()).expect("render");
+        let labels = "{backup=\"true\",path=\"1\",source=\"198.51.100.7 on wwan0\"}";
+        for line in [
+            format!("mtcp_path_links{labels} 2"),
+            format!("mtcp_path_sent_bytes_total{labels} 10"),
+            format!("mtcp_path_received_bytes_total{labels} 20"),
+            format!("mtcp_path_resent_frames_total{labels} 3"),
+            format!("mtcp_path_resent_bytes_total{labels} 4"),
+            format!("mtcp_path_rtt_seconds{labels} 0.062"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 
     #[test]

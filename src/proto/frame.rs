@@ -34,6 +34,13 @@ pub const MAX_CONTROL_BODY: usize = 32;
 /// link instead of starting a second half of it, which is what happens when
 /// a load balancer sends one link astray.
 pub const HELLO_JOIN: u8 = 0x01;
+/// HELLO flag: the link belongs to a backup path. It carries no data while
+/// the session has a link without this flag (both ends follow the rule).
+pub const HELLO_BACKUP: u8 = 0x02;
+/// HELLO flag: the client's links take different paths (uplinks of unequal
+/// rate and round trip), so the server schedules this session's data by
+/// measurement (`adaptive`), whatever its own `scheduler` says.
+pub const HELLO_PATHS: u8 = 0x04;
 
 const T_HELLO: u8 = 0x01;
 const T_WELCOME: u8 = 0x02;

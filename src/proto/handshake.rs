@@ -216,13 +216,42 @@ fn limits_ok(l: PeerLimits) -> bool {
     l.max_payload >= MIN_PEER_LIMIT && l.window >= MIN_PEER_LIMIT
 }
 
-/// The client's HELLO for slot `link_index` of session `session_id`;
-/// `join` once the session has had a link (the server must know it: only
-/// the session's first link may start it).
-pub fn hello(session_id: u64, join: bool, link_index: u16, ours: PeerLimits) -> Hello {
+/// What a link says of itself in its HELLO's flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkRole {
+    /// The session has had a link: the server must know it (only a
+    /// session's first link may start it).
+    pub join: bool,
+    /// The link's path is a backup: no data while a non-backup link is up.
+    pub backup: bool,
+    /// The client's links take different paths: schedule by measurement.
+    pub paths: bool,
+}
+
+impl LinkRole {
+    /// The HELLO flag bits.
+    pub fn flags(self) -> u8 {
+        let bit = |on: bool, flag: u8| if on { flag } else { 0 };
+        bit(self.join, frame::HELLO_JOIN)
+            | bit(self.backup, frame::HELLO_BACKUP)
+            | bit(self.paths, frame::HELLO_PATHS)
+    }
+
+    /// The role a HELLO's flags announce (unknown bits are ignored).
+    pub fn of(hello: &Hello) -> LinkRole {
+        LinkRole {
+            join: hello.flags & frame::HELLO_JOIN != 0,
+            backup: hello.flags & frame::HELLO_BACKUP != 0,
+            paths: hello.flags & frame::HELLO_PATHS != 0,
+        }
+    }
+}
+
+/// The client's HELLO for slot `link_index` of session `session_id`.
+pub fn hello(session_id: u64, role: LinkRole, link_index: u16, ours: PeerLimits) -> Hello {
     Hello {
         version: frame::VERSION,
-        flags: if join { frame::HELLO_JOIN } else { 0 },
+        flags: role.flags(),
         session_id,
         link_index,
         max_payload: ours.max_payload,
@@ -330,7 +359,7 @@ pub fn join(
         }
         return Ok(Join::Existing);
     }
-    if hello.flags & frame::HELLO_JOIN != 0 {
+    if LinkRole::of(hello).join {
         return Err(LinkReason::UnknownSession);
     }
     if sessions >= limits.max_sessions {
@@ -347,6 +376,11 @@ mod tests {
         max_payload: 65536,
         window: 1 << 20,
     };
+    const JOIN: LinkRole = LinkRole {
+        join: true,
+        backup: false,
+        paths: false,
+    };
     const LIMITS: JoinLimits = JoinLimits {
         max_links_per_session: 4,
         max_sessions: 2,
@@ -354,7 +388,7 @@ mod tests {
 
     #[test]
     fn hello_checks_version_and_limits() {
-        let h = hello(7, false, 0, OURS);
+        let h = hello(7, LinkRole::default(), 0, OURS);
         assert_eq!(check_hello(&h), Ok(OURS));
         let old = Hello { version: 0, ..h };
         assert_eq!(check_hello(&old), Err(LinkReason::Version));
@@ -386,8 +420,8 @@ mod tests {
 
     #[test]
     fn links_join_known_sessions_within_limits() {
-        let h = hello(7, false, 0, OURS);
-        let joining = hello(7, true, 1, OURS);
+        let h = hello(7, LinkRole::default(), 0, OURS);
+        let joining = hello(7, JOIN, 1, OURS);
         let open = KnownSession {
             closed: false,
             links: 3,
@@ -424,6 +458,25 @@ mod tests {
             join(&h, Some(open), 1, LIMITS, true),
             Err(LinkReason::ShuttingDown)
         );
+    }
+
+    #[test]
+    fn a_links_role_round_trips_through_its_flags() {
+        for bits in 0..8u8 {
+            let role = LinkRole {
+                join: bits & 1 != 0,
+                backup: bits & 2 != 0,
+                paths: bits & 4 != 0,
+            };
+            let h = hello(7, role, 0, OURS);
+            assert_eq!(h.flags, bits);
+            assert_eq!(LinkRole::of(&h), role);
+        }
+        let h = Hello {
+            flags: 0xf8,
+            ..hello(7, LinkRole::default(), 0, OURS)
+        };
+        assert_eq!(LinkRole::of(&h), LinkRole::default(), "unknown bits");
     }
 
     #[test]

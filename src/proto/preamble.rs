@@ -124,7 +124,11 @@ mod tests {
     };
 
     fn hello(id: u64, join: bool) -> Hello {
-        handshake::hello(id, join, 1, LIMITS)
+        let role = handshake::LinkRole {
+            join,
+            ..Default::default()
+        };
+        handshake::hello(id, role, 1, LIMITS)
     }
 
     #[test]

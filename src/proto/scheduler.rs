@@ -121,6 +121,18 @@ impl Scheduler {
     }
 }
 
+/// How many of a session's live links may carry frames, when they are
+/// listed primaries first: the links of non-backup paths while any is up,
+/// else the backup links. Backup links carry only their own keepalives
+/// while a primary is up, and everything the moment none is.
+pub fn carriers(primaries: usize, live: usize) -> usize {
+    if primaries > 0 {
+        primaries.min(live)
+    } else {
+        live
+    }
+}
+
 /// The index with the lowest `cost`; ties go to the first from `start` on,
 /// so equal links still take turns.
 fn lowest(count: usize, start: usize, cost: impl Fn(usize) -> u64) -> usize {
@@ -186,6 +198,16 @@ mod tests {
         assert_eq!(load(2_000_000, 0, 0).expected_delay_us(), 2_000_000);
         assert_eq!(load(0, 7, 0).expected_delay_us(), 7);
         assert_eq!(load(u64::MAX, u64::MAX, 1).expected_delay_us(), u64::MAX);
+    }
+
+    #[test]
+    fn backup_links_carry_frames_only_without_a_primary() {
+        assert_eq!(carriers(2, 4), 2, "two primaries up: only they carry");
+        assert_eq!(carriers(1, 3), 1);
+        assert_eq!(carriers(0, 2), 2, "no primary: the backups carry");
+        assert_eq!(carriers(3, 3), 3, "no backups at all");
+        assert_eq!(carriers(0, 0), 0);
+        assert_eq!(carriers(5, 3), 3, "never more than are live");
     }
 
     #[test]

@@ -98,6 +98,47 @@ impl HandshakeFailure {
     }
 }
 
+/// Counters of one path's links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathTotals {
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// DATA frames its links carried again for a link that died.
+    pub frames_resent: u64,
+    pub bytes_resent: u64,
+}
+
+impl PathTotals {
+    /// Adds `o` to these.
+    pub fn add(&mut self, o: PathTotals) {
+        self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
+        self.bytes_in = self.bytes_in.saturating_add(o.bytes_in);
+        self.frames_resent = self.frames_resent.saturating_add(o.frames_resent);
+        self.bytes_resent = self.bytes_resent.saturating_add(o.bytes_resent);
+    }
+}
+
+/// The totals of the links that ended, per path index.
+#[derive(Default)]
+pub struct EndedPaths(Mutex<Vec<PathTotals>>);
+
+impl EndedPaths {
+    /// Adds an ended link's counters to path `index`.
+    pub fn link_ended(&self, index: u16, link: PathTotals) {
+        let mut all = lock(&self.0);
+        let i = usize::from(index);
+        if all.len() <= i {
+            all.resize(i + 1, PathTotals::default());
+        }
+        all[i].add(link);
+    }
+
+    /// Path `index`'s totals.
+    pub fn get(&self, index: usize) -> PathTotals {
+        lock(&self.0).get(index).copied().unwrap_or_default()
+    }
+}
+
 /// Daemon-wide counters, one per daemon, shared by its sessions and its
 /// accept or connect paths.
 #[derive(Default)]
@@ -105,6 +146,8 @@ pub struct DaemonCounters {
     refused: [AtomicU64; Refusal::LABELS.len()],
     handshakes_failed: [AtomicU64; HandshakeFailure::LABELS.len()],
     links_closed: [AtomicU64; LinkClose::ALL.len()],
+    /// Client: what the ended links of each path carried.
+    pub ended_paths: EndedPaths,
 }
 
 impl DaemonCounters {

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod counters;
 pub mod link;
 pub mod monitor;
+pub mod path_stats;
 pub mod pool;
 pub mod secure;
 pub mod session;

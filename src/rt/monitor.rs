@@ -14,7 +14,9 @@
 //! stream locks), which is what the systemd watchdog relies on.
 
 use crate::rt::budget::SendBudget;
-use crate::rt::counters::{CounterSnapshot, DaemonCounters};
+use crate::rt::counters::{CounterSnapshot, DaemonCounters, PathTotals};
+use crate::rt::link::LinkPath;
+use crate::rt::path_stats::{self, LiveLink, PathInfo, PathSnapshot};
 use crate::rt::session::Session;
 use crate::util::sync::lock;
 use crate::util::tcpinfo::TcpInfo;
@@ -37,6 +39,8 @@ pub struct Monitor {
     /// The daemon's counters: they live as long as the daemon, not only
     /// while it runs, so they never go backwards.
     counters: Arc<DaemonCounters>,
+    /// Client: its configured paths, for per-path figures.
+    paths: Arc<Mutex<Vec<PathInfo>>>,
 }
 
 /// What a running daemon lends its monitor.
@@ -57,6 +61,11 @@ impl Monitor {
     /// its accept or connect paths.
     pub fn counters(&self) -> Arc<DaemonCounters> {
         self.counters.clone()
+    }
+
+    /// Called by a client that bonds paths, so that snapshots report each.
+    pub fn set_paths(&self, paths: Vec<PathInfo>) {
+        *lock(&self.paths) = paths;
     }
 
     /// Called by the daemon when it starts running, with its send budget and
@@ -100,8 +109,26 @@ impl Monitor {
             .as_ref()
             .map(|a| (a.send_budget.used(), a.send_budget.limit()));
         let (unacked_bytes, send_budget) = budget.unwrap_or_default();
+        let sessions: Vec<SessionSnapshot> =
+            self.sessions().iter().map(|s| session_stats(s)).collect();
+        let live: Vec<LiveLink> = sessions
+            .iter()
+            .flat_map(|s| &s.links)
+            .map(|l| LiveLink {
+                path: l.path.index,
+                totals: PathTotals {
+                    bytes_out: l.bytes_out,
+                    bytes_in: l.bytes_in,
+                    frames_resent: l.frames_resent,
+                    bytes_resent: l.bytes_resent,
+                },
+                srtt_us: l.srtt_us,
+            })
+            .collect();
+        let paths = path_stats::snapshot(&lock(&self.paths), &self.counters.ended_paths, &live);
         Snapshot {
-            sessions: self.sessions().iter().map(|s| session_stats(s)).collect(),
+            sessions,
+            paths,
             unacked_bytes,
             send_budget,
             counters: self.counters.snapshot(),
@@ -118,6 +145,8 @@ fn session_stats(s: &Session) -> SessionSnapshot {
             LinkSnapshot {
                 id: l.id,
                 index: l.index,
+                path: l.path,
+                local: l.local,
                 peer: l.peer,
                 up: !l.is_dead(),
                 bytes_out: l.stats.bytes_out.load(Ordering::Relaxed),
@@ -129,6 +158,7 @@ fn session_stats(s: &Session) -> SessionSnapshot {
                 rate: load.rate,
                 queued_bytes: load.queued_bytes,
                 bytes_resent: l.stats.bytes_resent.load(Ordering::Relaxed),
+                frames_resent: l.stats.frames_resent.load(Ordering::Relaxed),
                 // A link dying meanwhile has no socket state worth reporting.
                 tcp: l.tcp_info().unwrap_or_default(),
             }
@@ -155,6 +185,10 @@ pub struct LinkSnapshot {
     pub id: u64,
     /// The link's slot in the client's pool.
     pub index: u16,
+    /// The client path it takes (`[[client.path]]`).
+    pub path: LinkPath,
+    /// Our end of the link.
+    pub local: SocketAddr,
     /// The far end of the link.
     pub peer: SocketAddr,
     /// False once the link is being torn down (it leaves the list soon).
@@ -179,6 +213,8 @@ pub struct LinkSnapshot {
     pub queued_bytes: u64,
     /// DATA payload bytes this link carried again for links that died.
     pub bytes_resent: u64,
+    /// DATA frames this link carried again for links that died.
+    pub frames_resent: u64,
     /// The kernel's view: unsent bytes, TCP retransmissions.
     pub tcp: TcpInfo,
 }
@@ -212,6 +248,8 @@ pub struct SessionSnapshot {
 pub struct Snapshot {
     /// One entry per live session.
     pub sessions: Vec<SessionSnapshot>,
+    /// Client: one entry per configured path (`[[client.path]]`).
+    pub paths: Vec<PathSnapshot>,
     /// Bytes the daemon's streams sent and hold for re-sending, not yet
     /// acknowledged: what the send budget counts.
     pub unacked_bytes: u64,
@@ -243,7 +281,7 @@ impl Snapshot {
     }
 
     /// The stats report as log lines: a total, then one line per session and
-    /// one per link. Lines are `key=value` so that they can be grepped and
+    /// one per link, then (a client bonding uplinks) one per path. Lines are `key=value` so that they can be grepped and
     /// parsed from the journal without knowing the wording.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
@@ -269,6 +307,7 @@ impl Snapshot {
             ));
             out.extend(s.links.iter().map(|l| link_line(s.id, l)));
         }
+        out.extend(self.paths.iter().map(path_line));
         out
     }
 
@@ -278,6 +317,27 @@ impl Snapshot {
             log::info!("{line}");
         }
     }
+}
+
+fn path_line(p: &PathSnapshot) -> String {
+    let t = &p.totals;
+    let mut line = format!(
+        "stats path={} source={} backup={} links={} bytes_out={} bytes_in={} frames_resent={} bytes_resent={}",
+        p.index,
+        p.info.source,
+        p.info.backup,
+        p.links,
+        t.bytes_out,
+        t.bytes_in,
+        t.frames_resent,
+        t.bytes_resent
+    );
+    if p.srtt_us == 0 {
+        line.push_str(" srtt_ms=-");
+    } else {
+        let _ = write!(line, " srtt_ms={:.3}", p.srtt_us as f64 / 1000.0);
+    }
+    line
 }
 
 fn link_line(session: u64, l: &LinkSnapshot) -> String {
@@ -301,6 +361,8 @@ mod tests {
         LinkSnapshot {
             id: 10 + u64::from(index),
             index,
+            path: LinkPath::default(),
+            local: "127.0.0.1:40000".parse().expect("addr"),
             peer: "127.0.0.1:8000".parse().expect("addr"),
             up: true,
             bytes_out: 100,
@@ -312,6 +374,7 @@ mod tests {
             rate: 0,
             queued_bytes: 0,
             bytes_resent: 0,
+            frames_resent: 0,
             tcp: TcpInfo::default(),
         }
     }
@@ -353,6 +416,7 @@ mod tests {
                 slots: vec![(0, 0), (1, 2)],
                 links: vec![link(0, 1500), link(1, 0)],
             }],
+            paths: Vec::new(),
             unacked_bytes: 5,
             send_budget: 9,
             counters: CounterSnapshot::default(),

@@ -559,7 +559,11 @@ mod tests {
             max_payload: 65536,
             window: 1 << 20,
         };
-        handshake::hello(session_id, join, 0, limits)
+        let role = handshake::LinkRole {
+            join,
+            ..Default::default()
+        };
+        handshake::hello(session_id, role, 0, limits)
     }
 
     fn pair() -> (TcpStream, TcpStream) {

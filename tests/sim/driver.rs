@@ -126,7 +126,11 @@ impl Sim {
         let now = self.now();
         let link = self.net.add_link(spec, now);
         let join = link > 0;
-        let hello = handshake::hello(self.session_id, join, link as u16, self.client.limits());
+        let role = handshake::LinkRole {
+            join,
+            ..Default::default()
+        };
+        let hello = handshake::hello(self.session_id, role, link as u16, self.client.limits());
         let Frame::Hello(h) = decode_handshake(&Frame::Hello(hello)) else {
             panic!("HELLO decoded as another frame");
         };

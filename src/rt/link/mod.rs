@@ -125,6 +125,8 @@ impl fmt::Display for LinkError {
 /// How a link runs, from the session's settings.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkSettings {
+    /// The client path the link takes, if paths are configured.
+    pub path: LinkPath,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// `TCP_NOTSENT_LOWAT` for the link's socket.
@@ -137,6 +139,7 @@ impl LinkSettings {
     /// The settings for links of a session that runs with `tunnel`.
     pub fn for_tunnel(tunnel: &TunnelConfig) -> Self {
         LinkSettings {
+            path: LinkPath::default(),
             keepalive_interval: tunnel.keepalive_interval,
             keepalive_timeout: tunnel.keepalive_timeout,
             notsent_lowat: match tunnel.scheduler {
@@ -144,6 +147,29 @@ impl LinkSettings {
                 SchedulerKind::RoundRobin | SchedulerKind::LeastQueued => NOTSENT_LOWAT,
             },
             max_payload: tunnel.buffer_size as u32,
+        }
+    }
+}
+
+/// The client path a link takes (`[[client.path]]`), for logs, stats and
+/// the backup rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkPath {
+    /// The path's index in the client's config; `None` without paths, and
+    /// on the server, which knows only whether a link is a backup.
+    pub index: Option<u16>,
+    /// A backup path's link: it carries data only while the session has no
+    /// other link.
+    pub backup: bool,
+}
+
+impl fmt::Display for LinkPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.index, self.backup) {
+            (Some(i), false) => write!(f, ", path {i}"),
+            (Some(i), true) => write!(f, ", path {i} (backup)"),
+            (None, true) => f.write_str(", backup"),
+            (None, false) => Ok(()),
         }
     }
 }
@@ -159,6 +185,8 @@ pub struct LinkStats {
     pub rtt_us: AtomicU64,
     /// DATA payload bytes this link carried again for a link that died.
     pub bytes_resent: AtomicU64,
+    /// DATA frames this link carried again for a link that died.
+    pub frames_resent: AtomicU64,
 }
 
 /// The shared face of a live link: its queues, load and kill switch.
@@ -167,6 +195,10 @@ pub struct LinkHandle {
     pub id: u64,
     /// The link's slot in its client's pool.
     pub index: u16,
+    /// The client path it takes.
+    pub path: LinkPath,
+    /// Our end of the link (a path's source address on the client).
+    pub local: SocketAddr,
     pub peer: SocketAddr,
     control: Sender<Outbound>,
     data: Sender<Outbound>,
@@ -408,6 +440,7 @@ pub fn start(
 ) -> io::Result<Arc<LinkHandle>> {
     let (sealer, opener) = channel;
     let peer = socket.peer_addr()?;
+    let local = socket.local_addr()?;
     socket.set_nodelay(true)?;
     socket2::SockRef::from(&socket).set_tcp_notsent_lowat(settings.notsent_lowat)?;
     socket.set_read_timeout(Some(settings.keepalive_timeout))?;
@@ -418,6 +451,8 @@ pub fn start(
     let handle = Arc::new(LinkHandle {
         id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
         index,
+        path: settings.path,
+        local,
         peer,
         control: control_tx,
         data: data_tx,

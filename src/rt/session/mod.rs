@@ -21,13 +21,13 @@ use crate::proto::Role;
 use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
-use crate::proto::scheduler::Scheduler;
+use crate::proto::scheduler::{Scheduler, carriers};
 use crate::proto::send::{Payload, Resend};
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
 pub use crate::rt::counters::SessionStats;
-use crate::rt::counters::{DaemonCounters, SlotUps};
+use crate::rt::counters::{DaemonCounters, PathTotals, SlotUps};
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
 use crate::rt::stream::{self, Stream, StreamHost};
@@ -92,7 +92,10 @@ impl std::fmt::Display for StreamOpenError {
 
 /// The live links and the scheduler that picks among them, under one lock.
 struct Links {
+    /// Links up, those of non-backup paths first.
     live: Vec<Arc<LinkHandle>>,
+    /// How many of `live` are not backups.
+    primaries: usize,
     /// Links past their HELLO and not yet up (server): they count against
     /// the session's link limit already, or links arriving together would
     /// all pass it.
@@ -114,6 +117,8 @@ pub struct Session {
     streams: Mutex<StreamTable<Arc<Stream>>>,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
+    /// Client: a link is connecting to start the session; the others wait.
+    starting: AtomicBool,
     peer_goaway: AtomicBool,
     /// We said GOAWAY: streams the peer opens from now on are refused.
     goaway_sent: AtomicBool,
@@ -151,6 +156,7 @@ impl Session {
             me: me.clone(),
             links: Mutex::new(Links {
                 live: Vec::new(),
+                primaries: 0,
                 joining: 0,
                 scheduler: Scheduler::new(tunnel.scheduler),
             }),
@@ -163,6 +169,7 @@ impl Session {
             link_up: Condvar::new(),
             reinject_pending: AtomicBool::new(false),
             had_link: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
             peer_goaway: AtomicBool::new(false),
             goaway_sent: AtomicBool::new(false),
             closed: Shutdown::new(),
@@ -218,9 +225,23 @@ impl Session {
         self.closed.receiver()
     }
 
-    /// True once a link has ever joined: the client then asks to resume.
+    /// True once a link has ever joined: the client's next links join.
     pub fn has_had_link(&self) -> bool {
         self.had_link.load(Ordering::SeqCst)
+    }
+
+    /// Client: true for the one link that may try to start the session
+    /// while it has had no link; it calls [`release_start`](Self::release_start)
+    /// if it fails, so that another (maybe on another path) tries.
+    pub fn claim_start(&self) -> bool {
+        self.starting
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Client: the link that claimed the start failed.
+    pub fn release_start(&self) {
+        self.starting.store(false, Ordering::SeqCst);
     }
 
     /// True once the peer sent GOAWAY.
@@ -327,6 +348,7 @@ impl Session {
                     };
                     if let Some(link) = self.route_data(data) {
                         link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
                         self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
                     }
                 }
@@ -371,18 +393,22 @@ impl Session {
     fn pick_data_link(&self) -> Option<Arc<LinkHandle>> {
         let mut links = lock(&self.links);
         let Links {
-            live, scheduler, ..
+            live,
+            primaries,
+            scheduler,
+            ..
         } = &mut *links;
-        let i = scheduler.pick(live.len(), |i| live[i].load())?;
+        let i = scheduler.pick(carriers(*primaries, live.len()), |i| live[i].load())?;
         Some(live[i].clone())
     }
 
     /// The least loaded link, for a control frame.
     fn pick_control_link(&self) -> Option<Arc<LinkHandle>> {
         let links = lock(&self.links);
+        let count = carriers(links.primaries, links.live.len());
         let i = links
             .scheduler
-            .pick_control(links.live.len(), |i| links.live[i].load())?;
+            .pick_control(count, |i| links.live[i].load())?;
         Some(links.live[i].clone())
     }
 
@@ -547,7 +573,15 @@ impl LinkHost for Session {
     fn link_up(&self, link: Arc<LinkHandle>) {
         let count = {
             let mut links = lock(&self.links);
-            links.live.push(link.clone());
+            // Primaries first, so that the scheduler's carriers are the
+            // first `primaries` links (`proto::scheduler::carriers`).
+            if link.path.backup {
+                links.live.push(link.clone());
+            } else {
+                let at = links.primaries;
+                links.live.insert(at, link.clone());
+                links.primaries += 1;
+            }
             // On the server every link joined first: it now counts as live,
             // in the same step, so it is never counted twice or not at all.
             if self.backend.is_some() {
@@ -560,10 +594,12 @@ impl LinkHost for Session {
         *lock(&self.no_links_since) = None;
         self.link_up.notify_all();
         log::info!(
-            "session {:016x}: link {} up (slot {}, peer {}), {count} live",
+            "session {:016x}: link {} up (slot {}{}, {} -> {}), {count} live",
             self.id,
             link.id,
             link.index,
+            link.path,
+            link.local,
             link.peer
         );
         if self.reinject_pending.swap(false, Ordering::SeqCst) {
@@ -574,19 +610,32 @@ impl LinkHost for Session {
     fn link_down(&self, link: &LinkHandle, why: &LinkError) {
         let remaining = {
             let mut links = lock(&self.links);
-            let before = links.live.len();
-            links.live.retain(|l| l.id != link.id);
-            if before == links.live.len() {
+            let Some(at) = links.live.iter().position(|l| l.id == link.id) else {
                 return;
+            };
+            links.live.remove(at);
+            if !link.path.backup {
+                links.primaries = links.primaries.saturating_sub(1);
             }
             links.live.len()
         };
         self.counters.link_closed(why.kind());
+        if let Some(path) = link.path.index {
+            let carried = PathTotals {
+                bytes_out: link.stats.bytes_out.load(Ordering::Relaxed),
+                bytes_in: link.stats.bytes_in.load(Ordering::Relaxed),
+                frames_resent: link.stats.frames_resent.load(Ordering::Relaxed),
+                bytes_resent: link.stats.bytes_resent.load(Ordering::Relaxed),
+            };
+            self.counters.ended_paths.link_ended(path, carried);
+        }
         log::info!(
-            "session {:016x}: link {} down (slot {}, peer {}): {why}; {remaining} live",
+            "session {:016x}: link {} down (slot {}{}, {} -> {}): {why}; {remaining} live",
             self.id,
             link.id,
             link.index,
+            link.path,
+            link.local,
             link.peer
         );
         if self.is_closed() {

@@ -1,0 +1,338 @@
+//! Bonding uplinks on loopback (`[[client.path]]`): the loopback range takes
+//! any source address, so paths bound to 127.0.0.2 and 127.0.0.3 stand for
+//! two uplinks. A relay in front of the server tells them apart by their
+//! source address, counts what each carries, and breaks one of them:
+//! links leave from their path's address, a backup path carries nothing
+//! while a primary is up, takes everything when none is, and gives it back
+//! when a primary returns; a path whose address is gone fails fast and is
+//! logged once. Every transfer is compared by sha256.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+const PRIMARY: &str = "127.0.0.2";
+const BACKUP: &str = "127.0.0.3";
+
+/// What the relay does with one source address's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Relayed both ways.
+    Open,
+    /// Bytes vanish, no FIN or RST: an uplink that went dark.
+    Blackhole,
+}
+
+#[derive(Default)]
+struct Uplinks {
+    fate: HashMap<IpAddr, Fate>,
+    /// Bytes relayed per source address: `[up, down]`.
+    bytes: HashMap<IpAddr, [u64; 2]>,
+    /// Connections accepted per source address.
+    accepted: HashMap<IpAddr, usize>,
+}
+
+/// A relay to the server that sees each link's source address.
+struct PathRelay {
+    addr: SocketAddr,
+    state: Arc<Mutex<Uplinks>>,
+}
+
+impl PathRelay {
+    fn start(server: SocketAddr) -> PathRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let state: Arc<Mutex<Uplinks>> = Arc::default();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(inbound) = conn else { continue };
+                let Ok(from) = inbound.peer_addr().map(|a| a.ip()) else {
+                    continue;
+                };
+                *st.lock().unwrap().accepted.entry(from).or_default() += 1;
+                let Ok(outbound) = TcpStream::connect(server) else {
+                    continue;
+                };
+                for (r, w, dir) in [
+                    (inbound.try_clone(), outbound.try_clone(), 0),
+                    (outbound.try_clone(), inbound.try_clone(), 1),
+                ] {
+                    let (Ok(r), Ok(w)) = (r, w) else { continue };
+                    let st = st.clone();
+                    std::thread::spawn(move || pump(r, w, from, dir, &st));
+                }
+            }
+        });
+        PathRelay { addr, state }
+    }
+
+    fn set(&self, ip: &str, fate: Fate) {
+        let ip: IpAddr = ip.parse().unwrap();
+        self.state.lock().unwrap().fate.insert(ip, fate);
+    }
+
+    /// Bytes relayed for `ip` so far, both directions together.
+    fn carried(&self, ip: &str) -> u64 {
+        let ip: IpAddr = ip.parse().unwrap();
+        let st = self.state.lock().unwrap();
+        st.bytes.get(&ip).map_or(0, |[up, down]| up + down)
+    }
+
+    fn accepted(&self, ip: &str) -> usize {
+        let ip: IpAddr = ip.parse().unwrap();
+        *self.state.lock().unwrap().accepted.get(&ip).unwrap_or(&0)
+    }
+}
+
+fn pump(mut r: TcpStream, mut w: TcpStream, from: IpAddr, dir: usize, st: &Mutex<Uplinks>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let fate = {
+            let mut st = st.lock().unwrap();
+            let fate = *st.fate.get(&from).unwrap_or(&Fate::Open);
+            if fate == Fate::Open {
+                st.bytes.entry(from).or_default()[dir] += n as u64;
+            }
+            fate
+        };
+        if fate == Fate::Open && w.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown(Direction::Write);
+}
+
+fn paths_toml(primary_links: usize, backup: Option<usize>) -> String {
+    let mut text = format!("[[client.path]]\nbind_ip = \"{PRIMARY}\"\nlinks = {primary_links}\n");
+    if let Some(n) = backup {
+        text.push_str(&format!(
+            "[[client.path]]\nbind_ip = \"{BACKUP}\"\nlinks = {n}\nbackup = true\n"
+        ));
+    }
+    text
+}
+
+/// Server, relay and a client whose `[client]` table ends with `paths`.
+fn bed(
+    pool: usize,
+    client_keys: &str,
+    paths: &str,
+) -> (Backend, ServerHandle, PathRelay, ClientHandle) {
+    let backend = Backend::start();
+    let server = start_server_toml(&server_toml(backend.addr, pool, ""));
+    let relay = PathRelay::start(server.addr);
+    // The paths are tables after `[client]`: its other keys come first.
+    let text = client_toml(relay.addr, pool, true, client_keys) + paths;
+    let client = start_client_toml(&text);
+    (backend, server, relay, client)
+}
+
+fn wait_links(client: &ClientHandle, n: usize) {
+    let up = wait_until(Duration::from_secs(20), || {
+        client.monitor.snapshot().link_count() == n
+    });
+    assert!(
+        up,
+        "{} of {n} links up",
+        client.monitor.snapshot().link_count()
+    );
+}
+
+#[test]
+fn links_leave_from_their_paths_source_addresses() {
+    within(Duration::from_secs(90), || {
+        let paths = format!(
+            "[[client.path]]\nbind_ip = \"{PRIMARY}\"\nlinks = 2\n\
+             [[client.path]]\nbind_ip = \"{BACKUP}\"\nlinks = 2\n"
+        );
+        let (_backend, server, relay, client) = bed(4, "", &paths);
+        wait_links(&client, 4);
+        assert_eq!(relay.accepted(PRIMARY), 2);
+        assert_eq!(relay.accepted(BACKUP), 2);
+        let snap = client.monitor.snapshot();
+        let id = snap.sessions[0].id;
+        for l in &snap.sessions[0].links {
+            let want = if l.index < 2 { PRIMARY } else { BACKUP };
+            assert_eq!(l.local.ip().to_string(), want, "slot {}", l.index);
+        }
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[&format!("session {id:016x}: link"), ", path 1, 127.0.0.3:"]
+            )
+            .is_some(),
+            "the link's path and source address are not in its log line"
+        );
+        assert!(
+            !log_lines(&[&format!("session {id:016x} started"), "scheduler adaptive"]).is_empty(),
+            "the server did not schedule the bonded session adaptively"
+        );
+        upload(&client, 31, 32 * MIB);
+        download(&client, 32, 32 * MIB);
+        // Both uplinks carried their share.
+        for ip in [PRIMARY, BACKUP] {
+            assert!(
+                relay.carried(ip) > 4 * MIB,
+                "{ip} carried {}",
+                relay.carried(ip)
+            );
+        }
+        drop(server);
+    });
+}
+
+/// Starts a 48 MiB download that the application reads slowly, so that it
+/// is still running when a path fails; returns the stream after `first`
+/// bytes were read.
+fn start_slow_download(client: &ClientHandle, seed: u64) -> TcpStream {
+    let mut app = client.connect();
+    app.write_all(b"D").unwrap();
+    app.write_all(&(48 * MIB).to_be_bytes()).unwrap();
+    app.write_all(&seed.to_be_bytes()).unwrap();
+    app
+}
+
+#[test]
+fn a_backup_path_idles_while_a_primary_is_up_takes_over_losing_nothing_and_fails_back() {
+    within(Duration::from_secs(120), || {
+        let keys = "keepalive_interval_ms = 200\nkeepalive_timeout_ms = 1000\n\
+                    reconnect_min_ms = 50\nreconnect_max_ms = 300";
+        let (_backend, _server, relay, client) = bed(2, keys, &paths_toml(1, Some(1)));
+        wait_links(&client, 2);
+        // While the primary is up the backup carries keepalives only.
+        let before = relay.carried(BACKUP);
+        upload(&client, 41, 16 * MIB);
+        download(&client, 42, 16 * MIB);
+        let idle = relay.carried(BACKUP) - before;
+        assert!(
+            idle < 64 * 1024,
+            "the backup carried {idle} bytes beside a live primary"
+        );
+
+        // The primary goes dark in the middle of a download.
+        let mut app = start_slow_download(&client, 43);
+        let mut head = vec![0u8; 4 * MIB as usize];
+        app.read_exact(&mut head).unwrap();
+        relay.set(PRIMARY, Fate::Blackhole);
+        let dark = Instant::now();
+        let backup_before = relay.carried(BACKUP);
+        let moved = wait_until(Duration::from_secs(10), || {
+            relay.carried(BACKUP) > backup_before + MIB
+        });
+        assert!(moved, "the backup never took over");
+        let stall = dark.elapsed();
+        assert!(
+            stall < Duration::from_millis(1000 + 3000),
+            "data resumed on the backup after {stall:?} (keepalive_timeout_ms 1000)"
+        );
+        let (rest, hash) = {
+            let mut whole = sha2_of_head(&head);
+            let n = read_rest(&mut app, &mut whole);
+            (n, whole.finish())
+        };
+        assert_eq!(rest + head.len() as u64, 48 * MIB);
+        assert_eq!(
+            hash,
+            pattern_hash(43, 48 * MIB),
+            "bytes lost or changed in the failover"
+        );
+
+        // The primary is back: new data leaves the backup again.
+        relay.set(PRIMARY, Fate::Open);
+        let back = wait_until(Duration::from_secs(10), || {
+            client.monitor.snapshot().link_count() == 2
+        });
+        assert!(back, "the primary's link did not come back");
+        let before = relay.carried(BACKUP);
+        download(&client, 44, 16 * MIB);
+        let after_failback = relay.carried(BACKUP) - before;
+        assert!(
+            after_failback < 64 * 1024,
+            "the backup still carried {after_failback} bytes after the primary came back"
+        );
+    });
+}
+
+/// A running sha256 over a download, for checking one read in two parts.
+struct Digest(sha2::Sha256, u64);
+
+impl Digest {
+    fn finish(self) -> [u8; 32] {
+        use sha2::Digest as _;
+        self.0.finalize().into()
+    }
+}
+
+fn sha2_of_head(head: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(head);
+    Digest(h, head.len() as u64)
+}
+
+fn read_rest(app: &mut TcpStream, d: &mut Digest) -> u64 {
+    use sha2::Digest as _;
+    app.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        match app.read(&mut buf) {
+            Ok(0) => return n,
+            Ok(k) => {
+                d.0.update(&buf[..k]);
+                d.1 += k as u64;
+                n += k as u64;
+            }
+            Err(e) => panic!("download broke after {} bytes: {e}", d.1),
+        }
+    }
+}
+
+#[test]
+fn a_path_whose_address_is_gone_fails_fast_is_logged_once_and_the_others_carry_on() {
+    within(Duration::from_secs(60), || {
+        // 192.0.2.1 (TEST-NET-1) is on no interface of this machine.
+        let paths = format!(
+            "[[client.path]]\nbind_ip = \"{PRIMARY}\"\nlinks = 1\n\
+             [[client.path]]\nbind_ip = \"192.0.2.1\"\nlinks = 1\n"
+        );
+        let keys = "reconnect_min_ms = 20\nreconnect_max_ms = 100";
+        let (_backend, _server, _relay, client) = bed(2, keys, &paths);
+        wait_links(&client, 1);
+        let id = client.monitor.snapshot().sessions[0].id;
+        let gone = "source address 192.0.2.1 is not on this host";
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[&format!("session {id:016x}"), gone]
+            )
+            .is_some(),
+            "no log line names the missing source address"
+        );
+        download(&client, 51, 8 * MIB);
+        upload(&client, 52, 8 * MIB);
+        // Attempts go on every 100 ms at most; the warning is not repeated.
+        let failed = |c: &ClientHandle| -> u64 {
+            let snap = c.monitor.snapshot();
+            snap.counters.handshakes_failed.iter().map(|(_, n)| n).sum()
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || failed(&client) >= 10),
+            "only {} attempts on the path failed",
+            failed(&client)
+        );
+        let lines = log_lines(&[&format!("session {id:016x}"), gone]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    });
+}
