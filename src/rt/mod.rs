@@ -10,6 +10,7 @@ pub mod counters;
 pub mod link;
 pub mod monitor;
 pub mod pool;
+pub mod proxy_header;
 pub mod secure;
 pub mod session;
 pub mod stream;
