@@ -334,6 +334,14 @@ fn broken_headers_are_refused_at_once_and_the_server_keeps_serving() {
             "a header cut short",
             &["closed inside its PROXY protocol v2 header, after 10 bytes"],
         );
+        // ... or inside its addresses.
+        expect_refused(
+            server.addr,
+            &good[..20],
+            true,
+            "a header cut in its addresses",
+            &["closed inside its PROXY protocol v2 header, after 20 bytes"],
+        );
         let mut wrong = good.clone();
         wrong[11] = b'X';
         expect_refused(
@@ -366,7 +374,7 @@ fn broken_headers_are_refused_at_once_and_the_server_keeps_serving() {
             &["malformed PROXY protocol v2 header", "Address Family"],
         );
         let snap = server.monitor.snapshot();
-        assert_eq!(refused(&snap, "proxy_header"), 4);
+        assert_eq!(refused(&snap, "proxy_header"), 5);
         assert_eq!(snap.sessions.len(), 1, "{snap:?}");
         // The same header, whole and followed by a HELLO, is a link: what
         // was refused above was the breakage, not the bytes around it.
@@ -459,52 +467,78 @@ fn a_health_check_is_routine_and_local_or_unspecified_keep_the_connections_addre
     });
 }
 
+/// Connects to `server` and writes `bytes` on a thread, each after its
+/// delay from the start; returns the socket and its address in the logs.
+fn dribble(server: SocketAddr, bytes: Vec<(Duration, u8)>) -> (TcpStream, String) {
+    let s = TcpStream::connect(server).expect("connect");
+    let me = s.local_addr().expect("addr").to_string();
+    let mut writer = s.try_clone().expect("clone");
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        for (at, b) in bytes {
+            if let Some(wait) = (start + at).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+        }
+    });
+    (s, me)
+}
+
 #[test]
-fn a_header_trickled_byte_by_byte_is_cut_at_the_handshake_deadline() {
+fn a_slow_header_is_cut_at_the_handshake_deadline() {
     within(Duration::from_secs(60), || {
         init_logging();
         let backend = Backend::start();
         let server = start_server_toml(&server_toml(
             backend.addr,
             2,
-            "accept_proxy_protocol = true\nhandshake_timeout_ms = 1000",
+            "accept_proxy_protocol = true\nhandshake_timeout_ms = 2000",
         ));
-        let mut s = TcpStream::connect(server.addr).expect("connect");
-        let me = s.local_addr().expect("addr").to_string();
         let header = proxy_v4("203.0.113.13:40000".parse().expect("addr"), server.addr);
-        let mut writer = s.try_clone().expect("clone");
-        // 28 bytes, one per 150 ms: each read is well within the deadline,
-        // the whole header (4.2 s) far beyond it.
-        std::thread::spawn(move || {
-            for b in header {
-                if writer.write_all(&[b]).is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(150));
-            }
-        });
         let start = Instant::now();
-        assert!(
-            closed_by_server(&mut s, Duration::from_secs(10)),
-            "not closed"
-        );
-        let took = start.elapsed();
-        assert!(
-            took < Duration::from_millis(2500),
-            "closed only after {took:?}"
-        );
-        assert!(
-            wait_log(
-                Duration::from_secs(5),
-                &[&format!(
-                    "link from {me}: handshake not completed within 1000 ms"
-                )]
-            )
-            .is_some(),
-            "{:?}",
-            log_lines(&[&me])
-        );
-        assert_eq!(failed(&server.monitor.snapshot(), "timeout"), 1);
+        // 28 bytes, one per 150 ms: every read is well within the deadline,
+        // the whole header (4.2 s) far beyond it.
+        let trickled = header
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (Duration::from_millis(150 * i as u64), *b))
+            .collect();
+        // Two bytes, the second at 1.6 s, then silence: the wait for the
+        // third may not start a full deadline of its own.
+        let stalled = vec![
+            (Duration::ZERO, header[0]),
+            (Duration::from_millis(1600), header[1]),
+        ];
+        let mut conns = vec![
+            dribble(server.addr, trickled),
+            dribble(server.addr, stalled),
+        ];
+        for (s, me) in &mut conns {
+            assert!(
+                closed_by_server(s, Duration::from_secs(10)),
+                "{me}: not closed"
+            );
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_millis(3000),
+                "{me}: closed only after {took:?}"
+            );
+            assert!(
+                wait_log(
+                    Duration::from_secs(5),
+                    &[&format!(
+                        "INFO link from {me}: handshake not completed within 2000 ms"
+                    )]
+                )
+                .is_some(),
+                "{:?}",
+                log_lines(&[me])
+            );
+        }
+        assert_eq!(failed(&server.monitor.snapshot(), "timeout"), 2);
     });
 }
 
