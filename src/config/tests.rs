@@ -326,6 +326,32 @@ fn metrics_listen_is_optional_and_an_address() {
 }
 
 #[test]
+fn accept_proxy_protocol_is_a_server_key_off_by_default() {
+    let s = server(MIN_SERVER).unwrap();
+    assert!(!s.accept_proxy_protocol);
+    assert!(s.describe().contains("\naccept_proxy_protocol = false\n"));
+    let s = server_with("accept_proxy_protocol = true").unwrap();
+    assert!(s.accept_proxy_protocol);
+    assert!(s.describe().contains("\naccept_proxy_protocol = true\n"));
+    assert_eq!(server(&s.describe()).unwrap(), s);
+    assert!(
+        !server_with("accept_proxy_protocol = false")
+            .unwrap()
+            .accept_proxy_protocol
+    );
+    let e = err_of(server_with("accept_proxy_protocol = \"yes\""));
+    assert_eq!(e.key(), Some("server.accept_proxy_protocol"));
+    assert_eq!(e.line(), Some(9));
+    assert!(e.to_string().contains("expected a boolean"), "{e}");
+    // A client has links to make, not to accept: not a client key.
+    let e = err_of(client_with("accept_proxy_protocol = true"));
+    assert_eq!(
+        e.to_string(),
+        "x.toml:10: unknown key `client.accept_proxy_protocol`"
+    );
+}
+
+#[test]
 fn describe_lists_every_key_and_round_trips() {
     let s = server_with("scheduler = \"least_queued\"\nmax_sessions = 3").unwrap();
     let text = s.describe();
@@ -347,6 +373,7 @@ fn describe_lists_every_key_and_round_trips() {
         "handshake_timeout_ms",
         "max_sessions",
         "session_grace_ms",
+        "accept_proxy_protocol",
     ] {
         assert!(
             text.contains(&format!("\n{key} = ")),

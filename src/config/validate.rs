@@ -332,6 +332,7 @@ impl RawServer {
                 SESSION_GRACE_MS_DEFAULT,
                 0,
             )?,
+            accept_proxy_protocol: self.accept_proxy_protocol.unwrap_or(false),
             tunnel,
             ops: ctx.ops(self.log_level, self.stats_interval_ms, self.metrics_listen)?,
         })
