@@ -14,6 +14,7 @@ use crate::rt::budget::SendBudget;
 use crate::rt::counters::{DaemonCounters, HandshakeFailure, Refusal};
 use crate::rt::link;
 use crate::rt::monitor::Monitor;
+use crate::rt::proxy_header::{self, ProxyHeaderError, ProxyOrigin};
 use crate::rt::secure::{self, Sealer};
 use crate::rt::session::Session;
 use crate::util::accept::Acceptor;
@@ -218,6 +219,74 @@ fn log_unfinished(reg: &Registry, peer: SocketAddr, e: &io::Error, deadline: Dur
     }
 }
 
+/// With `accept_proxy_protocol` on, reads the connection's PROXY v2 header
+/// within the handshake deadline (what is left of it then bounds the rest
+/// of the handshake) and returns the address to name the link by (the
+/// client's, when the header gives one, else `conn`) and whether it is a
+/// balancer's health check (LOCAL). `None` when the connection was refused
+/// or ended, logged and counted here. With it off, `conn` as it is.
+fn proxy_origin(reg: &Registry, sock: &TcpStream, conn: SocketAddr) -> Option<(SocketAddr, bool)> {
+    if !reg.config.accept_proxy_protocol {
+        return Some((conn, false));
+    }
+    let timeout = reg.config.handshake_timeout;
+    let deadline = Instant::now() + timeout;
+    let origin = match proxy_header::read_header(&mut proxy_header::Deadline::new(sock, deadline)) {
+        Ok(origin) => origin,
+        Err(ProxyHeaderError::Io(e)) => {
+            log_unfinished(reg, conn, &e, timeout);
+            return None;
+        }
+        Err(e) => {
+            reg.counters.refused(Refusal::ProxyHeader);
+            crate::warn_throttled_by!(
+                reg.refused,
+                Refusal::ProxyHeader.label(),
+                "link from {conn} refused: {e}"
+            );
+            return None;
+        }
+    };
+    let peer = origin.peer(conn);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timed = if left.is_zero() {
+        Err(io::ErrorKind::TimedOut.into())
+    } else {
+        sock.set_read_timeout(Some(left))
+    };
+    if let Err(e) = timed {
+        log_unfinished(reg, peer, &e, timeout);
+        return None;
+    }
+    match origin {
+        ProxyOrigin::Client(_) => log::debug!("connection from {conn} is client {peer} (PROXY)"),
+        ProxyOrigin::Local => log::debug!("connection from {conn}: health check (PROXY LOCAL)"),
+        ProxyOrigin::Unknown => {
+            log::debug!("connection from {conn}: PROXY header without a TCP source address")
+        }
+    }
+    Some((peer, origin == ProxyOrigin::Local))
+}
+
+/// True for the ways a peer ends a connection itself: HAProxy closes its
+/// health checks with a reset, other balancers with a FIN.
+fn is_close(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A balancer's health check that closed after its PROXY LOCAL header, as
+/// they do every few seconds: debug only, and counted as what it is.
+fn health_check_done(reg: &Registry, peer: SocketAddr) {
+    reg.counters.handshake_failed(HandshakeFailure::HealthCheck);
+    log::debug!("health check from {peer} done (PROXY LOCAL, then closed)");
+}
+
 /// Runs the server's side of a new link's handshake (the `handshake`
 /// thread), and starts the link in its session when it passes.
 fn handshake(reg: &Registry, mut sock: TcpStream) {
@@ -233,10 +302,16 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     if let Err(e) = setup {
         return log::info!("link from {peer}: {e}");
     }
+    let Some((peer, health_check)) = proxy_origin(reg, &sock, peer) else {
+        return;
+    };
     let tunnel = &reg.config.tunnel;
     let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
     let (mut sealer, mut opener, start) = match channel {
         Ok(channel) => channel,
+        Err(HandshakeError::Io(e)) if health_check && is_close(&e) => {
+            return health_check_done(reg, peer);
+        }
         Err(HandshakeError::Io(e)) => return log_unfinished(reg, peer, &e, deadline),
         Err(HandshakeError::Refused(reason)) => {
             reg.counters.refused(Refusal::Link(reason));
@@ -285,7 +360,8 @@ fn handshake(reg: &Registry, mut sock: TcpStream) {
     session.set_peer_limits(client_limits);
     let mut settings = session.link_settings();
     settings.path.backup = LinkRole::of(&hello).backup;
-    let started = link::start(
+    let started = link::start_from(
+        peer,
         session.clone(),
         sock,
         hello.link_index,

@@ -174,44 +174,61 @@ fn welcome(sock: &mut TcpStream) {
     sock.write_all(&out).expect("WELCOME");
 }
 
+/// The next connection of session `id` that `server` accepts, with its
+/// HELLO, within `limit`; `None` if none came. A connection of another
+/// session (another test's client retrying a port this listener took over
+/// after its server closed) is dropped.
+fn accept_of(server: &TcpListener, id: u64, limit: Duration) -> Option<(TcpStream, frame::Hello)> {
+    server.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match server.accept() {
+            Ok((mut sock, _)) => {
+                sock.set_nonblocking(false).unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let hello = read_hello(&mut sock);
+                if hello.session_id == id {
+                    return Some((sock, hello));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    None
+}
+
 #[test]
 fn a_session_starts_with_one_link_and_the_others_join_once_it_is_welcomed() {
     within(Duration::from_secs(30), || {
         // A stand-in server that answers by hand, to see the order.
         let server = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = start_client_toml(&client_toml(server.local_addr().unwrap(), 4, true, ""));
-        let (mut first, _) = server.accept().unwrap();
-        first
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let opening = read_hello(&mut first);
+        let mut id = None;
+        assert!(wait_until(Duration::from_secs(10), || {
+            id = client.monitor.snapshot().sessions.first().map(|s| s.id);
+            id.is_some()
+        }));
+        let id = id.unwrap_or_default();
+        let (mut first, opening) =
+            accept_of(&server, id, Duration::from_secs(10)).expect("no link came");
         assert_eq!(
             opening.flags & HELLO_JOIN,
             0,
             "the first link must start the session"
         );
-        assert_eq!(opening.link_index, 0);
         // Until it is welcomed, no other link may race it to a balancer.
-        server.set_nonblocking(true).unwrap();
-        let quiet_until = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < quiet_until {
-            match server.accept() {
-                Ok((_, from)) => panic!("a second link ({from}) came before WELCOME"),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
+        if let Some((_, h)) = accept_of(&server, id, Duration::from_millis(500)) {
+            panic!("slot {} came before WELCOME", h.link_index);
         }
-        server.set_nonblocking(false).unwrap();
         welcome(&mut first);
-        let mut slots = Vec::new();
+        let mut slots = vec![opening.link_index];
         for _ in 0..3 {
-            let (mut link, _) = server.accept().unwrap();
-            link.set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let h = read_hello(&mut link);
-            assert_eq!(h.session_id, opening.session_id);
+            let (mut link, h) =
+                accept_of(&server, id, Duration::from_secs(10)).expect("a slot never came");
             assert_eq!(
                 h.flags & HELLO_JOIN,
                 HELLO_JOIN,
@@ -221,7 +238,6 @@ fn a_session_starts_with_one_link_and_the_others_join_once_it_is_welcomed() {
             slots.push(h.link_index);
             welcome(&mut link);
         }
-        slots.push(opening.link_index);
         slots.sort_unstable();
         assert_eq!(slots, [0, 1, 2, 3]);
         drop(client);

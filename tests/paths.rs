@@ -336,3 +336,52 @@ fn a_path_whose_address_is_gone_fails_fast_is_logged_once_and_the_others_carry_o
         assert_eq!(lines.len(), 1, "{lines:#?}");
     });
 }
+
+#[test]
+fn links_bound_to_a_device_come_up_and_a_missing_device_is_named() {
+    within(Duration::from_secs(60), || {
+        let paths = format!(
+            "[[client.path]]\nbind_ip = \"{PRIMARY}\"\ninterface = \"lo\"\nlinks = 1\n\
+             [[client.path]]\ninterface = \"mtcp-nodev0\"\nlinks = 1\n"
+        );
+        let keys = "reconnect_min_ms = 20\nreconnect_max_ms = 100";
+        let (_backend, _server, relay, client) = bed(2, keys, &paths);
+        let id = {
+            let mut id = None;
+            assert!(wait_until(Duration::from_secs(10), || {
+                id = client.monitor.snapshot().sessions.first().map(|s| s.id);
+                id.is_some()
+            }));
+            id.unwrap_or_default()
+        };
+        // Binding a socket to a device needs CAP_NET_RAW; tests run as root
+        // in CI, but a developer's may not.
+        let denied = "binding to interface lo needs the CAP_NET_RAW capability";
+        if wait_log(
+            Duration::from_secs(2),
+            &[&format!("session {id:016x}"), denied],
+        )
+        .is_some()
+        {
+            skip(
+                "links_bound_to_a_device_come_up_and_a_missing_device_is_named",
+                "no CAP_NET_RAW here, and the refusal was named",
+            );
+            return;
+        }
+        wait_links(&client, 1);
+        assert_eq!(relay.accepted(PRIMARY), 1);
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[
+                    &format!("session {id:016x}"),
+                    "there is no interface mtcp-nodev0"
+                ]
+            )
+            .is_some(),
+            "no log line names the missing device"
+        );
+        download(&client, 61, 4 * MIB);
+    });
+}

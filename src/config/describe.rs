@@ -46,6 +46,11 @@ impl ServerConfig {
             self.max_pending_handshakes,
         );
         push_kv(&mut out, "session_grace_ms", self.session_grace.as_millis());
+        push_kv(
+            &mut out,
+            "accept_proxy_protocol",
+            self.accept_proxy_protocol,
+        );
         self.ops.describe_into(&mut out);
         out
     }

@@ -132,4 +132,6 @@ fn missing_table(file: &str, table: &str) -> ConfigError {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_keys;
+#[cfg(test)]
 mod tests_paths;

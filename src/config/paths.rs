@@ -5,7 +5,7 @@
 use super::error::{ConfigError, ErrorKind};
 use super::raw::RawPath;
 use super::types::{POOL_SIZE_MAX, PathConfig};
-use super::validate::{Ctx, parse_ip};
+use crate::util::net::parse_ip;
 use std::net::IpAddr;
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` less the NUL).
@@ -14,7 +14,7 @@ const INTERFACE_NAME_MAX: usize = 15;
 /// Checks the paths against each other, the pool size and the server's
 /// address (an IP literal there must be of the paths' address family).
 pub(super) fn validate(
-    ctx: &Ctx<'_>,
+    file: &str,
     raw: Vec<RawPath>,
     pool_size: usize,
     server_ip: Option<IpAddr>,
@@ -22,14 +22,14 @@ pub(super) fn validate(
     let paths = raw
         .into_iter()
         .enumerate()
-        .map(|(i, p)| validate_one(ctx, i, p, server_ip))
+        .map(|(i, p)| validate_one(file, i, p, server_ip))
         .collect::<Result<Vec<_>, _>>()?;
     if paths.is_empty() {
         return Ok(paths);
     }
     if paths.iter().all(|p| p.backup) {
         return Err(path_err(
-            ctx,
+            file,
             "client.path",
             "every path is a backup (`backup = true`): at least one must carry data".into(),
         ));
@@ -38,7 +38,7 @@ pub(super) fn validate(
     if total != pool_size {
         let parts: Vec<String> = paths.iter().map(|p| p.links.to_string()).collect();
         return Err(path_err(
-            ctx,
+            file,
             "client.connection_pool_size",
             format!(
                 "{pool_size} does not equal the sum of the paths' `links` ({} = {total}): \
@@ -51,7 +51,7 @@ pub(super) fn validate(
 }
 
 fn validate_one(
-    ctx: &Ctx<'_>,
+    file: &str,
     i: usize,
     raw: RawPath,
     server_ip: Option<IpAddr>,
@@ -62,7 +62,7 @@ fn validate_one(
         Some(text) => {
             let ip = parse_ip(text).ok_or_else(|| {
                 path_err(
-                    ctx,
+                    file,
                     &key("bind_ip"),
                     format!(
                         "{text:?} is not an IP address (a source address must be an IP literal)"
@@ -73,7 +73,7 @@ fn validate_one(
                 && server.is_ipv4() != ip.is_ipv4()
             {
                 return Err(path_err(
-                    ctx,
+                    file,
                     &key("bind_ip"),
                     format!("{ip} cannot reach the server at {server}: another address family"),
                 ));
@@ -84,12 +84,12 @@ fn validate_one(
     let interface = match raw.interface {
         None => None,
         Some(name) => {
-            Some(check_interface(&name).map_err(|m| path_err(ctx, &key("interface"), m))?)
+            Some(check_interface(&name).map_err(|m| path_err(file, &key("interface"), m))?)
         }
     };
     if bind_ip.is_none() && interface.is_none() {
         return Err(path_err(
-            ctx,
+            file,
             &format!("client.path[{i}]"),
             "a path needs `bind_ip`, `interface` or both: otherwise its links take the \
              default route like any other"
@@ -101,7 +101,7 @@ fn validate_one(
         .filter(|_| (1..=POOL_SIZE_MAX).contains(&raw.links))
         .ok_or_else(|| {
             path_err(
-                ctx,
+                file,
                 &key("links"),
                 format!(
                     "{} is out of range: must be between 1 and {POOL_SIZE_MAX}",
@@ -131,11 +131,6 @@ fn check_interface(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-fn path_err(ctx: &Ctx<'_>, key: &str, msg: String) -> ConfigError {
-    ConfigError::new(
-        ctx.file,
-        None,
-        Some(key.to_owned()),
-        ErrorKind::Invalid(msg),
-    )
+fn path_err(file: &str, key: &str, msg: String) -> ConfigError {
+    ConfigError::new(file, None, Some(key.to_owned()), ErrorKind::Invalid(msg))
 }

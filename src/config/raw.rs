@@ -55,6 +55,7 @@ pub(super) struct RawServer {
     pub(super) max_total_streams: Option<u64>,
     pub(super) max_pending_handshakes: Option<u64>,
     pub(super) session_grace_ms: Option<u64>,
+    pub(super) accept_proxy_protocol: Option<bool>,
     pub(super) secret: Option<String>,
     pub(super) secret_file: Option<String>,
     pub(super) encrypt: Option<bool>,

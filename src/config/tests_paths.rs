@@ -179,3 +179,30 @@ fn described_paths_load_back_the_same() {
     );
     assert_eq!(client(&text).unwrap(), c);
 }
+
+#[test]
+fn the_example_files_paths_load_once_uncommented() {
+    let example = include_str!("../../etc/config.client.toml");
+    let keys = ["[[client.path]]", "bind_ip", "interface", "links", "backup"];
+    let text: String = example
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => rest,
+            _ => l,
+        })
+        .map(|l| {
+            if l.starts_with("connection_pool_size") {
+                "connection_pool_size = 4"
+            } else if l.starts_with("secret_file") || l.starts_with("encrypt") {
+                // The secret is beside the example, not beside this test.
+                ""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = client(&text).unwrap();
+    assert_eq!(c.paths.len(), 2);
+    assert!(c.paths[1].backup);
+}

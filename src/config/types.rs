@@ -284,6 +284,13 @@ pub struct ServerConfig {
     /// `session_grace_ms`: how long a session whose links all died is kept, so
     /// a client that reconnects finds its streams still there.
     pub session_grace: Duration,
+    /// `accept_proxy_protocol`: every link arrives through a load balancer
+    /// (HAProxy's `send-proxy-v2`) and starts with a PROXY protocol v2
+    /// header naming the client's real address, which logs, stats and
+    /// metrics then show instead of the balancer's. Off by default: a
+    /// header is then not an MTCP peer, and with it on a link without one
+    /// is refused, so a client can never claim an address by itself.
+    pub accept_proxy_protocol: bool,
     /// Settings shared with the client side.
     pub tunnel: TunnelConfig,
     /// Logging and stats; reloadable with SIGHUP.

@@ -16,8 +16,9 @@ use super::types::{
     ServerConfig, TunnelConfig, default_budget, default_window,
 };
 use crate::proto::secret::Secret;
+use crate::util::net::parse_ip;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -332,6 +333,7 @@ impl RawServer {
                 SESSION_GRACE_MS_DEFAULT,
                 0,
             )?,
+            accept_proxy_protocol: self.accept_proxy_protocol.unwrap_or(false),
             tunnel,
             ops: ctx.ops(self.log_level, self.stats_interval_ms, self.metrics_listen)?,
         })
@@ -358,7 +360,7 @@ impl RawClient {
             POOL_SIZE_MAX,
         )?;
         let paths = super::paths::validate(
-            ctx,
+            ctx.file,
             self.path.unwrap_or_default(),
             pool_size,
             parse_ip(&server.host),
@@ -484,14 +486,6 @@ fn read_private(path: &Path) -> Result<String, SecretFileError> {
         });
     }
     std::fs::read_to_string(path).map_err(read_error)
-}
-
-/// An IP literal; IPv6 may be written with or without brackets.
-pub(super) fn parse_ip(s: &str) -> Option<IpAddr> {
-    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
-    }
-    s.parse().ok()
 }
 
 /// A DNS host name by RFC 1123 (underscores tolerated, as many internal zones

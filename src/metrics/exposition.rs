@@ -510,6 +510,8 @@ mod tests {
             "mtcp_link_unsent_bytes{link=\"10\",peer=\"[::1]:8000\",session=\"00000000000000ab\",slot=\"0\"} 11",
             "mtcp_links_closed_total{reason=\"keepalive_timeout\"} 0",
             "mtcp_links_refused_total{reason=\"too_many_handshakes\"} 0",
+            "mtcp_links_refused_total{reason=\"proxy_header\"} 0",
+            "mtcp_handshakes_failed_total{reason=\"health_check\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -562,6 +564,29 @@ mod tests {
             format!("mtcp_path_resent_frames_total{labels} 3"),
             format!("mtcp_path_resent_bytes_total{labels} 4"),
             format!("mtcp_path_rtt_seconds{labels} 0.062"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_header_refusals_and_health_checks_have_their_own_reasons() {
+        use crate::rt::counters::{HandshakeFailure, Refusal};
+        let c = DaemonCounters::default();
+        c.refused(Refusal::ProxyHeader);
+        c.refused(Refusal::ProxyHeader);
+        c.handshake_failed(HandshakeFailure::HealthCheck);
+        let mut snap = snapshot();
+        snap.counters = c.snapshot();
+        let text = render(&snap, &identity()).expect("render");
+        for line in [
+            "mtcp_links_refused_total{reason=\"proxy_header\"} 2",
+            "mtcp_handshakes_failed_total{reason=\"health_check\"} 1",
+            "mtcp_handshakes_failed_total{reason=\"closed\"} 0",
+            "mtcp_links_refused_total{reason=\"bad_magic\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -26,11 +26,15 @@ pub enum Refusal {
     Link(LinkReason),
     /// Server: closed at accept, `max_pending_handshakes` were in progress.
     TooManyHandshakes,
+    /// Server with `accept_proxy_protocol`: closed at once, the connection
+    /// did not start with a valid PROXY protocol v2 header (none, version
+    /// 1, cut short, too long or malformed).
+    ProxyHeader,
 }
 
 impl Refusal {
     /// Every label, in slot order.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "bad_magic",
         "version",
         "unknown_session",
@@ -41,6 +45,7 @@ impl Refusal {
         "protocol",
         "other",
         "too_many_handshakes",
+        "proxy_header",
     ];
 
     fn slot(self) -> usize {
@@ -57,6 +62,7 @@ impl Refusal {
                 LinkReason::Other(_) => 8,
             },
             Refusal::TooManyHandshakes => 9,
+            Refusal::ProxyHeader => 10,
         }
     }
 
@@ -77,11 +83,16 @@ pub enum HandshakeFailure {
     IoError,
     /// The peer broke the handshake's rules (or its secret differs).
     Protocol,
+    /// Server with `accept_proxy_protocol`: a load balancer's health check
+    /// (PROXY header with the LOCAL command) closed, as they do, before a
+    /// handshake. Routine, and counted apart so it never reads as an attack.
+    HealthCheck,
 }
 
 impl HandshakeFailure {
     /// Every label, in slot order.
-    pub const LABELS: [&'static str; 4] = ["timeout", "closed", "io_error", "protocol"];
+    pub const LABELS: [&'static str; 5] =
+        ["timeout", "closed", "io_error", "protocol", "health_check"];
 
     /// The stable label of this reason.
     pub fn label(self) -> &'static str {
@@ -264,12 +275,18 @@ mod tests {
             c.refused(Refusal::Link(r));
         }
         c.refused(Refusal::TooManyHandshakes);
+        c.refused(Refusal::ProxyHeader);
+        c.refused(Refusal::ProxyHeader);
         c.refused(Refusal::Link(LinkReason::Other(3)));
         let snap = c.snapshot();
         let other = snap.refused.iter().find(|(l, _)| *l == "other");
         assert_eq!(other, Some(&("other", 2)));
-        assert_eq!(snap.refused.iter().map(|(_, n)| n).sum::<u64>(), 11);
+        let proxy = snap.refused.iter().find(|(l, _)| *l == "proxy_header");
+        assert_eq!(proxy, Some(&("proxy_header", 2)));
+        assert_eq!(snap.refused.iter().map(|(_, n)| n).sum::<u64>(), 13);
+        assert_eq!(snap.refused.len(), Refusal::LABELS.len());
         assert_eq!(Refusal::TooManyHandshakes.label(), "too_many_handshakes");
+        assert_eq!(Refusal::ProxyHeader.label(), "proxy_header");
         assert_eq!(Refusal::Link(LinkReason::Auth).label(), "auth");
     }
 
@@ -280,6 +297,7 @@ mod tests {
         c.handshake_error(&HandshakeError::Io(io::ErrorKind::WouldBlock.into()));
         c.handshake_error(&HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
         c.handshake_error(&HandshakeError::Io(io::ErrorKind::ConnectionRefused.into()));
+        c.handshake_failed(HandshakeFailure::HealthCheck);
         c.link_closed(LinkClose::KeepaliveTimeout);
         let snap = c.snapshot();
         let get = |v: &[(&str, u64)], k: &str| v.iter().find(|(l, _)| *l == k).map(|p| p.1);
@@ -288,6 +306,8 @@ mod tests {
         assert_eq!(get(&snap.handshakes_failed, "closed"), Some(1));
         assert_eq!(get(&snap.handshakes_failed, "io_error"), Some(1));
         assert_eq!(get(&snap.handshakes_failed, "protocol"), Some(0));
+        assert_eq!(get(&snap.handshakes_failed, "health_check"), Some(1));
+        assert_eq!(HandshakeFailure::HealthCheck.label(), "health_check");
         assert_eq!(get(&snap.links_closed, "keepalive_timeout"), Some(1));
         assert_eq!(snap.links_closed.len(), 7);
     }

@@ -11,6 +11,7 @@ pub mod link;
 pub mod monitor;
 pub mod path_stats;
 pub mod pool;
+pub mod proxy_header;
 pub mod secure;
 pub mod session;
 pub mod stream;

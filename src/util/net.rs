@@ -69,6 +69,15 @@ pub fn connect_first(addrs: &[SocketAddr], timeout: Duration, what: &str) -> io:
     Err(last)
 }
 
+/// An IP literal; IPv6 may be written with or without brackets (as in a
+/// URL), so that config files may use either.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    s.parse().ok()
+}
+
 /// Where outgoing connections leave from: a source address, a device, or
 /// both (a client path); the default leaves by the routing table's choice.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

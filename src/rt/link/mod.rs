@@ -429,7 +429,7 @@ fn trace_out(link: u64, msg: &Outbound) {
 }
 
 /// Starts the reader and writer threads of an established link and joins it
-/// to `host`.
+/// to `host`; the link's peer is the socket's.
 pub fn start(
     host: Arc<dyn LinkHost>,
     socket: TcpStream,
@@ -438,8 +438,23 @@ pub fn start(
     channel: (Sealer, Opener),
     settings: LinkSettings,
 ) -> io::Result<Arc<LinkHandle>> {
-    let (sealer, opener) = channel;
     let peer = socket.peer_addr()?;
+    start_from(peer, host, socket, index, threads, channel, settings)
+}
+
+/// As [`start`], for a link whose far end is not the socket's peer: behind
+/// a load balancer the server learns the client's address from the PROXY
+/// header, and logs, stats and metrics name the link by it.
+pub fn start_from(
+    peer: SocketAddr,
+    host: Arc<dyn LinkHost>,
+    socket: TcpStream,
+    index: u16,
+    threads: &ThreadCount,
+    channel: (Sealer, Opener),
+    settings: LinkSettings,
+) -> io::Result<Arc<LinkHandle>> {
+    let (sealer, opener) = channel;
     let local = socket.local_addr()?;
     socket.set_nodelay(true)?;
     socket2::SockRef::from(&socket).set_tcp_notsent_lowat(settings.notsent_lowat)?;
