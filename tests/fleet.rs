@@ -630,6 +630,31 @@ fn every_session_s_links_meet_on_one_server_and_its_streams_arrive_intact() {
         counted, CLIENTS as f64,
         "mtcp_sessions over the fleet, expected one per client"
     );
+    if proxy_protocol() {
+        // Links came up on servers that refuse any without a PROXY v2
+        // header, and HAProxy's checks carry one too (LOCAL), which each
+        // server counts.
+        for (s, server) in fleet.servers.iter().enumerate() {
+            let checked = wait_until(SETTLE, || {
+                scrape(server.metrics).is_ok_and(|x| {
+                    x.samples.iter().any(|m| {
+                        m.name == "mtcp_handshakes_failed_total"
+                            && m.label("reason") == "health_check"
+                            && m.value > 0.0
+                    })
+                })
+            });
+            assert!(checked, "server {s} counted no PROXY-protocol health check");
+        }
+    }
+    println!(
+        "FLEET: PROXY protocol v2 {}",
+        if proxy_protocol() {
+            "on"
+        } else {
+            "off (the servers do not accept it)"
+        }
+    );
 
     // Up and down through every client at once, every byte compared.
     let before: Vec<usize> = fleet.servers.iter().map(Member::streams).collect();
