@@ -22,7 +22,7 @@ use common::{
     Backend, ClientHandle, HeldPort, IO_TIMEOUT, TempDir, client_toml, download, output_within,
     pattern_hash, read_to_end_hash, skip, start_client_toml, upload, wait_until,
 };
-use mtcp::proto::frame::SESSION_ID_OFFSET;
+use mtcp::proto::frame::{FLAGS_OFFSET, HELLO_JOIN, SESSION_ID_OFFSET};
 use mtcp::status::scrape;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -72,7 +72,9 @@ const FRONTEND_LINES: &[&str] = &[
 const BACKEND_LINES: &[&str] = &[
     "stick-table type binary len 8 size 1m expire 1h",
     "tcp-request content track-sc0 req.payload(11,8)",
-    "stick on req.payload(11,8)",
+    "acl mtcp_joins req.payload(10,1),hex,hex2i,and(1) eq 1",
+    "stick match req.payload(11,8)",
+    "stick store-request req.payload(11,8) if !mtcp_joins",
 ];
 
 /// The `haproxy` binary: on `PATH`, or where Debian puts it (a PATH
@@ -872,7 +874,14 @@ fn a_drained_server_finishes_its_transfers_while_its_clients_move_on() {
 fn the_example_haproxy_config_is_valid_and_pins_by_session_id() {
     let offset = SESSION_ID_OFFSET;
     assert!(
-        BACKEND_LINES.contains(&format!("stick on req.payload({offset},8)").as_str())
+        BACKEND_LINES.contains(&format!("stick match req.payload({offset},8)").as_str())
+            && BACKEND_LINES.contains(
+                &format!(
+                    "acl mtcp_joins req.payload({},1),hex,hex2i,and({}) eq {}",
+                    FLAGS_OFFSET, HELLO_JOIN, HELLO_JOIN
+                )
+                .as_str()
+            )
             && FRONTEND_LINES.contains(
                 &format!(
                     "tcp-request content accept if {{ req.len ge {} }}",

@@ -23,6 +23,10 @@ pub const VERSION: u8 = 3;
 /// Where the session id sits in the first bytes of every link, plain or
 /// secured: a load balancer hashes or sticks on these 8 bytes.
 pub const SESSION_ID_OFFSET: usize = 11;
+/// Where the HELLO flags sit in the first bytes of every link, plain or
+/// secured: a load balancer learns a session's server only from a link
+/// that starts it (no [`HELLO_JOIN`]), never from one sent astray.
+pub const FLAGS_OFFSET: usize = 10;
 /// Bytes before the body: `u32 len` + `u8 type`.
 pub const HEADER_LEN: usize = 5;
 /// Bytes a DATA frame adds to its payload: header, stream id, offset, length.

@@ -12,17 +12,20 @@
 //! 0       4     "MTCS"
 //! 4       1     protocol version (3)
 //! 5       1     record cipher (1 = ChaCha20-Poly1305, 2 = AES-256-GCM)
-//! 6       1     HELLO flags (bit 0: the link joins a known session)
-//! 7       4     reserved, zero
+//! 6       4     reserved, zero
+//! 10      1     HELLO flags (bit 0: the link joins a known session)
 //! 11      8     session id
 //! ```
+//!
+//! The flags and the id are where a plain HELLO has them (offsets 10 and
+//! 11), so one balancer rule serves both kinds of link.
 //!
 //! The whole preamble is the Noise prologue, so an attacker who changes any
 //! byte of it breaks only that link's handshake; and the HELLO inside must
 //! repeat the id and flags ([`check_hello`]), so the id a balancer saw is the
 //! session the link really joins.
 
-use crate::proto::frame::{self, Hello, SESSION_ID_OFFSET};
+use crate::proto::frame::{self, FLAGS_OFFSET, Hello, SESSION_ID_OFFSET};
 use crate::proto::handshake::HandshakeFault;
 
 /// First bytes of a secured link of protocol version 2 and later.
@@ -35,8 +38,7 @@ pub const PREAMBLE_LEN: usize = SESSION_ID_OFFSET + 8;
 
 const VERSION_AT: usize = 4;
 const CIPHER_AT: usize = 5;
-const FLAGS_AT: usize = 6;
-const RESERVED: std::ops::Range<usize> = 7..SESSION_ID_OFFSET;
+const RESERVED: std::ops::Range<usize> = 6..FLAGS_OFFSET;
 
 /// What a secured link announces before its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +66,7 @@ impl Preamble {
         out[..VERSION_AT].copy_from_slice(&SECURE_MAGIC);
         out[VERSION_AT] = frame::VERSION;
         out[CIPHER_AT] = self.cipher;
-        out[FLAGS_AT] = self.flags;
+        out[FLAGS_OFFSET] = self.flags;
         out[SESSION_ID_OFFSET..].copy_from_slice(&self.session_id.to_be_bytes());
         out
     }
@@ -97,7 +99,7 @@ pub fn decode(bytes: &[u8; PREAMBLE_LEN]) -> Result<Preamble, HandshakeFault> {
     id.copy_from_slice(&bytes[SESSION_ID_OFFSET..]);
     Ok(Preamble {
         cipher: bytes[CIPHER_AT],
-        flags: bytes[FLAGS_AT],
+        flags: bytes[FLAGS_OFFSET],
         session_id: u64::from_be_bytes(id),
     })
 }
@@ -132,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn the_session_id_sits_where_a_plain_hello_has_it() {
+    fn the_flags_and_session_id_sit_where_a_plain_hello_has_them() {
         let h = hello(0x0102_0304_0506_0708, true);
         let secured = Preamble::for_hello(&h, 2).encode();
         let mut plain = Vec::new();
@@ -140,11 +142,12 @@ mod tests {
         let at = SESSION_ID_OFFSET..SESSION_ID_OFFSET + 8;
         assert_eq!(secured[at.clone()], [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(plain[at.clone()], secured[at]);
+        assert_eq!(plain[FLAGS_OFFSET], HELLO_JOIN);
+        assert_eq!(secured[FLAGS_OFFSET], HELLO_JOIN);
         assert_eq!(&secured[..4], b"MTCS");
         assert_eq!(secured[4], frame::VERSION);
         assert_eq!(secured[5], 2);
-        assert_eq!(secured[6], HELLO_JOIN);
-        assert_eq!(secured[7..11], [0, 0, 0, 0]);
+        assert_eq!(secured[6..10], [0, 0, 0, 0]);
     }
 
     #[test]
