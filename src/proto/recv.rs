@@ -759,6 +759,93 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_fin_gets_the_final_ack_only_once_the_fin_was_delivered() {
+        // A window of 16: a quarter of it (4 bytes) is worth an ACK at once.
+        let (mut s, now) = sink(16, usize::MAX);
+        let out = on_data(&mut s, 0, b"abcd", now).unwrap();
+        assert_eq!(out.ack, Some(4));
+        assert_eq!(s.st.ack_sent(), 4);
+        assert_eq!(s.st.on_fin(4), Ok(None));
+        assert_eq!(
+            s.st.on_fin(4),
+            Ok(None),
+            "an ACK of the data alone is no answer to the FIN"
+        );
+        s.st.finish(4);
+        assert_eq!(s.st.on_fin(4), Ok(Some(5)), "the FIN counts as one byte");
+    }
+
+    #[test]
+    fn a_writer_already_told_of_a_held_back_ack_is_not_woken_again() {
+        let (mut s, t0) = sink(1 << 30, usize::MAX);
+        let floor = vec![0u8; ACK_EVERY as usize];
+        let t1 = t0 + ACK_DELAY;
+        assert!(on_data(&mut s, 0, &floor, t1).unwrap().ack.is_some());
+        let t2 = t1 + Duration::from_micros(10);
+        let held = on_data(&mut s, ACK_EVERY, &floor, t2).unwrap();
+        assert!(held.ack.is_none() && held.wake_writer);
+        let again = on_data(&mut s, 2 * ACK_EVERY, &floor, t2).unwrap();
+        assert!(again.ack.is_none());
+        assert!(
+            !again.wake_writer,
+            "everything was written and the writer already waits for the ACK's time"
+        );
+    }
+
+    /// A deliverer that counts the buffers it is handed back.
+    struct Recycler {
+        inner: Sink,
+        recycled: Vec<usize>,
+    }
+
+    impl Deliverer for Recycler {
+        fn state(&mut self) -> &mut RecvState {
+            self.inner.state()
+        }
+        fn write_unlocked(&mut self, bytes: &[u8]) -> usize {
+            self.inner.write_unlocked(bytes)
+        }
+        fn has_socket(&self) -> bool {
+            true
+        }
+        fn copy_piece(&mut self, bytes: &[u8]) -> Vec<u8> {
+            bytes.to_vec()
+        }
+        fn recycle(&mut self, buf: Vec<u8>) {
+            self.recycled.push(buf.capacity());
+        }
+    }
+
+    #[test]
+    fn a_large_buffer_goes_back_to_the_pool_and_a_small_one_is_kept() {
+        let (inner, now) = sink(1 << 30, usize::MAX);
+        let mut d = Recycler {
+            inner,
+            recycled: Vec::new(),
+        };
+        let big = vec![7u8; 4 * KEEP_CAPACITY];
+        on_data(&mut d, 1, &big, now).unwrap();
+        on_data(&mut d, 0, b"x", now).unwrap();
+        assert_eq!(d.recycled.len(), 1, "the held piece went back");
+        assert!(d.recycled[0] > KEEP_CAPACITY);
+        assert_eq!(
+            d.state().buf.capacity(),
+            0,
+            "no large buffer stays resident"
+        );
+        let small = vec![7u8; 100];
+        let at = 1 + big.len() as u64;
+        on_data(&mut d, at + 1, &small, now).unwrap();
+        on_data(&mut d, at, b"y", now).unwrap();
+        assert_eq!(
+            d.recycled.len(),
+            1,
+            "a small buffer is kept for the next burst"
+        );
+        assert!(d.state().buf.capacity() > 0);
+    }
+
+    #[test]
     fn what_is_owed_counts_from_the_last_ack_only() {
         let (mut s, t0) = sink(1 << 30, usize::MAX);
         let floor = vec![0u8; ACK_EVERY as usize];

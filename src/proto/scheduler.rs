@@ -201,6 +201,17 @@ mod tests {
     }
 
     #[test]
+    fn only_the_adaptive_scheduler_has_links_probed() {
+        let probes = |k| Scheduler::new(k).measures_links();
+        assert!(probes(SchedulerKind::Adaptive));
+        assert!(
+            !probes(SchedulerKind::RoundRobin),
+            "PINGs every 10 ms for nothing"
+        );
+        assert!(!probes(SchedulerKind::LeastQueued));
+    }
+
+    #[test]
     fn backup_links_carry_frames_only_without_a_primary() {
         assert_eq!(carriers(2, 4), 2, "two primaries up: only they carry");
         assert_eq!(carriers(1, 3), 1);

@@ -71,4 +71,12 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(s, Secret::from_text("0123456789abcdef").unwrap());
     }
+
+    #[test]
+    fn a_short_secret_says_how_to_make_a_good_one() {
+        assert_eq!(
+            SecretError::TooShort(5).to_string(),
+            "secret is 5 bytes; use at least 16 random bytes (e.g. `head -c 32 /dev/urandom | base64`)"
+        );
+    }
 }

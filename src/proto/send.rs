@@ -192,6 +192,16 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_what_was_acknowledged_and_sent() {
+        let mut s = SendState::new();
+        assert_eq!(s.progress(), (0, 0));
+        s.push(payload(10));
+        s.push(payload(6));
+        s.on_ack(4, |_| {}).unwrap();
+        assert_eq!(s.progress(), (4, 16));
+    }
+
+    #[test]
     fn the_fin_counts_as_one_byte() {
         let mut s = SendState::new();
         s.push(payload(4));
