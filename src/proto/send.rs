@@ -192,6 +192,16 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_acknowledged_to_its_last_byte_is_released_at_once() {
+        let mut s = SendState::new();
+        s.push(payload(10));
+        s.push(payload(5));
+        let mut released = Vec::new();
+        s.on_ack(10, |p| released.push(p.len())).unwrap();
+        assert_eq!(released, [10]);
+    }
+
+    #[test]
     fn progress_is_what_was_acknowledged_and_sent() {
         let mut s = SendState::new();
         assert_eq!(s.progress(), (0, 0));

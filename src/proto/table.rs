@@ -348,12 +348,40 @@ mod tests {
 
     #[test]
     fn too_many_gaps_are_refused() {
-        let mut t: StreamTable<()> = StreamTable::new(Role::Server, 1);
-        let limit = 4 + 1024;
-        for i in 0..limit as u32 {
-            assert_eq!(t.lookup(2 + 2 * i, true), Lookup::Candidate(2 + 2 * i));
+        // The bound grows with the stream limit: 4 gaps per stream, plus
+        // 1,024.
+        for max in [1usize, 8] {
+            let mut t: StreamTable<()> = StreamTable::new(Role::Server, max);
+            let limit = 4 * max + 1024;
+            for i in 0..limit as u32 {
+                assert_eq!(t.lookup(2 + 2 * i, true), Lookup::Candidate(2 + 2 * i));
+            }
+            assert_eq!(t.lookup(1_000_000, true), Lookup::Refused(1_000_000));
         }
-        assert_eq!(t.lookup(1_000_000, true), Lookup::Refused(1_000_000));
+    }
+
+    #[test]
+    fn the_table_lists_its_live_streams() {
+        let mut t: StreamTable<&str> = StreamTable::new(Role::Server, 4);
+        assert!(t.is_empty());
+        t.insert(1, "one");
+        t.insert(3, "three");
+        assert!(!t.is_empty());
+        assert_eq!(t.get(1), Some(&"one"));
+        assert_eq!(t.get(2), None);
+        let mut all: Vec<&str> = t.streams().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, ["one", "three"]);
+    }
+
+    #[test]
+    fn open_errors_say_why() {
+        assert_eq!(OpenError::Closing.to_string(), "session is closing");
+        assert_eq!(
+            OpenError::TooManyStreams(7).to_string(),
+            "stream limit 7 reached"
+        );
+        assert_eq!(OpenError::IdsExhausted.to_string(), "stream ids exhausted");
     }
 
     #[test]
