@@ -776,6 +776,20 @@ mod tests {
     }
 
     #[test]
+    fn a_fin_may_sit_exactly_at_the_windows_end() {
+        let (mut s, _) = sink(100, 0);
+        assert_eq!(s.st.on_fin(100), Ok(None));
+        let (mut s, _) = sink(100, 0);
+        assert_eq!(
+            s.st.on_fin(101),
+            Err(Violation::BeyondWindow {
+                end: 101,
+                limit: 100
+            })
+        );
+    }
+
+    #[test]
     fn a_writer_already_told_of_a_held_back_ack_is_not_woken_again() {
         let (mut s, t0) = sink(1 << 30, usize::MAX);
         let floor = vec![0u8; ACK_EVERY as usize];
