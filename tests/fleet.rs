@@ -10,7 +10,11 @@
 //! are served by another server within 2 s, while the other clients'
 //! transfers and sessions go on untouched; a server drained with SIGTERM
 //! finishes its open transfers while its clients' new connections go to
-//! another server. Plain and secured links both (the id sits at the same
+//! another server; after HAProxy reloads without peers (its stick table
+//! lost, the open links kept on the old process), links cut by the network
+//! are refused by servers that do not know their session and retried until
+//! they reach their session's server, every session kept whole and in
+//! place. Plain and secured links both (the id sits at the same
 //! offset in either). The servers are processes (a kill -9 and a drain need
 //! a process of their own), HAProxy is the one Debian ships. Without
 //! `haproxy` the fleet tests print a `SKIPPED` line and pass.
@@ -19,8 +23,8 @@ mod common;
 
 use common::process::Daemon;
 use common::{
-    Backend, ClientHandle, HeldPort, IO_TIMEOUT, TempDir, client_toml, download, output_within,
-    pattern_hash, read_to_end_hash, skip, start_client_toml, upload, wait_until,
+    Backend, ClientHandle, FaultProxy, HeldPort, IO_TIMEOUT, TempDir, client_toml, download,
+    output_within, pattern_hash, read_to_end_hash, skip, start_client_toml, upload, wait_until,
 };
 use mtcp::proto::frame::{FLAGS_OFFSET, HELLO_JOIN, SESSION_ID_OFFSET};
 use mtcp::status::scrape;
@@ -100,9 +104,14 @@ fn haproxy_or_skip(test: &str) -> Option<PathBuf> {
 }
 
 /// A real `haproxy` in the foreground (`-db`), its log (stderr) collected;
-/// killed when dropped.
+/// killed when dropped, with the processes a [`reload`](Self::reload)
+/// retired.
 struct Haproxy {
     child: Child,
+    /// Processes replaced by a reload, still serving the links they had.
+    retired: Vec<Child>,
+    bin: PathBuf,
+    config: PathBuf,
     lines: Arc<Mutex<Vec<String>>>,
     /// Where clients connect: a port held for the whole test.
     addr: SocketAddr,
@@ -116,27 +125,13 @@ impl Haproxy {
         let port = HeldPort::new("127.0.0.1");
         let socket = dir.0.join("haproxy.sock");
         let config = dir.write("haproxy.cfg", &haproxy_config(port.addr, servers, &socket));
-        let mut child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = child.stderr.take();
-        thread::spawn(move || {
-            if let Some(s) = stderr {
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            }
-        });
+        let child = Haproxy::spawn(bin, &config, &[], &lines);
         let mut haproxy = Haproxy {
             child,
+            retired: Vec::new(),
+            bin: bin.to_path_buf(),
+            config,
             lines,
             addr: port.addr,
             _port: port,
@@ -150,6 +145,76 @@ impl Haproxy {
         });
         assert!(up, "haproxy did not come up; its log:\n{}", haproxy.log());
         haproxy
+    }
+
+    /// `haproxy -db -f config` with `args`; its stderr goes to `lines`.
+    fn spawn(bin: &Path, config: &Path, args: &[&str], lines: &Arc<Mutex<Vec<String>>>) -> Child {
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take();
+        thread::spawn(move || {
+            if let Some(s) = stderr {
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            }
+        });
+        child
+    }
+
+    /// A reload without a `peers` section, as `haproxy -sf` does it (and
+    /// `systemctl reload` of a configuration without one): a new process
+    /// with an empty stick table takes the listening port and the stats
+    /// socket, and the old one stops listening but keeps serving the links
+    /// it has. Returns once the new process answers on the stats socket
+    /// and the old one has stopped listening.
+    fn reload(&mut self) {
+        let old = self.child.id();
+        let new = Haproxy::spawn(
+            &self.bin,
+            &self.config,
+            &["-sf", &old.to_string()],
+            &self.lines,
+        );
+        let pid = new.id();
+        self.retired.push(std::mem::replace(&mut self.child, new));
+        let (serving, stopped) = (
+            format!("Pid: {pid}"),
+            format!("({old}) : Proxy links stopped"),
+        );
+        let mut done = false;
+        wait_until(Duration::from_secs(10), || {
+            done = self.query("show info").lines().any(|l| l == serving)
+                && self.log().contains(&stopped);
+            done || !self.running()
+        });
+        assert!(
+            done,
+            "the reloaded haproxy (pid {pid}) did not take over from pid {old}; the log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Stick table entries that hold a server: sessions whose links this
+    /// process sends to a known server (entries that only `track-sc0`
+    /// made have `server_id=0`).
+    fn placed_entries(&self) -> usize {
+        self.query("show table fleet")
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|f| f.strip_prefix("server_id=").is_some_and(|id| id != "0"))
+            })
+            .count()
     }
 
     fn running(&mut self) -> bool {
@@ -197,14 +262,18 @@ impl Haproxy {
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self.retired.iter_mut().chain([&mut self.child]) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 /// The test's HAProxy configuration: the example's pinning lines; round
 /// robin rather than the example's leastconn, so that sessions spread over
-/// the servers evenly and the same way every run; checks five times as
+/// the servers evenly and the same way every run, and a link balanced again
+/// goes to the next server (leastconn may send it to the same wrong one
+/// every time: README, Scale out, Several HAProxys); checks five times as
 /// often as the example's (a dead server is marked down well within
 /// [`FAILOVER`]); its log on stderr; a stats socket.
 fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr], socket: &Path) -> String {
@@ -297,6 +366,11 @@ impl Member {
 /// drain in a second), then HAProxy, then the servers (killed).
 struct Fleet {
     clients: Vec<ClientHandle>,
+    /// Per client, the relay its links pass on their way to HAProxy (a
+    /// relayed fleet's; none otherwise): cutting one of them is a link
+    /// cut by the network.
+    relays: Vec<FaultProxy>,
+    relayed: bool,
     haproxy: Haproxy,
     servers: Vec<Member>,
     /// Links authenticated and encrypted (the session id in the secured
@@ -333,6 +407,12 @@ impl Pinned {
 
 impl Fleet {
     fn start(bin: &Path, secured: bool) -> Fleet {
+        Fleet::start_with(bin, secured, false)
+    }
+
+    /// A fleet whose clients reach HAProxy each through a [`FaultProxy`]
+    /// of its own, when `relayed`.
+    fn start_with(bin: &Path, secured: bool, relayed: bool) -> Fleet {
         common::init_logging();
         let dir = TempDir::new("fleet");
         let servers: Vec<Member> = (0..SERVERS)
@@ -342,6 +422,8 @@ impl Fleet {
         let haproxy = Haproxy::start(bin, &dir, &addrs);
         let mut fleet = Fleet {
             clients: Vec::new(),
+            relays: Vec::new(),
+            relayed,
             haproxy,
             servers,
             secured,
@@ -356,8 +438,14 @@ impl Fleet {
     /// One more client of the fleet (pool of 4, 0-RTT): its pool connects
     /// at once.
     fn add_client(&mut self) -> usize {
+        let mut server = self.haproxy.addr;
+        if self.relayed {
+            let relay = FaultProxy::start(server);
+            server = relay.addr;
+            self.relays.push(relay);
+        }
         self.clients.push(start_client_toml(&client_toml(
-            self.haproxy.addr,
+            server,
             POOL,
             true,
             &format!(
@@ -366,6 +454,22 @@ impl Fleet {
             ),
         )));
         self.clients.len() - 1
+    }
+
+    /// Links the live servers refused because they do not know the
+    /// session: links a load balancer sent to another server than their
+    /// session's.
+    fn astray(&self) -> u64 {
+        self.servers
+            .iter()
+            .filter(|s| s.alive)
+            .filter_map(|s| scrape(s.metrics).ok())
+            .flat_map(|x| x.samples)
+            .filter(|m| {
+                m.name == "mtcp_links_refused_total" && m.label("reason") == "unknown_session"
+            })
+            .map(|m| m.value as u64)
+            .sum()
     }
 
     /// Every live server's sessions: id → links up, per server index.
@@ -603,6 +707,32 @@ fn transfers(fleet: &Fleet, len: u64, endless: &[usize]) -> Vec<Transfer> {
     all
 }
 
+/// Uploads then downloads `len` bytes through every client at once (seeds
+/// from `seed` on), every byte compared, and checks that each stream
+/// reached the backend of its session's server (and no link moved
+/// meanwhile).
+fn round_trips(fleet: &Fleet, pinned: &Pinned, seed: u64, len: u64) {
+    let before: Vec<usize> = fleet.servers.iter().map(Member::streams).collect();
+    thread::scope(|scope| {
+        for (c, client) in fleet.clients.iter().enumerate() {
+            scope.spawn(move || {
+                upload(client, seed + c as u64, len);
+                download(client, seed + 10 + c as u64, len);
+            });
+        }
+    });
+    for (s, server) in fleet.servers.iter().enumerate().filter(|(_, s)| s.alive) {
+        let expected = 2 * pinned.clients_on(s).len();
+        assert_eq!(
+            server.streams() - before[s],
+            expected,
+            "streams at server {s}'s backend, expected two per client whose session is there \
+             ({:?})",
+            pinned.clients
+        );
+    }
+}
+
 /// Secured links (the session id in their clear preamble): each session's
 /// four links on one server, one session per client on the fleet, and each
 /// stream, up and down, at the backend of its session's server, intact.
@@ -658,28 +788,7 @@ fn every_session_s_links_meet_on_one_server_and_its_streams_arrive_intact() {
         }
     );
 
-    // Up and down through every client at once, every byte compared.
-    let before: Vec<usize> = fleet.servers.iter().map(Member::streams).collect();
-    thread::scope(|scope| {
-        for (c, client) in fleet.clients.iter().enumerate() {
-            scope.spawn(move || {
-                upload(client, 10 + c as u64, 8 * MIB);
-                download(client, 20 + c as u64, 8 * MIB);
-            });
-        }
-    });
-    // Each stream reached the backend of its session's server, and no link
-    // moved meanwhile.
-    for (s, server) in fleet.servers.iter().enumerate() {
-        let expected = 2 * pinned.clients_on(s).len();
-        assert_eq!(
-            server.streams() - before[s],
-            expected,
-            "streams at server {s}'s backend, expected two per client whose session is there \
-             ({:?})",
-            pinned.clients
-        );
-    }
+    round_trips(&fleet, &pinned, 10, 8 * MIB);
     let after = fleet.wait_pinned("after the transfers");
     for c in 0..CLIENTS {
         assert_eq!(
@@ -865,6 +974,109 @@ fn a_drained_server_finishes_its_transfers_while_its_clients_move_on() {
             "client {c}, whose server was not drained, changed session or server"
         );
     }
+}
+
+/// Plain links: HAProxy reloaded without peers (its stick table lost while
+/// every session's links stay open on the old process), then a link of
+/// each of two sessions on one server cut by the network (each client
+/// reaches HAProxy through a relay of its own). Each cut link reconnects
+/// to the new process, which knows no session's server and balances it;
+/// one landing on another server is refused there (unknown session), and
+/// since a joining link stores nothing in the table, its retries are
+/// balanced afresh until one reaches its session's server. Two at once
+/// make sure at least one lands wrong: round robin never gives two links
+/// in a row the same server. With `stick on req.payload(11,8)` instead of
+/// the `stick match`/`stick store-request` pair, the wrong server is
+/// stored and every retry sent back there: this test then fails (a link
+/// still refused after 15 s).
+///
+/// A reload, not `clear table`: `clear table` on the stats socket spares
+/// entries in use, and `track-sc0` holds every entry whose session has a
+/// link open, so it clears none of them; HAProxy 2.6 cannot remove a
+/// binary key by name either.
+#[test]
+fn links_cut_after_haproxy_lost_its_stick_table_find_their_session_s_server() {
+    let Some(bin) = haproxy_or_skip("fleet: stick table lost") else {
+        return;
+    };
+    let mut fleet = Fleet::start_with(&bin, false, true);
+    let pinned = fleet.wait_pinned("at start");
+    // Two sessions on one server (six sessions on three servers: the
+    // busiest has at least two).
+    let (server, on, _) = fleet.busiest(&pinned);
+    let cut = &on[..2];
+    let placed = fleet.haproxy.placed_entries();
+    assert_eq!(
+        placed,
+        CLIENTS,
+        "stick table entries with a server before the reload, expected one per session\n{}",
+        fleet.haproxy.state()
+    );
+
+    fleet.haproxy.reload();
+    let placed = fleet.haproxy.placed_entries();
+    assert_eq!(
+        placed,
+        0,
+        "the reloaded haproxy's stick table knows a session's server\n{}",
+        fleet.haproxy.state()
+    );
+    let astray_before = fleet.astray();
+    let running = transfers(&fleet, 16 * MIB, &[]);
+    let tried: Vec<usize> = cut
+        .iter()
+        .map(|&c| fleet.relays[c].accepted.load(Ordering::SeqCst))
+        .collect();
+    let cut_at = Instant::now();
+    for &c in cut {
+        assert!(fleet.relays[c].cut_one(), "client {c} has no link to cut");
+    }
+    // Both clients noticed and connect their link again.
+    let reconnecting = wait_until(SETTLE, || {
+        cut.iter()
+            .zip(&tried)
+            .all(|(&c, &n)| fleet.relays[c].accepted.load(Ordering::SeqCst) > n)
+    });
+    assert!(
+        reconnecting,
+        "clients {cut:?} did not connect their cut links again"
+    );
+
+    // Every session has its four links again, all on its server: the same
+    // session as before, none lost, no half of one on another server.
+    let after = fleet.wait_pinned("after links were cut behind a reloaded haproxy");
+    let took = cut_at.elapsed();
+    for c in 0..CLIENTS {
+        assert_eq!(
+            after.clients[c], pinned.clients[c],
+            "client {c} lost its session or moved to another server"
+        );
+    }
+    // The lost table did send links astray (else this proved nothing).
+    let astray = fleet.astray() - astray_before;
+    assert!(
+        astray > 0,
+        "no server refused a cut link as an unknown session: the reloaded haproxy still sent \
+         every link to its session's server\n{}",
+        fleet.haproxy.state()
+    );
+    // Nor did it store the servers that refused them, or any other: only
+    // a link that starts a session stores its server.
+    assert_eq!(
+        fleet.haproxy.placed_entries(),
+        0,
+        "a joining link stored a server in the reloaded haproxy's stick table\n{}",
+        fleet.haproxy.state()
+    );
+    for transfer in running {
+        transfer.finish(IO_TIMEOUT);
+    }
+    round_trips(&fleet, &after, 70, 4 * MIB);
+    println!(
+        "FLEET: stick table lost to a reload: links of clients {cut:?} (server {server}) cut; \
+         {astray} tries refused by another server, every session whole on its server after \
+         {took:?}"
+    );
 }
 
 /// `etc/haproxy.cfg` passes `haproxy -c` and keeps every line that the
