@@ -269,11 +269,11 @@ impl Drop for Haproxy {
     }
 }
 
-/// The test's HAProxy configuration: the example's pinning lines; round
-/// robin rather than the example's leastconn, so that sessions spread over
-/// the servers evenly and the same way every run, and a link balanced again
-/// goes to the next server (leastconn may send it to the same wrong one
-/// every time: README, Scale out, Several HAProxys); checks five times as
+/// The test's HAProxy configuration: the example's pinning lines and round
+/// robin, so that sessions spread over the servers evenly and the same way
+/// every run, and a link balanced again goes to the next server (leastconn
+/// may send it to the same wrong one every time: README, Scale out,
+/// Several HAProxys); checks five times as
 /// often as the example's (a dead server is marked down well within
 /// [`FAILOVER`]); its log on stderr; a stats socket.
 fn haproxy_config(listen: SocketAddr, servers: &[SocketAddr], socket: &Path) -> String {
