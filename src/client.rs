@@ -47,6 +47,15 @@ pub struct Client {
     monitor: Monitor,
 }
 
+/// What a slot does after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Try again after the backoff.
+    Retry,
+    /// The slot's work is over (its session is lost or closing).
+    Stop,
+}
+
 /// The client's current session and the machinery to replace it.
 struct Pool {
     /// Repeated warnings, each logged a few times per interval.
@@ -350,7 +359,7 @@ impl Pool {
             if starts && attempt.is_err() {
                 session.release_start();
             }
-            match attempt {
+            let e = match attempt {
                 Ok(link) => {
                     self.last_failure_ms.store(0, Ordering::SeqCst);
                     failures = 0;
@@ -362,85 +371,107 @@ impl Pool {
                     }
                     continue;
                 }
-                Err(HandshakeError::Refused(LinkReason::UnknownSession))
-                    if session.link_count() > 0 =>
-                {
-                    // The session lives on its other links, so this one
-                    // reached another server than theirs: a load balancer
-                    // sent it astray. Its server is still there; try again.
-                    self.counters
-                        .refused(Refusal::Link(LinkReason::UnknownSession));
-                    crate::warn_throttled!(
-                        self.astray,
-                        "session {:016x} slot {index}: refused by a server that does not know \
-                         the session while its other links are up (a load balancer in front of \
-                         several servers sent the link to another one; see README, Scale out); \
-                         retrying",
+                Err(e) => e,
+            };
+            if self.after_failure(session, index, e, &mut failures) == Next::Stop {
+                return;
+            }
+            self.back_off(session, jitter(backoff));
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+    }
+
+    /// Waits out `pause` after a failed attempt, or less when an
+    /// application arrives while no link is up ([`Pool::retry_now`]); never
+    /// less than `reconnect_min`, however many arrive.
+    fn back_off(&self, session: &Session, pause: Duration) {
+        let failed_at = Instant::now();
+        let retry_now = select! {
+            recv(session.closed_signal()) -> _ => false,
+            recv(self.shutdown.receiver()) -> _ => false,
+            recv(self.retry_now.receiver()) -> _ => true,
+            default(pause) => false,
+        };
+        if retry_now {
+            let floor = self
+                .config
+                .reconnect_min
+                .saturating_sub(failed_at.elapsed());
+            select! {
+                recv(session.closed_signal()) -> _ => {},
+                recv(self.shutdown.receiver()) -> _ => {},
+                default(floor) => {},
+            }
+        }
+    }
+
+    /// What a failed link attempt means: the session lost, our own
+    /// teardown, a link a balancer sent astray, or a failure to retry
+    /// after the backoff (logged at the first of a series only).
+    fn after_failure(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        index: u16,
+        e: HandshakeError,
+        failures: &mut u32,
+    ) -> Next {
+        match e {
+            HandshakeError::Refused(LinkReason::UnknownSession) if session.link_count() > 0 => {
+                // The session lives on its other links, so this one reached
+                // another server than theirs: a load balancer sent it
+                // astray. Its server is still there; try again.
+                self.counters
+                    .refused(Refusal::Link(LinkReason::UnknownSession));
+                crate::warn_throttled!(
+                    self.astray,
+                    "session {:016x} slot {index}: refused by a server that does not know \
+                     the session while its other links are up (a load balancer in front of \
+                     several servers sent the link to another one; see README, Scale out); \
+                     retrying",
+                    session.id
+                );
+                Next::Retry
+            }
+            HandshakeError::Refused(LinkReason::UnknownSession) => {
+                self.counters
+                    .refused(Refusal::Link(LinkReason::UnknownSession));
+                self.session_lost(session, "the server no longer knows it: it restarted");
+                Next::Stop
+            }
+            HandshakeError::Io(e) if server_is_gone(&e, session) => {
+                // Nothing listens on the server's port: its sessions died
+                // with it, and no grace period brings them back. Outages
+                // look different (connects time out or the network is
+                // unreachable) and keep the grace period.
+                self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
+                let why = format!("the server refused a new link ({e}): it is not running");
+                self.session_lost(session, &why);
+                Next::Stop
+            }
+            _ if session.is_closed() || self.shutdown.is_triggered() => {
+                // Our own teardown (an idle on-demand pool closing) cut the
+                // handshake short; the server did not fail. Counted as a
+                // failure, it made the next session refuse applications at
+                // once ("no link to the server is up").
+                Next::Stop
+            }
+            e => {
+                self.counters.handshake_error(&e);
+                self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
+                *failures += 1;
+                if *failures == 1 {
+                    log::warn!(
+                        "session {:016x} slot {index}: cannot connect to {}: {e}; retrying with backoff",
+                        session.id,
+                        self.config.server
+                    );
+                } else {
+                    log::debug!(
+                        "session {:016x} slot {index}: attempt {failures}: {e}",
                         session.id
                     );
                 }
-                Err(HandshakeError::Refused(LinkReason::UnknownSession)) => {
-                    self.counters
-                        .refused(Refusal::Link(LinkReason::UnknownSession));
-                    self.session_lost(session, "the server no longer knows it: it restarted");
-                    return;
-                }
-                Err(HandshakeError::Io(e)) if server_is_gone(&e, session) => {
-                    // Nothing listens on the server's port: its sessions
-                    // died with it, and no grace period brings them back.
-                    // Outages look different (connects time out or the
-                    // network is unreachable) and keep the grace period.
-                    self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
-                    let why = format!("the server refused a new link ({e}): it is not running");
-                    self.session_lost(session, &why);
-                    return;
-                }
-                Err(_) if session.is_closed() || self.shutdown.is_triggered() => {
-                    // Our own teardown (an idle on-demand pool closing) cut
-                    // the handshake short; the server did not fail. Counted
-                    // as a failure, it made the next session refuse
-                    // applications at once ("no link to the server is up").
-                    return;
-                }
-                Err(e) => {
-                    self.counters.handshake_error(&e);
-                    self.last_failure_ms.store(self.now_ms(), Ordering::SeqCst);
-                    failures += 1;
-                    if failures == 1 {
-                        log::warn!(
-                            "session {:016x} slot {index}: cannot connect to {}: {e}; retrying with backoff",
-                            session.id,
-                            self.config.server
-                        );
-                    } else {
-                        log::debug!(
-                            "session {:016x} slot {index}: attempt {failures}: {e}",
-                            session.id
-                        );
-                    }
-                }
-            }
-            let failed_at = Instant::now();
-            let pause = jitter(backoff);
-            backoff = (backoff * 2).min(self.config.reconnect_max);
-            let retry_now = select! {
-                recv(session.closed_signal()) -> _ => false,
-                recv(self.shutdown.receiver()) -> _ => false,
-                recv(self.retry_now.receiver()) -> _ => true,
-                default(pause) => false,
-            };
-            if retry_now {
-                // However many applications arrive, a slot tries at most
-                // once per `reconnect_min`.
-                let floor = self
-                    .config
-                    .reconnect_min
-                    .saturating_sub(failed_at.elapsed());
-                select! {
-                    recv(session.closed_signal()) -> _ => {},
-                    recv(self.shutdown.receiver()) -> _ => {},
-                    default(floor) => {},
-                }
+                Next::Retry
             }
         }
     }
