@@ -205,7 +205,9 @@ fn handle(mut sock: TcpStream, pat: &[u8]) -> io::Result<()> {
             let seed = u64::from_le_bytes(hdr[..8].try_into().expect("8 bytes"));
             let size = u64::from_le_bytes(hdr[8..].try_into().expect("8 bytes"));
             if size > 1 << 40 {
-                return Err(io::Error::other(format!("asked for {size} bytes: corrupt request?")));
+                return Err(io::Error::other(format!(
+                    "asked for {size} bytes: corrupt request?"
+                )));
             }
             send_stream(&mut sock, seed, size)?;
             sock.shutdown(Shutdown::Write)?;
@@ -711,7 +713,12 @@ fn receive_stream(sock: &mut TcpStream) -> io::Result<Received> {
             Err(e) => return Err(e),
         }
     }
-    Ok(Received { bytes: total, max_gap_us, gap_start_unix_us, sha256: h.finalize().into() })
+    Ok(Received {
+        bytes: total,
+        max_gap_us,
+        gap_start_unix_us,
+        sha256: h.finalize().into(),
+    })
 }
 
 fn hex(b: &[u8]) -> String {
