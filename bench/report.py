@@ -218,6 +218,10 @@ if bed:
                 return ""
             return f"; on the wire A {a / 2**20:.0f} MiB, B {bb / 2**20:.0f} MiB ({100 * bb / (a + bb):.0f} % on B)"
 
+        def startup(row):
+            v = med(pick("B", row, dir=d), "startup_mbit")
+            return "" if v is None else f"; start-up: {v:.1f} Mbit/s in the first 2 s"
+
         add(sc, "plain TCP, uplink A alone", f(va) + " Mbit/s", "", "", "")
         add(sc, "plain TCP, uplink B alone", f(vb) + " Mbit/s", "", "", "")
         add(sc, "sum of A and B (reference)", f(total) + " Mbit/s", "1.00× sum", "", "")
@@ -225,10 +229,6 @@ if bed:
             add(sc, "kernel MPTCP, 2 subflows (one per uplink)", f(vm) + " Mbit/s",
                 f"{f(ratio(vm, total), '{:.2f}')}× sum" + split("kernel MPTCP 2 subflows")
                 + startup("kernel MPTCP 2 subflows"), "(reference)", "")
-        def startup(row):
-            v = med(pick("B", row, dir=d), "startup_mbit")
-            return "" if v is None else f"; start-up: {v:.1f} Mbit/s in the first 2 s"
-
         vt = med(pick("B", "MTCP 2 paths x 2 links", dir=d), "mbit")
         rs_, rm_ = ratio(vt, total), ratio(vt, vm)
         cmp_ = f"{f(rs_, '{:.2f}')}× sum"
