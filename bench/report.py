@@ -222,6 +222,80 @@ if alone and hap:
     add(sc, "one mtcp server alone", f"{f(a, '{:.0f}')} requests/s", "", "", "")
     add(sc, "HAProxy + 2 mtcp servers", f"{f(h, '{:.0f}')} requests/s",
         f"{f(ratio(h, a), '{:.2f}')}× one server alone ({failed} connections failed in all)", "", "")
+# B. bonded uplinks of unequal rate and RTT
+bed = pick("B", "bed")
+if bed:
+    b = bed[0]
+    bed_name = (f"A {b['rate_a']} Mbit/s {b['set_rtt_a']} ms RTT + B {b['rate_b']} Mbit/s "
+                f"{b['set_rtt_b']} ms RTT (connect: {b['rtt_a']} / {b['rtt_b']} ms)")
+    for d in ("download", "upload"):
+        if not pick("B", "MTCP 2 paths x 2 links", dir=d):
+            continue
+        n = len(pick("B", "plain TCP uplink A", dir=d))
+        sc = (f"B bonded uplinks {bed_name}, {d}, steady state (iperf3 -t {knobs.get('b_t', '?')} "
+              f"-O {knobs.get('b_omit', '?')})" + (f", median of {n}" if n > 1 else ""))
+        va = med(pick("B", "plain TCP uplink A", dir=d), "mbit")
+        vb = med(pick("B", "plain TCP uplink B", dir=d), "mbit")
+        total = None if va is None or vb is None else va + vb
+        vm = med(pick("B", "kernel MPTCP 2 subflows", dir=d), "mbit")
+
+        def split(row):
+            rs = pick("B", row, dir=d)
+            a, bb = med(rs, "bytes_a"), med(rs, "bytes_b")
+            if not a and not bb:
+                return ""
+            return f"; on the wire A {a / 2**20:.0f} MiB, B {bb / 2**20:.0f} MiB ({100 * bb / (a + bb):.0f} % on B)"
+
+        def startup(row):
+            v = med(pick("B", row, dir=d), "startup_mbit")
+            return "" if v is None else f"; start-up: {v:.1f} Mbit/s in the first 2 s"
+
+        add(sc, "plain TCP, uplink A alone", f(va) + " Mbit/s", "", "", "")
+        add(sc, "plain TCP, uplink B alone", f(vb) + " Mbit/s", "", "", "")
+        add(sc, "sum of A and B (reference)", f(total) + " Mbit/s", "1.00× sum", "", "")
+        if vm is not None:
+            add(sc, "kernel MPTCP, 2 subflows (one per uplink)", f(vm) + " Mbit/s",
+                f"{f(ratio(vm, total), '{:.2f}')}× sum" + split("kernel MPTCP 2 subflows")
+                + startup("kernel MPTCP 2 subflows"), "(reference)", "")
+        vt = med(pick("B", "MTCP 2 paths x 2 links", dir=d), "mbit")
+        rs_, rm_ = ratio(vt, total), ratio(vt, vm)
+        cmp_ = f"{f(rs_, '{:.2f}')}× sum"
+        if vm is not None:
+            cmp_ += f", {f(rm_, '{:.2f}')}× MPTCP"
+        ok = None if rs_ is None else (rs_ >= 0.9 and (rm_ is None or rm_ >= 1.0))
+        add(sc, "MTCP, 2 paths × 2 links (adaptive)", f(vt) + " Mbit/s", cmp_ + split("MTCP 2 paths x 2 links") + startup("MTCP 2 paths x 2 links"),
+            "≥ 0.9× sum and ≥ MPTCP", verdict(ok))
+    for r in pick("B", "kernel MPTCP"):
+        add("B bonded uplinks", "kernel MPTCP", r.get("note", ""), "", "", "")
+
+
+def lost(x):
+    if x["intact"]:
+        return "sha256 equal, 0 bytes lost"
+    if x["bytes"] < x["expected"]:
+        return f"{x['expected'] - x['bytes']} bytes lost"
+    return "sha256 differs (bytes corrupted)"
+
+
+for r in pick("B", "MTCP failover") + pick("B", "MTCP backup"):
+    x, t = r["xfer"], r["timeline"]
+    size = f"{x['expected'] / 2**20:.0f} MiB"
+    backup = r["backup"]
+    sc = (f"B {'backup: path B `backup = true`' if backup else 'failover: both paths carry data'}; "
+          f"uplink A blackholed {r['blackhole_s']} s mid-transfer (keepalive_timeout_ms {r['ka_timeout_ms']})")
+    meas = f"{size} {r['dir']}, {lost(x)}; longest stall {t['stall_s']:.2f} s"
+    if t["stall_after_blackhole_s"] is not None and abs(t["stall_after_blackhole_s"]) < r["blackhole_s"]:
+        meas += f" (from {t['stall_after_blackhole_s']:+.2f} s after the blackhole)"
+    back = f"after restore: uplink A at half its rate in {f(t['a_back_s'], '{:.2f}')} s"
+    if backup:
+        meas = (f"{size} {r['dir']}, {lost(x)}; while A was up, uplink B carried "
+                f"{t['b_bytes_before'] / 1024:.1f} KiB ({t['b_kbit_before']:.0f} kbit/s, both directions); "
+                f"takeover: stall {t['stall_s']:.2f} s, B at half its rate {f(t['b_half_s'], '{:.2f}')} s "
+                f"after the blackhole")
+        back += f", uplink B below a tenth of its rate in {f(t['b_quiet_s'], '{:.2f}')} s"
+    else:
+        back = (f"before: A {f(t['a_mbit_before'])} + B {f(t['b_mbit_before'])} Mbit/s; " + back)
+    add(sc, f"MTCP, 2 paths × 2 links, {r['dir']}", meas, back, "0 bytes lost", verdict(x["intact"]))
 
 print()
 print("## MTCP benchmark (bench/run)")

@@ -9,6 +9,8 @@
 //! | `G`  | size (u64 LE)        | sends `size` bytes, closes                          |
 //! | `E`  | bytes until EOF      | echoes every byte back, closes at EOF               |
 //! | `Q`  | 63 more bytes        | answers 64 bytes at once (a tiny request/response)  |
+//! | `R`  | seed, size (u64 LE)  | sends `size` bytes of the non-repeating stream `seed`, closes |
+//! | `H`  | bytes until EOF      | answers count, longest gap, its start and sha256 of what came |
 //!
 //! Client modes print one line of JSON on stdout:
 //!
@@ -19,6 +21,7 @@
 //! loadgen ttfb ADDR COUNT GAP_MS           # COUNT sequential connect+request+response
 //! loadgen scale ADDR STREAMS BYTES         # STREAMS concurrent echo streams, crc32 checked
 //! loadgen relay LISTEN_ADDR TARGET_ADDR    # the least a relay can do (see `relay`)
+//! loadgen xfer ADDR up|down BYTES SEED     # one transfer, sha256 both ends, longest stall
 //! ```
 
 use std::io::{self, Read, Write};
@@ -44,6 +47,7 @@ fn main() {
         "scale" => scale(addr(a(1)), num(2) as usize, num(3)),
         "rr" => rr(addr(a(1)), num(2) as usize, num(3), num(4) as usize),
         "relay" => relay(addr(a(1)), addr(a(2))),
+        "xfer" => xfer(addr(a(1)), a(2), num(3), num(4)),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -56,7 +60,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadgen serve ADDR | bulk ADDR up|down BYTES | pingpong ADDR COUNT SIZE | \
          ttfb ADDR COUNT GAP_MS | scale ADDR STREAMS BYTES | rr ADDR CONNS SECS SIZE | \
-         relay LISTEN TARGET \
+         relay LISTEN TARGET | xfer ADDR up|down BYTES SEED \
          (sizes take K/M/G suffixes)"
     );
     std::process::exit(2);
@@ -194,6 +198,30 @@ fn handle(mut sock: TcpStream, pat: &[u8]) -> io::Result<()> {
             sock.write_all(&resp)?;
             let _ = sock.read(&mut [0u8; 1]);
             Ok(())
+        }
+        b'R' => {
+            let mut hdr = [0u8; 16];
+            sock.read_exact(&mut hdr)?;
+            let seed = u64::from_le_bytes(hdr[..8].try_into().expect("8 bytes"));
+            let size = u64::from_le_bytes(hdr[8..].try_into().expect("8 bytes"));
+            if size > 1 << 40 {
+                return Err(io::Error::other(format!(
+                    "asked for {size} bytes: corrupt request?"
+                )));
+            }
+            send_stream(&mut sock, seed, size)?;
+            sock.shutdown(Shutdown::Write)?;
+            let _ = sock.read(&mut [0u8; 1]);
+            Ok(())
+        }
+        b'H' => {
+            let r = receive_stream(&mut sock)?;
+            let mut answer = Vec::with_capacity(56);
+            answer.extend_from_slice(&r.bytes.to_le_bytes());
+            answer.extend_from_slice(&r.max_gap_us.to_le_bytes());
+            answer.extend_from_slice(&r.gap_start_unix_us.to_le_bytes());
+            answer.extend_from_slice(&r.sha256);
+            sock.write_all(&answer)
         }
         other => Err(io::Error::other(format!("unknown command byte {other}"))),
     }
@@ -590,4 +618,161 @@ fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+// ---------------------------------------------------------------- xfer
+
+/// The non-repeating byte stream `seed` (xorshift64*, one state for the
+/// whole stream, so no two places of a long transfer look alike and a
+/// misplaced block changes the sha256).
+struct Stream {
+    x: u64,
+}
+
+impl Stream {
+    fn new(seed: u64) -> Stream {
+        Stream { x: seed | 1 }
+    }
+    /// Fills `buf` (a multiple of 8 bytes, except for the stream's last piece).
+    fn fill(&mut self, buf: &mut [u8]) {
+        self.x = fill(self.x, buf);
+    }
+}
+
+fn send_stream(sock: &mut TcpStream, seed: u64, size: u64) -> io::Result<()> {
+    let mut g = Stream::new(seed);
+    let mut buf = vec![0u8; BULK_BUF];
+    let mut left = size;
+    while left > 0 {
+        let n = (left as usize).min(BULK_BUF);
+        g.fill(&mut buf[..n]);
+        sock.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn stream_sha256(seed: u64, size: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let mut g = Stream::new(seed);
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; BULK_BUF];
+    let mut left = size;
+    while left > 0 {
+        let n = (left as usize).min(BULK_BUF);
+        g.fill(&mut buf[..n]);
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+struct Received {
+    bytes: u64,
+    /// Longest time between two reads that brought data, from the first byte
+    /// to the last (a stall of the transfer as its receiver sees it).
+    max_gap_us: u64,
+    /// When that gap began (wall clock, µs since the epoch).
+    gap_start_unix_us: u64,
+    sha256: [u8; 32],
+}
+
+/// Reads to EOF, hashing and timing the gaps between arrivals.
+fn receive_stream(sock: &mut TcpStream) -> io::Result<Received> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; BULK_BUF];
+    let mut total = 0u64;
+    let (mut last, mut last_unix) = (None::<Instant>, 0u64);
+    let (mut max_gap_us, mut gap_start_unix_us) = (0u64, 0u64);
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = Instant::now();
+                if let Some(prev) = last {
+                    let gap = now.duration_since(prev).as_micros() as u64;
+                    if gap > max_gap_us {
+                        max_gap_us = gap;
+                        gap_start_unix_us = last_unix;
+                    }
+                }
+                last = Some(now);
+                last_unix = unix_us();
+                total += n as u64;
+                h.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Received {
+        bytes: total,
+        max_gap_us,
+        gap_start_unix_us,
+        sha256: h.finalize().into(),
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One transfer of `bytes` of the stream `seed`, `down` (backend to us) or
+/// `up`; the receiver hashes what came and times its longest stall, the
+/// sender's hash is that of the stream it wrote. Prints JSON with both
+/// hashes, `intact`, and the stall (`max_gap_ms`, starting at `gap_start`,
+/// seconds since the epoch).
+fn xfer(a: SocketAddr, dir: &str, bytes: u64, seed: u64) -> io::Result<()> {
+    let t0 = Instant::now();
+    let start_unix = unix_us();
+    let mut sock = connect(a)?;
+    let mut req = Vec::with_capacity(17);
+    let r = match dir {
+        "down" => {
+            req.push(b'R');
+            req.extend_from_slice(&seed.to_le_bytes());
+            req.extend_from_slice(&bytes.to_le_bytes());
+            sock.write_all(&req)?;
+            receive_stream(&mut sock)?
+        }
+        "up" => {
+            sock.write_all(b"H")?;
+            send_stream(&mut sock, seed, bytes)?;
+            sock.shutdown(Shutdown::Write)?;
+            let mut answer = [0u8; 56];
+            sock.read_exact(&mut answer)?;
+            let u = |i: usize| u64::from_le_bytes(answer[i..i + 8].try_into().expect("8 bytes"));
+            Received {
+                bytes: u(0),
+                max_gap_us: u(8),
+                gap_start_unix_us: u(16),
+                sha256: answer[24..56].try_into().expect("32 bytes"),
+            }
+        }
+        _ => usage(),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let sent = stream_sha256(seed, bytes);
+    println!(
+        "{{\"bytes\":{},\"expected\":{bytes},\"secs\":{secs:.4},\"mbit\":{:.1},\
+         \"sha_sent\":\"{}\",\"sha_recv\":\"{}\",\"intact\":{},\"max_gap_ms\":{:.1},\
+         \"gap_start\":{:.6},\"start\":{:.6}}}",
+        r.bytes,
+        mbit(r.bytes, secs),
+        hex(&sent),
+        hex(&r.sha256),
+        r.bytes == bytes && r.sha256 == sent,
+        r.max_gap_us as f64 / 1e3,
+        r.gap_start_unix_us as f64 / 1e6,
+        start_unix as f64 / 1e6,
+    );
+    Ok(())
 }
