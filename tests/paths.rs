@@ -27,6 +27,13 @@ enum Fate {
     Open,
     /// Bytes vanish, no FIN or RST: an uplink that went dark.
     Blackhole,
+    /// Nothing is read, so the sender's socket fills and its TCP stalls,
+    /// as over an uplink that stopped delivering; bytes flow again when
+    /// the fate is `Open` once more, none lost.
+    Stall,
+    /// Relayed at most this many bytes per second each way: a slower
+    /// uplink.
+    Slow(u64),
 }
 
 #[derive(Default)]
@@ -93,7 +100,11 @@ impl PathRelay {
 
 fn pump(mut r: TcpStream, mut w: TcpStream, from: IpAddr, dir: usize, st: &Mutex<Uplinks>) {
     let mut buf = vec![0u8; 64 * 1024];
+    let fate_of = |st: &Mutex<Uplinks>| *st.lock().unwrap().fate.get(&from).unwrap_or(&Fate::Open);
     loop {
+        while fate_of(st) == Fate::Stall {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let n = match r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
@@ -101,13 +112,17 @@ fn pump(mut r: TcpStream, mut w: TcpStream, from: IpAddr, dir: usize, st: &Mutex
         let fate = {
             let mut st = st.lock().unwrap();
             let fate = *st.fate.get(&from).unwrap_or(&Fate::Open);
-            if fate == Fate::Open {
+            // Bytes read just as a stall began still go through.
+            if fate != Fate::Blackhole {
                 st.bytes.entry(from).or_default()[dir] += n as u64;
             }
             fate
         };
-        if fate == Fate::Open && w.write_all(&buf[..n]).is_err() {
+        if fate != Fate::Blackhole && w.write_all(&buf[..n]).is_err() {
             break;
+        }
+        if let Fate::Slow(rate) = fate {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
         }
     }
     let _ = w.shutdown(Direction::Write);
@@ -129,8 +144,18 @@ fn bed(
     client_keys: &str,
     paths: &str,
 ) -> (Backend, ServerHandle, PathRelay, ClientHandle) {
+    bed_with(pool, "", client_keys, paths)
+}
+
+/// [`bed`] with `server_keys` in the server's table too.
+fn bed_with(
+    pool: usize,
+    server_keys: &str,
+    client_keys: &str,
+    paths: &str,
+) -> (Backend, ServerHandle, PathRelay, ClientHandle) {
     let backend = Backend::start();
-    let server = start_server_toml(&server_toml(backend.addr, pool, ""));
+    let server = start_server_toml(&server_toml(backend.addr, pool, server_keys));
     let relay = PathRelay::start(server.addr);
     // The paths are tables after `[client]`: its other keys come first.
     let text = client_toml(relay.addr, pool, true, client_keys) + paths;
@@ -383,5 +408,52 @@ fn links_bound_to_a_device_come_up_and_a_missing_device_is_named() {
             "no log line names the missing device"
         );
         download(&client, 61, 4 * MIB);
+    });
+}
+
+#[test]
+fn a_stalled_uplink_does_not_hold_the_other_back() {
+    within(Duration::from_secs(120), || {
+        // Two primary paths; the keepalive would take 20 s to declare the
+        // stalled one dead, far longer than the test waits.
+        let paths = format!(
+            "[[client.path]]\nbind_ip = \"{PRIMARY}\"\nlinks = 1\n\
+             [[client.path]]\nbind_ip = \"{BACKUP}\"\nlinks = 1\n"
+        );
+        // A window far beyond what the stalled link's socket buffers absorb
+        // on loopback, so that its queue fills before the window does.
+        let keys = "keepalive_interval_ms = 200\nkeepalive_timeout_ms = 20000\n\
+                    stream_window = 67108864";
+        let (_backend, _server, relay, client) = bed_with(2, keys, keys, &paths);
+        // The second uplink is the slower one: its queue fills, while the
+        // first keeps the round trip and rate it had when it stalled, so
+        // the scheduler still prefers it.
+        relay.set(BACKUP, Fate::Slow(8 * MIB));
+        wait_links(&client, 2);
+        let mut app = start_slow_download(&client, 71);
+        let mut head = vec![0u8; 4 * MIB as usize];
+        app.read_exact(&mut head).unwrap();
+        relay.set(PRIMARY, Fate::Stall);
+        let before = relay.carried(BACKUP);
+        let reader = std::thread::spawn(move || {
+            let mut d = sha2_of_head(&head);
+            let n = read_rest(&mut app, &mut d);
+            (n + head.len() as u64, d.finish())
+        });
+        // The other uplink carries on, up to the stream window beyond the
+        // bytes stuck in the stalled one, instead of the stream waiting for
+        // room on the stalled link it picked.
+        let moved = wait_until(Duration::from_secs(10), || {
+            relay.carried(BACKUP) > before + 4 * MIB
+        });
+        let carried = relay.carried(BACKUP) - before;
+        relay.set(PRIMARY, Fate::Open);
+        assert!(
+            moved,
+            "the other uplink carried only {carried} bytes while one stalled: the stream waited for the stalled link's queue"
+        );
+        let (n, hash) = reader.join().unwrap();
+        assert_eq!(n, 48 * MIB);
+        assert_eq!(hash, pattern_hash(71, 48 * MIB));
     });
 }

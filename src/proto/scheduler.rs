@@ -35,6 +35,17 @@ pub enum SchedulerKind {
     Adaptive,
 }
 
+impl SchedulerKind {
+    /// True when a frame waits for room on the link picked for it even if
+    /// another has room: round-robin's rule (links strictly in turn). The
+    /// schedulers that weigh links hand it to another link instead, so that
+    /// a link gone silent, whose queue fills long before its keepalive
+    /// declares it dead, holds nothing back.
+    pub fn waits_for_its_pick(self) -> bool {
+        self == SchedulerKind::RoundRobin
+    }
+}
+
 impl fmt::Display for SchedulerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -198,6 +209,14 @@ mod tests {
         assert_eq!(load(2_000_000, 0, 0).expected_delay_us(), 2_000_000);
         assert_eq!(load(0, 7, 0).expected_delay_us(), 7);
         assert_eq!(load(u64::MAX, u64::MAX, 1).expected_delay_us(), u64::MAX);
+    }
+
+    #[test]
+    fn only_round_robin_waits_for_the_link_it_picked() {
+        let waits = |k: SchedulerKind| k.waits_for_its_pick();
+        assert!(waits(SchedulerKind::RoundRobin));
+        assert!(!waits(SchedulerKind::LeastQueued));
+        assert!(!waits(SchedulerKind::Adaptive));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::rt::wire::{Attempt, Wire};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
 use crate::util::thread::{self, ThreadCount};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Select, Sender, bounded};
 use std::fmt;
 use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
@@ -246,6 +246,51 @@ impl LinkHandle {
             self.queued.fetch_sub(load, Ordering::Relaxed);
             e.into_inner()
         })
+    }
+
+    /// [`send_data`](Self::send_data) that never waits: the frame comes
+    /// back when the link's queue is full (or the link died), so that the
+    /// caller can hand it to another link instead of stalling behind this
+    /// one — an uplink that went silent fills its queue long before its
+    /// keepalive declares it dead.
+    pub fn try_send_data(&self, msg: Outbound) -> Result<(), Outbound> {
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return Ok(()),
+            Err(back) => back,
+        };
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        self.data.try_send(msg).map_err(|e| {
+            self.queued.fetch_sub(load, Ordering::Relaxed);
+            e.into_inner()
+        })
+    }
+
+    /// Waits until one of `links` has room for `msg` and queues it there,
+    /// whichever frees first; returns that link, or the frame when the one
+    /// that freed first had died (the caller picks again).
+    pub fn send_data_to_any(
+        links: &[Arc<LinkHandle>],
+        msg: Outbound,
+    ) -> Result<Arc<LinkHandle>, Outbound> {
+        let mut ready = Select::new();
+        for link in links {
+            ready.send(&link.data);
+        }
+        let op = ready.select();
+        let Some(link) = links.get(op.index()) else {
+            // Select returns one of the operations it was given.
+            return Err(msg);
+        };
+        let load = load_of(&msg);
+        link.queued.fetch_add(load, Ordering::Relaxed);
+        match op.send(&link.data, msg) {
+            Ok(()) => Ok(link.clone()),
+            Err(e) => {
+                link.queued.fetch_sub(load, Ordering::Relaxed);
+                Err(e.into_inner())
+            }
+        }
     }
 
     /// Sends a control frame ahead of all queued DATA, waiting for room in

@@ -382,11 +382,43 @@ impl Session {
                 }
                 return None;
             };
-            match link.send_data(msg) {
+            if self.tunnel.scheduler.waits_for_its_pick() {
+                match link.send_data(msg) {
+                    Ok(()) => return Some(link),
+                    Err(back) => msg = back,
+                }
+                continue;
+            }
+            msg = match link.try_send_data(msg) {
                 Ok(()) => return Some(link),
+                Err(back) => back,
+            };
+            // The picked link's queue is full: any carrier with room takes
+            // the frame now, else the first to have room. An uplink gone
+            // silent fills its queue long before its keepalive declares it
+            // dead, and must not hold the others back meanwhile.
+            let carriers = self.carrier_links();
+            if carriers.is_empty() {
+                continue;
+            }
+            for other in carriers.iter().filter(|l| l.id != link.id) {
+                msg = match other.try_send_data(msg) {
+                    Ok(()) => return Some(other.clone()),
+                    Err(back) => back,
+                };
+            }
+            match LinkHandle::send_data_to_any(&carriers, msg) {
+                Ok(taken) => return Some(taken),
                 Err(back) => msg = back,
             }
         }
+    }
+
+    /// The links that may carry frames now (`proto::scheduler::carriers`).
+    fn carrier_links(&self) -> Vec<Arc<LinkHandle>> {
+        let links = lock(&self.links);
+        let count = carriers(links.primaries, links.live.len());
+        links.live[..count].to_vec()
     }
 
     /// The link for the next DATA frame, as the scheduler picks it.
