@@ -112,6 +112,10 @@ fn astray_links_are_retried(secured: bool) {
         .iter()
         .position(|s| s.monitor.snapshot().sessions.iter().any(|x| x.id == id))
         .expect("no server holds the session");
+    // The server counts a link up a moment after the client does.
+    wait_until(Duration::from_secs(10), || {
+        servers[home].monitor.snapshot().link_count() == 4
+    });
     let (home_snap, other_snap) = (
         servers[home].monitor.snapshot(),
         servers[1 - home].monitor.snapshot(),
@@ -226,6 +230,8 @@ fn a_session_starts_with_one_link_and_the_others_join_once_it_is_welcomed() {
         }
         welcome(&mut first);
         let mut slots = vec![opening.link_index];
+        // Held open: a link closed here would come back through its slot.
+        let mut held = Vec::new();
         for _ in 0..3 {
             let (mut link, h) =
                 accept_of(&server, id, Duration::from_secs(10)).expect("a slot never came");
@@ -237,6 +243,7 @@ fn a_session_starts_with_one_link_and_the_others_join_once_it_is_welcomed() {
             );
             slots.push(h.link_index);
             welcome(&mut link);
+            held.push(link);
         }
         slots.sort_unstable();
         assert_eq!(slots, [0, 1, 2, 3]);

@@ -430,7 +430,14 @@ fn a_stalled_uplink_does_not_hold_the_other_back() {
         // the scheduler still prefers it.
         relay.set(BACKUP, Fate::Slow(8 * MIB));
         wait_links(&client, 2);
-        let mut app = start_slow_download(&client, 71);
+        // A download far larger than the window, so that however fast the
+        // first link took its share, most of it is still to come when that
+        // link stalls.
+        let size = 256 * MIB;
+        let mut app = client.connect();
+        app.write_all(b"D").unwrap();
+        app.write_all(&size.to_be_bytes()).unwrap();
+        app.write_all(&71u64.to_be_bytes()).unwrap();
         let mut head = vec![0u8; 4 * MIB as usize];
         app.read_exact(&mut head).unwrap();
         relay.set(PRIMARY, Fate::Stall);
@@ -442,9 +449,10 @@ fn a_stalled_uplink_does_not_hold_the_other_back() {
         });
         // The other uplink carries on, up to the stream window beyond the
         // bytes stuck in the stalled one, instead of the stream waiting for
-        // room on the stalled link it picked.
-        let moved = wait_until(Duration::from_secs(10), || {
-            relay.carried(BACKUP) > before + 4 * MIB
+        // room on the stalled link it picked (which took 1.4-2.6 MB before
+        // it waited for good, when it did).
+        let moved = wait_until(Duration::from_secs(20), || {
+            relay.carried(BACKUP) > before + 8 * MIB
         });
         let carried = relay.carried(BACKUP) - before;
         relay.set(PRIMARY, Fate::Open);
@@ -453,7 +461,7 @@ fn a_stalled_uplink_does_not_hold_the_other_back() {
             "the other uplink carried only {carried} bytes while one stalled: the stream waited for the stalled link's queue"
         );
         let (n, hash) = reader.join().unwrap();
-        assert_eq!(n, 48 * MIB);
-        assert_eq!(hash, pattern_hash(71, 48 * MIB));
+        assert_eq!(n, size);
+        assert_eq!(hash, pattern_hash(71, size));
     });
 }
