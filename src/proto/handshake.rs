@@ -461,6 +461,44 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_has_its_own_label() {
+        let faults = [
+            HandshakeFault::FrameLength(0),
+            HandshakeFault::RecordLength(0),
+            HandshakeFault::Malformed(DecodeError::BadMagic),
+            HandshakeFault::Trailing,
+            HandshakeFault::Unexpected {
+                expected: "HELLO",
+                got: "PING",
+            },
+            HandshakeFault::LimitsTooSmall(OURS),
+            HandshakeFault::Version { ours: 3, theirs: 2 },
+            HandshakeFault::SecretDiffers,
+            HandshakeFault::ServerHasNoSecret,
+            HandshakeFault::PeerHasNoSecret,
+            HandshakeFault::PeerHasSecret,
+            HandshakeFault::EncryptMismatch,
+            HandshakeFault::UnknownCipher(9),
+            HandshakeFault::Preamble,
+            HandshakeFault::HelloMismatch,
+            HandshakeFault::Noise(String::new()),
+            HandshakeFault::SessionClosed,
+        ];
+        let labels: std::collections::BTreeSet<&str> = faults.iter().map(|f| f.label()).collect();
+        assert_eq!(labels.len(), faults.len(), "{labels:?}");
+        assert_eq!(HandshakeFault::HelloMismatch.label(), "hello_mismatch");
+        assert_eq!(
+            HandshakeFault::Version { ours: 3, theirs: 2 }.label(),
+            "version"
+        );
+        assert!(
+            labels
+                .iter()
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
+    }
+
+    #[test]
     fn a_links_role_round_trips_through_its_flags() {
         for bits in 0..8u8 {
             let role = LinkRole {
