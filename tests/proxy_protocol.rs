@@ -250,7 +250,10 @@ fn a_client_behind_the_balancer_is_served_and_named_by_its_real_address() {
             // (The client logs its own lines about the session: its links'
             // peer is the balancer. The server's links have their own ids.)
             for l in &snap.sessions[0].links {
-                let up = format!("link {} up (slot {}, peer {})", l.id, l.index, l.peer);
+                let up = format!(
+                    "link {} up (slot {}{}, {} -> {})",
+                    l.id, l.index, l.path, l.local, l.peer
+                );
                 assert!(
                     wait_log(Duration::from_secs(5), &[&session, &up]).is_some(),
                     "{up}: {:?}",
