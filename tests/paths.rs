@@ -215,6 +215,27 @@ fn links_leave_from_their_paths_source_addresses() {
                 relay.carried(ip)
             );
         }
+        // The client's per-path figures say the same.
+        let paths = client.monitor.snapshot().paths;
+        assert_eq!(paths.len(), 2, "{paths:?}");
+        for (p, ip) in paths.iter().zip([PRIMARY, BACKUP]) {
+            assert_eq!(p.info.source, ip);
+            assert_eq!(p.links, 2);
+            let moved = p.totals.bytes_out + p.totals.bytes_in;
+            assert!(moved > MIB / 2, "path {} moved {moved}", p.index);
+            assert!(p.srtt_us > 0, "path {} has no round trip", p.index);
+        }
+        let line = client
+            .monitor
+            .snapshot()
+            .lines()
+            .into_iter()
+            .find(|l| l.starts_with("stats path=1 "))
+            .expect("a stats line per path");
+        assert!(
+            line.contains("source=127.0.0.3 backup=false links=2"),
+            "{line}"
+        );
         drop(server);
     });
 }
@@ -273,6 +294,15 @@ fn a_backup_path_idles_while_a_primary_is_up_takes_over_losing_nothing_and_fails
             hash,
             pattern_hash(43, 48 * MIB),
             "bytes lost or changed in the failover"
+        );
+        let paths = client.monitor.snapshot().paths;
+        assert_eq!(
+            paths[0].links, 0,
+            "the dark primary's link is still counted: {paths:?}"
+        );
+        assert!(
+            paths[1].totals.frames_resent > 0,
+            "the backup re-sent nothing of what the primary lost: {paths:?}"
         );
 
         // The primary is back: new data leaves the backup again.
