@@ -176,7 +176,7 @@ impl Client {
             p.event_loop(&events_rx);
         })?;
         let mut acceptor = Acceptor::new(&self.listener, "application");
-        while let Some(sock) = acceptor.accept(&shutdown) {
+        while let Some((sock, _)) = acceptor.accept(&shutdown) {
             pool.accept(sock);
         }
         pool.drain();

@@ -30,12 +30,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The peer's address for logs, which it may no longer have.
-fn peer_text(sock: &TcpStream) -> String {
-    sock.peer_addr()
-        .map_or_else(|_| "a peer already gone".into(), |a| a.to_string())
-}
-
 /// How often the reaper looks for abandoned sessions.
 const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -149,20 +143,20 @@ impl Server {
 fn accept_loop(listener: &TcpListener, registry: &Arc<Registry>, shutdown: &Shutdown) {
     let max_pending = registry.config.max_pending_handshakes;
     let mut acceptor = Acceptor::new(listener, "link");
-    while let Some(sock) = acceptor.accept(shutdown) {
+    while let Some((sock, peer)) = acceptor.accept(shutdown) {
         if registry.pending.fetch_add(1, Ordering::SeqCst) >= max_pending {
             registry.pending.fetch_sub(1, Ordering::SeqCst);
             registry.counters.refused(Refusal::TooManyHandshakes);
             crate::warn_throttled!(
                 registry.too_many_handshakes,
                 "too many handshakes in progress ({max_pending}, max_pending_handshakes), closing connection from {}",
-                peer_text(&sock)
+                peer
             );
             continue;
         }
         let reg = registry.clone();
         let spawned = thread::spawn_task(&registry.threads, "handshake".into(), move || {
-            handshake(&reg, sock);
+            handshake(&reg, sock, peer);
             reg.pending.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
@@ -289,11 +283,9 @@ fn health_check_done(reg: &Registry, peer: SocketAddr) {
 
 /// Runs the server's side of a new link's handshake (the `handshake`
 /// thread), and starts the link in its session when it passes.
-fn handshake(reg: &Registry, mut sock: TcpStream) {
-    let peer = match sock.peer_addr() {
-        Ok(p) => p,
-        Err(e) => return log::debug!("connection gone before its handshake: {e}"),
-    };
+/// `peer` is the address `accept` gave: a health check's reset may already
+/// have arrived, after which the socket no longer knows it.
+fn handshake(reg: &Registry, mut sock: TcpStream, peer: SocketAddr) {
     let deadline = reg.config.handshake_timeout;
     let setup = sock
         .set_read_timeout(Some(deadline))

@@ -12,7 +12,7 @@ use crate::util::shutdown::Shutdown;
 use crate::util::throttle::{DEFAULT_INTERVAL, Throttle};
 use std::fs::File;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 /// Pause after an accept failure that shedding could not resolve.
@@ -45,20 +45,20 @@ impl<'a> Acceptor<'a> {
     /// handled here: connections that cannot be served for want of
     /// descriptors are closed with a reset, other failures back off; both
     /// are logged at most once per interval.
-    pub fn accept(&mut self, shutdown: &Shutdown) -> Option<TcpStream> {
+    pub fn accept(&mut self, shutdown: &Shutdown) -> Option<(TcpStream, SocketAddr)> {
         loop {
             if shutdown.is_triggered() {
                 return None;
             }
             match self.listener.accept() {
-                Ok((sock, _)) => {
+                Ok((sock, peer)) => {
                     if shutdown.is_triggered() {
                         return None;
                     }
                     if self.reserve.is_none() {
                         self.reserve = open_reserve();
                     }
-                    return Some(sock);
+                    return Some((sock, peer));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => self.shed(&e),
