@@ -13,6 +13,11 @@
 //!   and the path's queues) plus our queue over the link's measured rate. A
 //!   slow link then carries only what it can deliver as soon as the others.
 //!
+//! The weighing kinds wait for the link they picked only a short grace
+//! ([`stall_grace_us`]); a link that took no frame in that time counts as
+//! stalled and is picked last until it writes again, so a path gone silent
+//! holds nothing back while its keepalive runs out.
+//!
 //! The scheduler sees links only as [`LinkLoad`] snapshots, read by the I/O
 //! layer from each link's counters when it asks; it returns an index.
 
@@ -67,6 +72,28 @@ pub struct LinkLoad {
     /// Bytes per second the link's socket took over the last round trip
     /// (0 = not measured yet).
     pub rate: u64,
+    /// A frame waited [`stall_grace_us`] for room in the link's queue and
+    /// the link has written nothing since: its path may have gone silent,
+    /// so every scheduler picks it last.
+    pub stalled: bool,
+}
+
+/// Shortest wait for room on a picked link before it counts as stalled, µs.
+pub const STALL_GRACE_MIN_US: u64 = 100_000;
+/// Longest such wait, µs.
+pub const STALL_GRACE_MAX_US: u64 = 1_000_000;
+
+/// How long a frame waits for room on the link picked for it before the
+/// link counts as stalled and the frame goes to another, in µs: two round
+/// trips (a full socket drains as ACKs return), within bounds. Handing the
+/// frame to whichever link has room at once would instead fill a slow
+/// link's socket buffers, megabytes on a fast machine, whenever a fast
+/// link is momentarily full, and the far end's reorder buffer would wait
+/// for them.
+pub fn stall_grace_us(srtt_us: u64) -> u64 {
+    srtt_us
+        .saturating_mul(2)
+        .clamp(STALL_GRACE_MIN_US, STALL_GRACE_MAX_US)
 }
 
 /// Rate assumed for a link not measured yet: 1 byte/µs, so that its queue
@@ -115,8 +142,14 @@ impl Scheduler {
         self.next = self.next.wrapping_add(1);
         Some(match self.kind {
             SchedulerKind::RoundRobin => start % count,
-            SchedulerKind::LeastQueued => lowest(count, start, |i| load(i).queued_bytes),
-            SchedulerKind::Adaptive => lowest(count, start, |i| load(i).expected_delay_us()),
+            SchedulerKind::LeastQueued => lowest(count, start, |i| {
+                let l = load(i);
+                (l.stalled, l.queued_bytes)
+            }),
+            SchedulerKind::Adaptive => lowest(count, start, |i| {
+                let l = load(i);
+                (l.stalled, l.expected_delay_us())
+            }),
         })
     }
 
@@ -128,7 +161,12 @@ impl Scheduler {
     /// The link for a control frame: always the least loaded, because
     /// control frames must not wait behind data.
     pub fn pick_control(&self, count: usize, load: impl Fn(usize) -> LinkLoad) -> Option<usize> {
-        (count > 0).then(|| lowest(count, self.next, |i| load(i).queued_bytes))
+        (count > 0).then(|| {
+            lowest(count, self.next, |i| {
+                let l = load(i);
+                (l.stalled, l.queued_bytes)
+            })
+        })
     }
 }
 
@@ -146,7 +184,7 @@ pub fn carriers(primaries: usize, live: usize) -> usize {
 
 /// The index with the lowest `cost`; ties go to the first from `start` on,
 /// so equal links still take turns.
-fn lowest(count: usize, start: usize, cost: impl Fn(usize) -> u64) -> usize {
+fn lowest<C: Ord>(count: usize, start: usize, cost: impl Fn(usize) -> C) -> usize {
     let mut best = start % count;
     let mut best_cost = cost(best);
     for step in 1..count {
@@ -169,6 +207,7 @@ mod tests {
             queued_bytes,
             srtt_us,
             rate,
+            stalled: false,
         }
     }
 
@@ -238,6 +277,33 @@ mod tests {
         assert_eq!(carriers(3, 3), 3, "no backups at all");
         assert_eq!(carriers(0, 0), 0);
         assert_eq!(carriers(5, 3), 3, "never more than are live");
+    }
+
+    #[test]
+    fn a_stalled_link_is_picked_last_by_every_weighing_scheduler() {
+        let stalled = LinkLoad {
+            stalled: true,
+            ..load(0, 1, 1)
+        };
+        let busy = load(5_000_000, 90_000, 1_000_000);
+        for kind in [SchedulerKind::LeastQueued, SchedulerKind::Adaptive] {
+            let mut s = Scheduler::new(kind);
+            for _ in 0..3 {
+                assert_eq!(s.pick(2, |i| [stalled, busy][i]), Some(1), "{kind}");
+            }
+            assert_eq!(s.pick(1, |_| stalled), Some(0), "{kind}: the only link");
+        }
+        let s = Scheduler::new(SchedulerKind::RoundRobin);
+        assert_eq!(s.pick_control(2, |i| [stalled, busy][i]), Some(1));
+    }
+
+    #[test]
+    fn a_picked_link_is_waited_for_two_round_trips_within_bounds() {
+        assert_eq!(stall_grace_us(0), STALL_GRACE_MIN_US);
+        assert_eq!(stall_grace_us(10_000), STALL_GRACE_MIN_US);
+        assert_eq!(stall_grace_us(150_000), 300_000);
+        assert_eq!(stall_grace_us(400_000), 800_000);
+        assert_eq!(stall_grace_us(u64::MAX), STALL_GRACE_MAX_US);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, Select, Sender, bounded};
 use std::fmt;
 use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,9 @@ pub struct LinkHandle {
     control: Sender<Outbound>,
     data: Sender<Outbound>,
     queued: AtomicUsize,
+    /// Set when a frame waited its grace for room in the queue; cleared by
+    /// the writer's next write (`proto::scheduler::stall_grace_us`).
+    stalled: AtomicBool,
     kill: Shutdown,
     reason: Mutex<Option<LinkError>>,
     /// The link's one socket, shared with its two threads.
@@ -229,7 +232,28 @@ impl LinkHandle {
             queued_bytes: self.queued_bytes() as u64,
             srtt_us: probe.srtt_us(),
             rate: probe.rate(),
+            stalled: self.stalled.load(Ordering::Relaxed),
         }
+    }
+
+    /// [`send_data`](Self::send_data) that waits at most `grace` for room:
+    /// when the queue stays full that long the link is marked stalled
+    /// (picked last until its writer writes again) and the frame comes back,
+    /// for the caller to hand to another link.
+    pub fn send_data_within(&self, msg: Outbound, grace: Duration) -> Result<(), Outbound> {
+        let load = load_of(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return Ok(()),
+            Err(back) => back,
+        };
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        self.data.send_timeout(msg, grace).map_err(|e| {
+            self.queued.fetch_sub(load, Ordering::Relaxed);
+            if e.is_timeout() {
+                self.stalled.store(true, Ordering::Relaxed);
+            }
+            e.into_inner()
+        })
     }
 
     /// Sends a DATA frame: written at once when the link is idle and its
@@ -517,6 +541,7 @@ pub fn start_from(
         control: control_tx,
         data: data_tx,
         queued: AtomicUsize::new(0),
+        stalled: AtomicBool::new(false),
         kill: Shutdown::new(),
         reason: Mutex::new(None),
         socket: socket.clone(),

@@ -66,6 +66,7 @@ impl Writer {
                         .queued
                         .fetch_sub(load + pending_load, Ordering::Relaxed);
                     self.link.count_out(frames, bytes);
+                    self.link.stalled.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.link.queued.fetch_sub(load, Ordering::Relaxed);

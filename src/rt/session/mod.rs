@@ -21,7 +21,7 @@ use crate::proto::Role;
 use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
-use crate::proto::scheduler::{Scheduler, carriers};
+use crate::proto::scheduler::{Scheduler, carriers, stall_grace_us};
 use crate::proto::send::{Payload, Resend};
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
@@ -389,15 +389,23 @@ impl Session {
                 }
                 continue;
             }
-            msg = match link.try_send_data(msg) {
+            let grace = Duration::from_micros(stall_grace_us(link.load().srtt_us));
+            msg = match link.send_data_within(msg, grace) {
                 Ok(()) => return Some(link),
                 Err(back) => back,
             };
-            // The picked link's queue is full: any carrier with room takes
-            // the frame now, else the first to have room. An uplink gone
-            // silent fills its queue long before its keepalive declares it
-            // dead, and must not hold the others back meanwhile.
+            // The picked link took nothing for its grace (now marked
+            // stalled) or died: any other carrier not stalled takes the
+            // frame, the first to have room. An uplink gone silent fills its
+            // queue long before its keepalive declares it dead, and must not
+            // hold the others back meanwhile.
             let carriers = self.carrier_links();
+            let moving: Vec<Arc<LinkHandle>> = carriers
+                .iter()
+                .filter(|l| !l.load().stalled)
+                .cloned()
+                .collect();
+            let carriers = if moving.is_empty() { carriers } else { moving };
             if carriers.is_empty() {
                 continue;
             }

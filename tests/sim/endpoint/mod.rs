@@ -328,6 +328,7 @@ impl Endpoint {
             queued_bytes: net.queued(link, self.side, now),
             srtt_us: est.srtt_us(),
             rate: est.rate(),
+            stalled: false,
         }
     }
 
