@@ -461,6 +461,7 @@ mod tests {
             tcp: TcpInfo {
                 notsent_bytes: Some(11),
                 total_retrans: None,
+                ..TcpInfo::default()
             },
         }
     }

@@ -67,6 +67,13 @@ pub enum Fault {
     Up(LinkSpec),
     /// A link's delay, jitter or rate changes.
     Set(LinkId, LinkSpec),
+    /// One direction of a link holds everything it carries for this long
+    /// (a lost segment that its TCP repairs).
+    Stall {
+        link: LinkId,
+        from: Side,
+        hold: Duration,
+    },
 }
 
 /// Two ends of a session over a simulated network on a fake clock.
@@ -225,6 +232,7 @@ impl Sim {
                     self.link_up(spec);
                 }
                 Fault::Set(link, spec) => self.net.set_spec(link, spec),
+                Fault::Stall { link, from, hold } => self.net.stall(link, from, now, now + hold),
             }
         }
     }

@@ -14,6 +14,7 @@
 //! session implements: this module never names the session's type.
 
 mod reader;
+mod tcp;
 mod writer;
 
 use crate::config::{SchedulerKind, TunnelConfig};
@@ -211,6 +212,8 @@ pub struct LinkHandle {
     wire: Mutex<Wire>,
     pub stats: LinkStats,
     probe: Mutex<Estimator>,
+    /// The kernel's view of the link, sampled every few milliseconds.
+    tcp: tcp::TcpSample,
     /// Clock for PING tokens, shared by both threads so RTTs are exact.
     born: Instant,
 }
@@ -222,13 +225,33 @@ impl LinkHandle {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// What the scheduler weighs: our queue and the link's measurements.
+    /// What the scheduler weighs: our queue, the link's measurements and
+    /// the last `TCP_INFO` sample.
     pub fn load(&self) -> LinkLoad {
+        let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+        let tcp = self.tcp.state(self.born, self.now_us(), bytes_out);
         let probe = lock(&self.probe);
         LinkLoad {
             queued_bytes: self.queued_bytes() as u64,
             srtt_us: probe.srtt_us(),
             rate: probe.rate(),
+            tcp,
+        }
+    }
+
+    /// True when the link's `TCP_INFO` sample is old enough to take again.
+    pub fn tcp_sample_due(&self) -> bool {
+        self.tcp.due(self.now_us())
+    }
+
+    /// Samples the link's `TCP_INFO` if the last sample is old. A system
+    /// call that may wait for the socket's lock: never call it under the
+    /// session's locks.
+    pub fn sample_tcp_if_due(&self) {
+        let now = self.now_us();
+        if self.tcp.due(now) {
+            let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+            self.tcp.take(&self.socket, now, bytes_out);
         }
     }
 
@@ -478,6 +501,7 @@ pub fn start_from(
         wire: Mutex::new(Wire::new(sealer, socket.clone())),
         stats: LinkStats::default(),
         probe: Mutex::new(Estimator::new()),
+        tcp: tcp::TcpSample::default(),
         born: Instant::now(),
     });
     let writer = writer::Writer::new(handle.clone(), control_rx, data_rx, settings);

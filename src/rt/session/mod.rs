@@ -360,19 +360,7 @@ impl Session {
     /// one took it. Without a live link the bytes stay in the stream's
     /// retransmission copy and go out when a link comes up.
     fn route_data(&self, mut msg: Outbound) -> Option<Arc<LinkHandle>> {
-        if lock(&self.links).scheduler.measures_links() {
-            // Usually empty (a link is due every 10 ms at most), so this
-            // allocates nothing per frame and sends with no lock held.
-            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
-                .live
-                .iter()
-                .filter(|l| l.probe_due())
-                .cloned()
-                .collect();
-            for link in due {
-                link.probe_if_due();
-            }
-        }
+        self.measure_links(true);
         loop {
             let Some(link) = self.pick_data_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
@@ -385,6 +373,31 @@ impl Session {
             match link.send_data(msg) {
                 Ok(()) => return Some(link),
                 Err(back) => msg = back,
+            }
+        }
+    }
+
+    /// Takes a `TCP_INFO` sample of every link whose last one is old, and
+    /// (`probe`, for a scheduler that measures links) PINGs those due for
+    /// a measurement. The list is usually empty (a link is due every 10 ms
+    /// at most), so this allocates nothing per frame; the system calls run
+    /// with no lock held.
+    fn measure_links(&self, probe: bool) {
+        let (due, probe): (Vec<Arc<LinkHandle>>, bool) = {
+            let links = lock(&self.links);
+            let probe = probe && links.scheduler.measures_links();
+            let due = links
+                .live
+                .iter()
+                .filter(|l| l.tcp_sample_due() || (probe && l.probe_due()))
+                .cloned()
+                .collect();
+            (due, probe)
+        };
+        for link in due {
+            link.sample_tcp_if_due();
+            if probe {
+                link.probe_if_due();
             }
         }
     }
@@ -423,6 +436,7 @@ impl Session {
     /// it. With [`Wait::No`], false when every queue was full (the frame is
     /// dropped: the caller recovers it or the next re-send does).
     fn control(&self, f: Frame<'static>, wait: Wait) -> bool {
+        self.measure_links(false);
         loop {
             let Some(link) = self.pick_control_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);

@@ -37,6 +37,9 @@ pub struct EndpointConfig {
     /// Every n-th ACK from the frame path finds the control queue full and
     /// is left to the writer (`owe_ack`); 0: never.
     pub ack_queue_full_every: u64,
+    /// The links' TCP state is known (`TCP_INFO`, Linux); `false` as where
+    /// it cannot be read.
+    pub tcp_info: bool,
 }
 
 impl Default for EndpointConfig {
@@ -49,6 +52,7 @@ impl Default for EndpointConfig {
             scheduler: SchedulerKind::RoundRobin,
             socket_buffer: 64 * 1024,
             ack_queue_full_every: 0,
+            tcp_info: true,
         }
     }
 }
@@ -328,6 +332,10 @@ impl Endpoint {
             queued_bytes: net.queued(link, self.side, now),
             srtt_us: est.srtt_us(),
             rate: est.rate(),
+            tcp: self
+                .cfg
+                .tcp_info
+                .then(|| net.tcp_state(link, self.side, now)),
         }
     }
 
@@ -440,11 +448,18 @@ impl Endpoint {
     // ---- the driver's view -----------------------------------------------
 
     /// The earliest time something here is due: a held-back ACK, a backend
-    /// connecting, an application reading.
+    /// connecting, an application reading or writing.
     pub fn next_timer(&self) -> Option<Instant> {
         self.streams
             .values()
-            .flat_map(|s| [s.writer.due, s.connect_at, s.inp.next_read()])
+            .flat_map(|s| {
+                [
+                    s.writer.due,
+                    s.connect_at,
+                    s.inp.next_read(),
+                    s.out.next_write(),
+                ]
+            })
             .flatten()
             .min()
     }

@@ -86,7 +86,12 @@ impl Endpoint {
                 SendState::opened_by_peer()
             },
             recv: RecvState::new(u64::from(self.cfg.window), now),
-            out: AppWriter::new(content(id, from_client, plan.send), plan.close),
+            out: AppWriter::new(
+                content(id, from_client, plan.send),
+                plan.close,
+                plan.write_pace,
+                now,
+            ),
             inp: AppReader::new(plan.read, self.cfg.socket_buffer),
             writer: Writer::default(),
             connect_at: (self.side == Side::Server).then_some(now + plan.connect_delay),
@@ -382,6 +387,7 @@ impl Endpoint {
         for id in ids {
             if let Some(st) = self.streams.get_mut(&id) {
                 st.inp.advance(now);
+                st.out.advance(now);
                 if st.connect_at.is_some_and(|t| t <= now) {
                     st.connect_at = None;
                     st.writer.wake = true;
@@ -469,7 +475,7 @@ impl Endpoint {
             if st.connect_at.is_some() || st.out.fin_sent {
                 return;
             }
-            let wants = st.out.available() > 0 || st.out.close;
+            let wants = st.out.available() > 0 || st.out.ends();
             if !wants {
                 return;
             }
