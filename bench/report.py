@@ -189,6 +189,14 @@ if small and big:
 
 # L. lossy path: throughput rows (median and range of the rounds), then
 # small requests (time to first byte).
+def reinjected(rs):
+    """', reinjected N % of the bytes' over the rows that counted them."""
+    sent = sum(r["sent"] for r in rs if isinstance(r.get("sent"), int))
+    reinj = sum(r["reinjected"] for r in rs if isinstance(r.get("reinjected"), int))
+    size = f"{sent / 1e6:.1f} MB" if sent >= 1e6 else f"{sent / 1e3:.1f} kB"
+    return f"; reinjected {100 * reinj / sent:.2f} % of {size}" if sent else ""
+
+
 if pick("L"):
     sc = f"L {knobs.get('loss', '?')}% random loss, {rtt} ms RTT, no cap, download"
     plain = med(pick("L", "plain TCP"), "mbit")
@@ -206,7 +214,8 @@ if pick("L"):
         if "ttfb" in rs[0]:
             t = rs[0]["ttfb"]
             add(sc, name, f"TTFB p50 {f(t['p50'])} ms, p90 {f(t['p90'])} ms, p99 {f(t['p99'])} ms, "
-                f"max {f(t['max'])} ms ({t['n']} requests)", f"{t['p50'] / float(rtt):.2f} RTT p50", "", "")
+                f"max {f(t['max'])} ms ({t['n']} requests){reinjected(rs)}",
+                f"{t['p50'] / float(rtt):.2f} RTT p50", "", "")
             continue
         vals = sorted(r["mbit"] for r in rs if r.get("mbit") is not None)
         v = med(rs, "mbit")
@@ -216,7 +225,7 @@ if pick("L"):
             cmp_ += f", {f(ratio(v, iperf4), '{:.2f}')}× iperf3 -P 4"
             if mptcp4 is not None:
                 cmp_ += f", {f(ratio(v, mptcp4), '{:.2f}')}× kernel MPTCP"
-        add(sc, name, f(v) + " Mbit/s" + spread, cmp_, "", "")
+        add(sc, name, f(v) + " Mbit/s" + spread + reinjected(rs), cmp_, "", "")
 
 print()
 print("## MTCP benchmark (bench/run)")

@@ -8,6 +8,7 @@
 mod sim;
 
 use mtcp::proto::scheduler::SchedulerKind;
+use sim::app::ReadPace;
 use sim::driver::Fault;
 use sim::*;
 use std::time::Duration;
@@ -124,4 +125,201 @@ fn acks_avoid_a_link_repairing_a_loss() {
     assert!(acks_on(1) > 0, "no ACK at all during the stall");
     s.run_until(|s| s.ended(&[id]), LIMIT).unwrap();
     s.check_exact(id, up, 0).unwrap();
+}
+
+// ---- re-sending what holds a stream up -------------------------------
+
+/// A request (a few hundred bytes, then the application waits for its
+/// answer) rides a link that then holds everything for 400 ms, as TCP does
+/// behind a lone lost segment until its retransmission timeout. About a
+/// round trip and a margin after it was sent (40 + 10 ms), the client sends
+/// it again on the other link, so the backend has it 400 ms sooner; the
+/// original, arriving after the stall, is dropped as a duplicate; the
+/// copy is counted, once.
+#[test]
+fn a_request_held_on_a_stalled_link_is_sent_again_on_another() {
+    let mut s = Sim::new(SimConfig::new(41, 2, LinkSpec::delay(20 * MS)));
+    s.client.route = Some(Box::new(|w, _| matches!(w, Wire::Data { .. }).then_some(0)));
+    s.after(
+        Duration::ZERO,
+        Fault::Stall {
+            link: 0,
+            from: Side::Client,
+            hold: 400 * MS,
+        },
+    );
+    let request = 300;
+    let id = s.open(
+        AppPlan::bulk(request).keep_open(),
+        AppPlan::bulk(0).keep_open(),
+    );
+    s.run_until(|s| s.server.received_by_app(id) == request, LIMIT)
+        .unwrap();
+    let arrived = s.clock.elapsed();
+    assert!(
+        arrived < 100 * MS,
+        "the request reached the backend after {arrived:?}"
+    );
+    let base = s.now() - s.clock.elapsed();
+    let copies: Vec<_> = s
+        .client
+        .stats
+        .reinjections
+        .iter()
+        .map(|&(at, stream, offset, from, to)| (at - base, stream, offset, from, to))
+        .collect();
+    assert_eq!(
+        copies,
+        [(50 * MS, id, 0, 0, 1)],
+        "sent again once, at 50 ms"
+    );
+    assert_eq!(s.client.stats.bytes_reinjected, request as u64);
+    s.run_for(500 * MS).unwrap();
+    assert_eq!(s.server.stats.dup_bytes, request as u64, "the original");
+    assert_eq!(s.server.received_by_app(id), request, "delivered once");
+    assert_eq!(s.client.stats.frames_reinjected, 1, "and only once");
+    assert!(s.server.stats.violations.is_empty());
+}
+
+/// The same without re-sending (`reinject = false`): the request waits for
+/// the stall to end.
+#[test]
+fn without_reinject_a_request_waits_for_the_stalled_link() {
+    let mut cfg = SimConfig::new(41, 2, LinkSpec::delay(20 * MS));
+    cfg.client.reinject = false;
+    let mut s = Sim::new(cfg);
+    s.client.route = Some(Box::new(|w, _| matches!(w, Wire::Data { .. }).then_some(0)));
+    s.after(
+        Duration::ZERO,
+        Fault::Stall {
+            link: 0,
+            from: Side::Client,
+            hold: 400 * MS,
+        },
+    );
+    let id = s.open(AppPlan::bulk(300).keep_open(), AppPlan::bulk(0).keep_open());
+    s.run_until(|s| s.server.received_by_app(id) == 300, LIMIT)
+        .unwrap();
+    assert!(s.clock.elapsed() >= 400 * MS, "{:?}", s.clock.elapsed());
+    assert_eq!(s.client.stats.frames_reinjected, 0);
+}
+
+/// An upload over three links; one stalls for 300 ms while it carries part
+/// of the stream. The chunks held there are sent again on the two others
+/// (within the bounds), the originals are dropped as duplicates when the
+/// stall ends, every byte arrives exactly once, in order, and the upload
+/// finishes sooner than without re-sending.
+#[test]
+fn a_bulk_transfer_sends_its_held_chunks_again_and_arrives_exactly() {
+    let run = |reinject| {
+        let mut cfg = SimConfig::new(42, 3, LinkSpec::delay(10 * MS).rate(2_000_000));
+        cfg.client.reinject = reinject;
+        let mut s = Sim::new(cfg);
+        let up = MIB;
+        let id = s.open(AppPlan::bulk(up), AppPlan::bulk(0));
+        s.run_for(60 * MS).unwrap();
+        s.after(
+            Duration::ZERO,
+            Fault::Stall {
+                link: 0,
+                from: Side::Client,
+                hold: 300 * MS,
+            },
+        );
+        s.run_until(|s| s.ended(&[id]), LIMIT).unwrap();
+        s.check_exact(id, up, 0).unwrap();
+        s.check_clean().unwrap();
+        assert!(s.server.stats.violations.is_empty());
+        s
+    };
+    let on = run(true);
+    let off = run(false);
+    let copies = on.client.stats.frames_reinjected;
+    let bytes = on.client.stats.bytes_reinjected;
+    assert!(copies > 0, "nothing was sent again");
+    assert!(
+        on.client
+            .stats
+            .reinjections
+            .iter()
+            .all(|&(_, _, _, from, to)| from == 0 && to != 0),
+        "{:?}",
+        on.client.stats.reinjections
+    );
+    assert!(
+        bytes <= (MIB as u64) / 16 + 16 * KIB as u64,
+        "{bytes} bytes sent again, past a sixteenth plus a chunk"
+    );
+    assert!(
+        on.server.stats.dup_bytes >= bytes,
+        "duplicates dropped: {} of {bytes}",
+        on.server.stats.dup_bytes
+    );
+    assert_eq!(off.client.stats.frames_reinjected, 0);
+    assert!(
+        on.clock.elapsed() < off.clock.elapsed(),
+        "with re-sending {:?}, without {:?}",
+        on.clock.elapsed(),
+        off.clock.elapsed()
+    );
+}
+
+/// On a clean path nothing is sent again: bulk both ways over jittery
+/// links, request/response streams, and a backend that stops reading for
+/// 300 ms (its stream's ACK stands still, but the link delivered the bytes:
+/// the stall is the application's, and sending again would not help).
+#[test]
+fn on_a_clean_path_nothing_is_sent_again_even_when_an_application_stalls() {
+    let mut cfg = SimConfig::new(43, 4, LinkSpec::delay(5 * MS));
+    for (i, l) in cfg.links.iter_mut().enumerate() {
+        *l = LinkSpec::delay(MS * (i as u32 + 2))
+            .jitter(3 * MS)
+            .rate(5_000_000);
+    }
+    let mut s = Sim::new(cfg);
+    let bulk = s.open(AppPlan::bulk(2 * MIB), AppPlan::bulk(3 * MIB));
+    let stalled = s.open(
+        AppPlan::bulk(MIB),
+        AppPlan::bulk(KIB).read(ReadPace::Stalled),
+    );
+    let small: Vec<_> = (0..5)
+        .map(|_| s.open(AppPlan::bulk(200), AppPlan::bulk(300)))
+        .collect();
+    s.run_for(300 * MS).unwrap();
+    s.server
+        .set_read_pace(stalled, ReadPace::Unlimited, s.now());
+    let mut all = vec![bulk, stalled];
+    all.extend(&small);
+    s.run_until(|s| s.ended(&all), LIMIT).unwrap();
+    s.check_exact(bulk, 2 * MIB, 3 * MIB).unwrap();
+    s.check_exact(stalled, MIB, KIB).unwrap();
+    for &id in &small {
+        s.check_exact(id, 200, 300).unwrap();
+    }
+    for ep in [&s.client, &s.server] {
+        assert_eq!(ep.stats.frames_reinjected, 0, "{:?}", ep.stats.reinjections);
+        assert_eq!(ep.stats.dup_bytes, 0);
+    }
+}
+
+/// When every other link is also repairing a loss there is no spare: the
+/// held bytes wait for their own link, as without re-sending.
+#[test]
+fn with_no_fine_link_to_spare_nothing_is_sent_again() {
+    let mut s = Sim::new(SimConfig::new(44, 2, LinkSpec::delay(20 * MS)));
+    for link in 0..2 {
+        s.after(
+            Duration::ZERO,
+            Fault::Stall {
+                link,
+                from: Side::Client,
+                hold: 300 * MS,
+            },
+        );
+    }
+    let id = s.open(AppPlan::bulk(300).keep_open(), AppPlan::bulk(0).keep_open());
+    s.run_until(|s| s.server.received_by_app(id) == 300, LIMIT)
+        .unwrap();
+    assert!(s.clock.elapsed() >= 300 * MS);
+    assert_eq!(s.client.stats.frames_reinjected, 0);
 }

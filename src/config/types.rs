@@ -215,6 +215,9 @@ pub struct TunnelConfig {
     pub send_budget: u64,
     /// `scheduler`: how DATA frames are assigned to links.
     pub scheduler: SchedulerKind,
+    /// `reinject`: send again, on another link, the bytes that hold a
+    /// stream's delivery up on a link repairing a loss.
+    pub reinject: bool,
     /// `keepalive_interval_ms`: how often an idle link is pinged.
     pub keepalive_interval: Duration,
     /// `keepalive_timeout_ms`: silence after which a link is declared dead.
@@ -244,6 +247,7 @@ impl TunnelConfig {
             stream_window: default_window(buffer_size as u64) as u32,
             send_budget: default_budget(default_window(buffer_size as u64)),
             scheduler: SchedulerKind::RoundRobin,
+            reinject: true,
             keepalive_interval: Duration::from_millis(KEEPALIVE_INTERVAL_MS_DEFAULT),
             keepalive_timeout: Duration::from_millis(KEEPALIVE_TIMEOUT_MS_DEFAULT),
             drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS_DEFAULT),

@@ -245,6 +245,7 @@ impl Ctx<'_> {
             stream_window,
             send_budget,
             scheduler: raw.scheduler.unwrap_or(SchedulerKind::RoundRobin),
+            reinject: raw.reinject.unwrap_or(true),
             keepalive_interval,
             keepalive_timeout,
             drain_timeout: self.millis(
@@ -283,6 +284,7 @@ impl RawServer {
             stream_window: self.stream_window,
             send_budget: self.send_budget,
             scheduler: self.scheduler,
+            reinject: self.reinject,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
@@ -375,6 +377,7 @@ impl RawClient {
             stream_window: self.stream_window,
             send_budget: self.send_budget,
             scheduler,
+            reinject: self.reinject,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,

@@ -102,8 +102,8 @@ pub struct TcpState {
     /// Bytes in the socket that TCP has not sent yet, counting what was
     /// written to it since the sample.
     pub notsent_bytes: u64,
-    /// Segments sent and not yet acknowledged.
-    pub unacked: u32,
+    /// Bytes sent and not yet acknowledged (segments times their size).
+    pub unacked_bytes: u64,
     /// How long, in µs, TCP had heard no ACK when sampled.
     pub since_ack_us: u64,
     /// TCP's smoothed round-trip time in µs (0 = not known).
@@ -144,6 +144,10 @@ pub struct LinkLoad {
     pub rate: u64,
     /// The kernel's view of the link's TCP, if it can be read.
     pub tcp: Option<TcpState>,
+    /// Bytes ever handed to the link (frames as encoded, written or
+    /// queued): with `backlog` and `unacked_bytes`, tells whether the
+    /// bytes handed at some point have been acknowledged by its TCP.
+    pub handed: u64,
 }
 
 /// Rate assumed for a link not measured yet: 1 byte/µs, so that its queue
@@ -306,6 +310,7 @@ mod tests {
             srtt_us,
             rate,
             tcp: None,
+            handed: 0,
         }
     }
 
@@ -318,7 +323,7 @@ mod tests {
                 retransmits: 0,
                 cwnd_bytes,
                 notsent_bytes: notsent,
-                unacked: 0,
+                unacked_bytes: 0,
                 since_ack_us: 0,
                 rtt_us: 40_000,
                 at: Instant::now(),

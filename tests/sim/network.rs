@@ -345,16 +345,17 @@ impl Network {
     /// What the sending end's TCP would say of `link` now: in loss recovery
     /// while stalled, else open; a window of one bandwidth-delay product
     /// (at least ten segments) on a rate-limited link, unlimited otherwise;
-    /// the segments in flight unacknowledged; the round trip of the delay.
-    /// What waits to be transmitted is the link's queue (`queued`), so
-    /// nothing counts as unsent in the socket.
+    /// the bytes transmitted and not yet arrived unacknowledged; the round
+    /// trip of the delay. What waits to be transmitted is the link's queue
+    /// (`queued`), so nothing counts as unsent in the socket.
     pub fn tcp_state(&self, link: LinkId, from: Side, now: Instant) -> TcpState {
         const MSS: u64 = 1448;
         let l = &self.links[link];
         let pipe = &l.pipes[from.index()];
         let rtt = 2 * l.spec.delay;
         let stall = pipe.stalled.filter(|&(_, end)| end > now);
-        let in_flight: u64 = pipe.segments.iter().map(|s| s.bytes.len() as u64).sum();
+        let in_pipe: u64 = pipe.segments.iter().map(|s| s.bytes.len() as u64).sum();
+        let unacked = in_pipe.saturating_sub(pipe.queued(now));
         TcpState {
             ca_state: if stall.is_some() {
                 CaState::Recovery
@@ -366,7 +367,7 @@ impl Network {
                 (r.saturating_mul(rtt.as_micros() as u64) / 1_000_000).max(10 * MSS)
             }),
             notsent_bytes: 0,
-            unacked: in_flight.div_ceil(MSS) as u32,
+            unacked_bytes: unacked,
             since_ack_us: stall.map_or(0, |(start, _)| (now - start).as_micros() as u64),
             rtt_us: rtt.as_micros() as u64,
             at: now,
@@ -376,6 +377,11 @@ impl Network {
     /// Bytes waiting to be transmitted on `link` from `from`.
     pub fn queued(&self, link: LinkId, from: Side, now: Instant) -> u64 {
         self.links[link].pipes[from.index()].queued(now)
+    }
+
+    /// Bytes ever handed to `link` from `from` (rt: `LinkLoad::handed`).
+    pub fn handed(&self, link: LinkId, from: Side) -> u64 {
+        self.links[link].pipes[from.index()].handed
     }
 
     /// Bytes `link` has transmitted from `from` (the link's `bytes_out`).

@@ -20,8 +20,9 @@ mod writer;
 use crate::config::{SchedulerKind, TunnelConfig};
 use crate::proto::error::{FrameError, LinkClose};
 use crate::proto::estimator::Estimator;
-use crate::proto::frame::{self, Frame};
+use crate::proto::frame::{self, Frame, StreamId};
 use crate::proto::scheduler::LinkLoad;
+use crate::proto::send::Payload;
 use crate::rt::secure::{Opener, Sealer};
 use crate::rt::wire::{Attempt, Wire};
 use crate::util::shutdown::Shutdown;
@@ -204,6 +205,9 @@ pub struct LinkHandle {
     control: Sender<Outbound>,
     data: Sender<Outbound>,
     queued: AtomicUsize,
+    /// Bytes of every frame ever handed to the link, as encoded: where each
+    /// frame ends in the link's byte stream (`proto::send::Sent::end`).
+    handed: AtomicU64,
     kill: Shutdown,
     reason: Mutex<Option<LinkError>>,
     /// The link's one socket, shared with its two threads.
@@ -236,6 +240,7 @@ impl LinkHandle {
             srtt_us: probe.srtt_us(),
             rate: probe.rate(),
             tcp,
+            handed: self.handed.load(Ordering::Relaxed),
         }
     }
 
@@ -257,18 +262,61 @@ impl LinkHandle {
 
     /// Sends a DATA frame: written at once when the link is idle and its
     /// socket has room, queued otherwise, waiting while the queue is full.
-    /// Fails only when the link has died, handing the frame back.
-    pub fn send_data(&self, msg: Outbound) -> Result<(), Outbound> {
+    /// Returns where the frame ends in the link's byte stream (see
+    /// `handed`). Fails only when the link has died, handing the frame back.
+    pub fn send_data(&self, msg: Outbound) -> Result<u64, Outbound> {
         let load = load_of(&msg);
+        let end = self.hand(&msg);
         let msg = match self.try_fast(msg, load) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(end),
             Err(back) => back,
         };
         self.queued.fetch_add(load, Ordering::Relaxed);
-        self.data.send(msg).map_err(|e| {
+        match self.data.send(msg) {
+            Ok(()) => Ok(end),
+            Err(e) => {
+                self.queued.fetch_sub(load, Ordering::Relaxed);
+                Err(e.into_inner())
+            }
+        }
+    }
+
+    /// Offers a DATA frame without waiting: written at once when the link
+    /// is idle, queued behind the DATA already queued when there is room.
+    /// Returns where it ends in the link's byte stream; `None` when the
+    /// queue is full or the link is dead.
+    pub fn offer_data(&self, stream: StreamId, offset: u64, bytes: Payload) -> Option<u64> {
+        let msg = Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        };
+        let load = load_of(&msg);
+        let end = self.hand(&msg);
+        let msg = match self.try_fast(msg, load) {
+            Ok(()) => return Some(end),
+            Err(back) => back,
+        };
+        self.queued.fetch_add(load, Ordering::Relaxed);
+        if self.data.try_send(msg).is_err() {
             self.queued.fetch_sub(load, Ordering::Relaxed);
-            e.into_inner()
-        })
+            return None;
+        }
+        Some(end)
+    }
+
+    /// Counts `msg` as handed to the link; returns where it ends in the
+    /// link's byte stream (frames as encoded, before any sealing). Frames
+    /// are counted as they are handed, not quite in the order they are
+    /// written: control frames overtake queued DATA, and of two threads
+    /// handing DATA at once the second may write first. A frame's end is
+    /// then placed early by the few bytes that overtook it, so its last
+    /// bytes may be taken for acknowledged a little early: they are then
+    /// merely not sent again (`proto::send::stall`), as without
+    /// re-sending.
+    pub(super) fn hand(&self, msg: &Outbound) -> u64 {
+        let len = wire_len(msg);
+        self.handed.fetch_add(len, Ordering::Relaxed) + len
     }
 
     /// Sends a control frame ahead of all queued DATA, waiting for room in
@@ -279,6 +327,7 @@ impl LinkHandle {
         // Counted exactly as the writer uncounts it; a mismatch would wrap
         // the load and blind the scheduler.
         let load = load_of(&msg);
+        self.hand(&msg);
         let msg = match self.try_fast(msg, load) {
             Ok(()) => return true,
             Err(back) => back,
@@ -424,6 +473,15 @@ impl LinkHandle {
     }
 }
 
+/// A frame's bytes as encoded (before any record sealing).
+fn wire_len(msg: &Outbound) -> u64 {
+    match msg {
+        Outbound::Data { bytes, .. } => (frame::DATA_OVERHEAD + bytes.len()) as u64,
+        Outbound::Control(f) => frame::encoded_len(f) as u64,
+        Outbound::Finish | Outbound::Flush => 0,
+    }
+}
+
 /// What a frame adds to its link's load while queued: its size for DATA,
 /// nothing for the writer's own PINGs and PONGs (they are queued without
 /// counting), a small fixed amount for other control frames.
@@ -495,6 +553,7 @@ pub fn start_from(
         control: control_tx,
         data: data_tx,
         queued: AtomicUsize::new(0),
+        handed: AtomicU64::new(0),
         kill: Shutdown::new(),
         reason: Mutex::new(None),
         socket: socket.clone(),

@@ -38,7 +38,7 @@ pub(super) struct TcpSample {
     retransmits: AtomicU8,
     cwnd_bytes: AtomicU64,
     notsent: AtomicU32,
-    unacked: AtomicU32,
+    unacked_bytes: AtomicU64,
     since_ack_ms: AtomicU32,
     rtt_us: AtomicU32,
 }
@@ -71,8 +71,8 @@ impl TcpSample {
                 self.cwnd_bytes.store(cwnd, Ordering::Relaxed);
                 self.notsent
                     .store(info.notsent_bytes.unwrap_or(0), Ordering::Relaxed);
-                self.unacked
-                    .store(info.unacked.unwrap_or(0), Ordering::Relaxed);
+                let unacked = u64::from(info.unacked.unwrap_or(0)).saturating_mul(mss);
+                self.unacked_bytes.store(unacked, Ordering::Relaxed);
                 self.since_ack_ms
                     .store(info.last_ack_recv_ms.unwrap_or(0), Ordering::Relaxed);
                 self.rtt_us
@@ -103,7 +103,7 @@ impl TcpSample {
             cwnd_bytes: self.cwnd_bytes.load(Ordering::Relaxed),
             notsent_bytes: u64::from(self.notsent.load(Ordering::Relaxed))
                 .saturating_add(written_since),
-            unacked: self.unacked.load(Ordering::Relaxed),
+            unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
             since_ack_us: u64::from(self.since_ack_ms.load(Ordering::Relaxed)) * 1000,
             rtt_us: u64::from(self.rtt_us.load(Ordering::Relaxed)),
             at: born + Duration::from_micros(at_us),

@@ -15,6 +15,7 @@
 //! Frames from the links are routed in `frames.rs`.
 
 mod frames;
+mod stall;
 
 use crate::config::TunnelConfig;
 use crate::proto::Role;
@@ -22,7 +23,7 @@ use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
 use crate::proto::scheduler::{Scheduler, carriers};
-use crate::proto::send::{Payload, Resend};
+use crate::proto::send::{Payload, Resend, Sent};
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
@@ -115,6 +116,8 @@ pub struct Session {
     links: Mutex<Links>,
     link_up: Condvar,
     streams: Mutex<StreamTable<Arc<Stream>>>,
+    /// Streams with bytes in flight, watched for a stall (`stall.rs`).
+    watch: stall::Watch,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     /// Client: a link is connecting to start the session; the others wait.
@@ -151,7 +154,7 @@ impl Session {
     ) -> Arc<Session> {
         let max_payload = tunnel.buffer_size as u32;
         let window = tunnel.stream_window;
-        Arc::new_cyclic(|me| Session {
+        let session = Arc::new_cyclic(|me| Session {
             id,
             me: me.clone(),
             links: Mutex::new(Links {
@@ -161,6 +164,7 @@ impl Session {
                 scheduler: Scheduler::new(tunnel.scheduler),
             }),
             streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
+            watch: stall::Watch::default(),
             tunnel,
             backend,
             threads,
@@ -181,7 +185,9 @@ impl Session {
             throttles: Throttles::default(),
             counters,
             slots: SlotUps::default(),
-        })
+        });
+        session.start_stall_thread(&session.threads);
+        session
     }
 
     /// This session as a shared handle, for the threads it starts. Always
@@ -346,10 +352,18 @@ impl Session {
                         offset,
                         bytes,
                     };
-                    if let Some(link) = self.route_data(data) {
+                    if let Some((link, sent)) = self.route_data(data) {
                         link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
                         link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
                         self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        // The bytes ride a new link now: a stall is timed
+                        // and judged there.
+                        let s = lock(&self.streams).get(stream).cloned();
+                        if let Some(s) = s
+                            && s.sent_on(offset, sent)
+                        {
+                            self.watch(&s);
+                        }
                     }
                 }
             }
@@ -357,9 +371,10 @@ impl Session {
     }
 
     /// Hands a DATA frame to the link the scheduler picks, and says which
-    /// one took it. Without a live link the bytes stay in the stream's
-    /// retransmission copy and go out when a link comes up.
-    fn route_data(&self, mut msg: Outbound) -> Option<Arc<LinkHandle>> {
+    /// one took it, and when and where in its byte stream. Without a live
+    /// link the bytes stay in the stream's retransmission copy and go out
+    /// when a link comes up.
+    fn route_data(&self, mut msg: Outbound) -> Option<(Arc<LinkHandle>, Sent)> {
         self.measure_links(true);
         loop {
             let Some(link) = self.pick_data_link() else {
@@ -371,7 +386,14 @@ impl Session {
                 return None;
             };
             match link.send_data(msg) {
-                Ok(()) => return Some(link),
+                Ok(end) => {
+                    let sent = Sent {
+                        link: link.id,
+                        at: Instant::now(),
+                        end,
+                    };
+                    return Some((link, sent));
+                }
                 Err(back) => msg = back,
             }
         }
@@ -682,15 +704,21 @@ impl StreamHost for Session {
         u64::from(self.peer_window.load(Ordering::SeqCst))
     }
 
-    /// A stream's new DATA: counted, then routed (see `route_data`).
-    fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
+    /// A stream's new DATA: counted, then routed (see `route_data`); the
+    /// stream records the link that took it, and is watched for a stall.
+    fn send_data(&self, stream: &Arc<Stream>, offset: u64, bytes: Payload) {
         let len = bytes.len() as u64;
         self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-        self.route_data(Outbound::Data {
-            stream,
+        let link = self.route_data(Outbound::Data {
+            stream: stream.id,
             offset,
             bytes,
         });
+        if let Some((_, sent)) = link
+            && stream.sent_on(offset, sent)
+        {
+            self.watch(stream);
+        }
     }
 
     fn send_control(&self, f: Frame<'static>) {

@@ -5,6 +5,7 @@
 //! streams themselves (their states, the frames for them and their two
 //! tasks) are in [`stream`].
 
+mod stall;
 mod stream;
 
 use crate::sim::app::AppPlan;
@@ -15,7 +16,7 @@ use mtcp::proto::estimator::Estimator;
 use mtcp::proto::frame::{self, Frame, StreamId};
 use mtcp::proto::handshake::PeerLimits;
 use mtcp::proto::scheduler::{LinkLoad, Scheduler, SchedulerKind};
-use mtcp::proto::send::{Payload, Resend, STREAM_FLOOR};
+use mtcp::proto::send::{Payload, Resend, STREAM_FLOOR, Sent};
 use mtcp::proto::table::{Outcome, StreamTable};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub struct EndpointConfig {
     /// Every n-th ACK from the frame path finds the control queue full and
     /// is left to the writer (`owe_ack`); 0: never.
     pub ack_queue_full_every: u64,
+    /// Bytes that hold a stream up are sent again on another link
+    /// (`reinject`).
+    pub reinject: bool,
     /// The links' TCP state is known (`TCP_INFO`, Linux); `false` as where
     /// it cannot be read.
     pub tcp_info: bool,
@@ -52,6 +56,7 @@ impl Default for EndpointConfig {
             scheduler: SchedulerKind::RoundRobin,
             socket_buffer: 64 * 1024,
             ack_queue_full_every: 0,
+            reinject: true,
             tcp_info: true,
         }
     }
@@ -122,6 +127,12 @@ pub struct Stats {
     pub sent_on_dead_link: u64,
     /// Frames that did not decode (the link is closed).
     pub decode_errors: u64,
+    /// DATA frames sent again on another link because they held a
+    /// stream's delivery up (rt: `frames_reinjected`), and their bytes.
+    pub frames_reinjected: u64,
+    pub bytes_reinjected: u64,
+    /// Every such re-send: (when, stream, offset, from link, to link).
+    pub reinjections: Vec<(Instant, StreamId, u64, LinkId, LinkId)>,
 }
 
 /// Picks the link for a frame before the scheduler does (tests that need a
@@ -336,6 +347,7 @@ impl Endpoint {
                 .cfg
                 .tcp_info
                 .then(|| net.tcp_state(link, self.side, now)),
+            handed: net.handed(link, self.side),
         }
     }
 
@@ -434,7 +446,18 @@ impl Endpoint {
             }
         };
         match pick {
-            Some(link) => self.send_on(link, f, net, now),
+            Some(link) => {
+                self.send_on(link, f, net, now);
+                // rt: `Stream::sent_on`, for the stall check.
+                let sent = Sent {
+                    link: link as u64,
+                    at: now,
+                    end: net.handed(link, self.side),
+                };
+                if let Some(st) = self.streams.get_mut(&stream) {
+                    st.send.sent_on(offset, sent);
+                }
+            }
             None => self.reinject_pending = true,
         }
     }
@@ -448,7 +471,7 @@ impl Endpoint {
     // ---- the driver's view -----------------------------------------------
 
     /// The earliest time something here is due: a held-back ACK, a backend
-    /// connecting, an application reading or writing.
+    /// connecting, an application reading or writing, a stall check.
     pub fn next_timer(&self) -> Option<Instant> {
         self.streams
             .values()
@@ -458,6 +481,7 @@ impl Endpoint {
                     s.connect_at,
                     s.inp.next_read(),
                     s.out.next_write(),
+                    s.stall_due,
                 ]
             })
             .flatten()

@@ -48,6 +48,8 @@ pub(super) struct SimStream {
     pub(super) recv_done: bool,
     /// Since when the reader has had bytes (or its FIN) but no credit.
     pub(super) waiting_credit_since: Option<Instant>,
+    /// When the stall check is due again (rt: the session's stall thread).
+    pub(super) stall_due: Option<Instant>,
 }
 
 /// The receive path's view of one stream and its socket.
@@ -98,6 +100,7 @@ impl Endpoint {
             send_done: false,
             recv_done: false,
             waiting_credit_since: None,
+            stall_due: None,
         }
     }
 
@@ -352,7 +355,7 @@ impl Endpoint {
 
     fn on_ack(&mut self, id: StreamId, delivered: u64, net: &mut Network, now: Instant) {
         let st = self.streams.get_mut(&id).expect("live stream");
-        match st.send.on_ack(delivered, drop) {
+        match st.send.on_ack(delivered, now, drop) {
             Ok(out) => {
                 if out.finished {
                     st.send_done = true;
@@ -381,7 +384,8 @@ impl Endpoint {
 
     // ---- the stream threads --------------------------------------------
 
-    /// Runs every stream's writer and reader as far as they can go now.
+    /// Runs every stream's writer and reader as far as they can go now,
+    /// then looks for stalls.
     pub fn poll(&mut self, net: &mut Network, now: Instant) {
         let ids: Vec<StreamId> = self.streams.keys().copied().collect();
         for id in ids {
@@ -396,6 +400,7 @@ impl Endpoint {
             self.run_writer(id, net, now);
             self.run_reader(id, net, now);
         }
+        self.check_stalls(net, now);
     }
 
     /// The stream writer (rt: `write_loop`): writes what `writer_step`

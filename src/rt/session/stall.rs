@@ -1,0 +1,192 @@
+//! Re-sending what holds a stream up (`proto::send::stall` decides; this
+//! does it): the session's `stalls-XXXXXXXX` thread looks at every stream
+//! with bytes in flight when its stall limit falls due, and sends the bytes
+//! at its ACK point again on a spare link when the proto core says so.
+//!
+//! A stream is watched from the moment it has bytes in flight (a stream
+//! reader hands a frame to a link, or an ACK moves with bytes still out)
+//! until the proto core finds nothing to watch. The thread sleeps until the
+//! earliest time a watched stream is due, and parks when none is watched:
+//! an idle session costs no wake-up, and a busy one a few per round trip,
+//! never one per frame.
+
+use super::Session;
+use crate::proto::frame::StreamId;
+use crate::proto::scheduler::{LinkLoad, carriers};
+use crate::proto::send::{Payload, Sent, StallCheck};
+use crate::rt::link::LinkHandle;
+use crate::rt::stream::{Stream, StreamHost};
+use crate::util::sync::{Bell, lock};
+use crate::util::thread::{self, ThreadCount};
+use crossbeam_channel::{Receiver, select};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Least sleep between two looks (a due time already past, a re-send that
+/// found no spare link).
+const MIN_NAP: Duration = Duration::from_millis(1);
+/// Longest sleep while streams are watched: a net under the due times.
+const MAX_NAP: Duration = Duration::from_secs(1);
+/// How soon to look again after a stream could not be re-sent for want of
+/// a spare link (the links are sampled every 10 ms).
+const RETRY: Duration = Duration::from_millis(10);
+
+/// The streams a session watches, and the doorbell of its thread.
+#[derive(Default)]
+pub(super) struct Watch {
+    streams: Mutex<BTreeMap<StreamId, Arc<Stream>>>,
+    bell: Bell,
+    /// The thread sleeps until rung: nothing was watched at its last look.
+    parked: AtomicBool,
+}
+
+impl Session {
+    /// Starts the session's stall thread (if re-sending is on). It ends
+    /// when the session closes or is gone.
+    pub(super) fn start_stall_thread(self: &Arc<Session>, threads: &ThreadCount) {
+        if !self.tunnel.reinject {
+            return;
+        }
+        let me: Weak<Session> = Arc::downgrade(self);
+        let closed: Receiver<()> = self.closed.receiver().clone();
+        let bell = self.watch.bell.receiver().clone();
+        let name = format!("stalls-{:08x}", self.id as u32);
+        let spawned = thread::spawn_task(threads, name, move || {
+            stall_loop(&me, &closed, &bell);
+        });
+        if let Err(e) = spawned {
+            log::warn!(
+                "session {:016x}: cannot start its stall thread ({e}); bytes held up on a link are not sent again",
+                self.id
+            );
+        }
+    }
+
+    /// Watches `stream` for a stall from now on (it has bytes in flight
+    /// and was not watched).
+    pub(super) fn watch(&self, stream: &Arc<Stream>) {
+        if !self.tunnel.reinject {
+            return;
+        }
+        lock(&self.watch.streams).insert(stream.id, stream.clone());
+        if self.watch.parked.swap(false, Ordering::SeqCst) {
+            self.watch.bell.ring();
+        }
+    }
+
+    /// Looks at every watched stream at `now`: re-sends what the proto
+    /// core says, forgets streams with nothing to watch. Returns when to
+    /// look next; `None` (and parked) when nothing is watched.
+    fn look_for_stalls(&self, now: Instant) -> Option<Instant> {
+        let streams: Vec<Arc<Stream>> = lock(&self.watch.streams).values().cloned().collect();
+        let mut next: Option<Instant> = None;
+        if !streams.is_empty() {
+            // Fresh TCP_INFO samples: a stall is judged on what the
+            // carrier's TCP said after the bytes were sent.
+            self.measure_links(false);
+            // Every live link, carriers first: bytes may have ridden a
+            // backup link, but only a carrier is a spare.
+            let (links, count): (Vec<(Arc<LinkHandle>, LinkLoad)>, usize) = {
+                let links = lock(&self.links);
+                let count = carriers(links.primaries, links.live.len());
+                let loads = links.live.iter().map(|l| (l.clone(), l.load())).collect();
+                (loads, count)
+            };
+            let window = StreamHost::peer_window(self);
+            for s in &streams {
+                let carrier = |id: u64| links.iter().find(|(l, _)| l.id == id).map(|(_, ld)| *ld);
+                let due = match s.check_stall(now, window, carrier) {
+                    StallCheck::Idle => None,
+                    StallCheck::Wait(t) => Some(t),
+                    StallCheck::Resend {
+                        offset,
+                        bytes,
+                        avoid,
+                    } => Some(self.resend_held(s, offset, bytes, avoid, &links[..count], now)),
+                };
+                if let Some(t) = due {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        let mut watched = lock(&self.watch.streams);
+        watched.retain(|_, s| s.is_watched());
+        if watched.is_empty() {
+            self.watch.parked.store(true, Ordering::SeqCst);
+            return None;
+        }
+        Some(next.unwrap_or(now + MAX_NAP))
+    }
+
+    /// Sends the bytes at `offset` of `s` again on a spare link (fine, not
+    /// `avoid`); returns when to look at the stream again.
+    fn resend_held(
+        &self,
+        s: &Arc<Stream>,
+        offset: u64,
+        bytes: Payload,
+        avoid: u64,
+        links: &[(Arc<LinkHandle>, LinkLoad)],
+        now: Instant,
+    ) -> Instant {
+        let avoid = links.iter().position(|(l, _)| l.id == avoid);
+        let spare = lock(&self.links)
+            .scheduler
+            .pick_spare(links.len(), |i| links[i].1, avoid);
+        let Some(i) = spare else {
+            return now + RETRY;
+        };
+        let link = &links[i].0;
+        let len = bytes.len() as u64;
+        let Some(end) = link.offer_data(s.id, offset, bytes) else {
+            return now + RETRY;
+        };
+        s.resent(
+            offset,
+            Sent {
+                link: link.id,
+                at: now,
+                end,
+            },
+        );
+        self.stats.frames_reinjected.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_reinjected
+            .fetch_add(len, Ordering::Relaxed);
+        log::debug!(
+            "session {:016x} stream {}: {len} bytes at {offset} held up, sent again on link {}",
+            self.id,
+            s.id,
+            link.id
+        );
+        now + RETRY
+    }
+}
+
+/// The stall thread: looks, sleeps until the next due time (or a ring when
+/// parked), until the session closes or is gone.
+fn stall_loop(me: &Weak<Session>, closed: &Receiver<()>, bell: &Receiver<()>) {
+    loop {
+        let now = Instant::now();
+        let look = match me.upgrade() {
+            Some(s) if !s.is_closed() => s.look_for_stalls(now),
+            _ => return,
+        };
+        match look {
+            None => select! {
+                recv(bell) -> _ => {},
+                recv(closed) -> _ => return,
+            },
+            Some(t) => {
+                let nap = t.saturating_duration_since(now).clamp(MIN_NAP, MAX_NAP);
+                select! {
+                    recv(bell) -> _ => {},
+                    recv(closed) -> _ => return,
+                    default(nap) => {},
+                }
+            }
+        }
+    }
+}
