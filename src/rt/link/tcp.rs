@@ -96,13 +96,23 @@ impl TcpSample {
         if at_us == 0 || now_us.saturating_sub(at_us) > STALE_US {
             return None;
         }
+        // Unsent now: what was unsent then, plus what was written since,
+        // less what the window let TCP send since (a window per round
+        // trip). Without the first correction a scheduler would pile frames
+        // on the link that looked emptiest for up to a sample period; without
+        // the second a fast link would look full after a few frames.
         let written_since = bytes_out.saturating_sub(self.bytes_out.load(Ordering::Relaxed));
+        let cwnd_bytes = self.cwnd_bytes.load(Ordering::Relaxed);
+        let rtt_us = u64::from(self.rtt_us.load(Ordering::Relaxed)).max(1);
+        let sendable = cwnd_bytes.saturating_mul(now_us.saturating_sub(at_us)) / rtt_us;
+        let notsent = u64::from(self.notsent.load(Ordering::Relaxed))
+            .saturating_add(written_since)
+            .saturating_sub(sendable);
         Some(TcpState {
             ca_state: CaState::from_raw(self.ca_state.load(Ordering::Relaxed)),
             retransmits: self.retransmits.load(Ordering::Relaxed),
-            cwnd_bytes: self.cwnd_bytes.load(Ordering::Relaxed),
-            notsent_bytes: u64::from(self.notsent.load(Ordering::Relaxed))
-                .saturating_add(written_since),
+            cwnd_bytes,
+            notsent_bytes: notsent,
             unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
             since_ack_us: u64::from(self.since_ack_ms.load(Ordering::Relaxed)) * 1000,
             rtt_us: u64::from(self.rtt_us.load(Ordering::Relaxed)),
@@ -138,8 +148,15 @@ mod tests {
         assert_eq!(st.notsent_bytes, 0);
         assert!(st.cwnd_bytes >= 2 * 1024, "{st:?}");
         assert_eq!(st.at, born + Duration::from_micros(5_000));
-        let st = sample.state(born, 6_000, 150).expect("a sample");
+        let st = sample.state(born, 5_000, 150).expect("a sample");
         assert_eq!(st.notsent_bytes, 50, "written since the sample");
+        // A millisecond later loopback's window has sent them many times
+        // over (its round trip is microseconds).
+        let st = sample.state(born, 6_000, 150).expect("a sample");
+        assert_eq!(
+            st.notsent_bytes, 0,
+            "sent since, as far as the window tells"
+        );
         assert_eq!(sample.state(born, 5_000 + STALE_US + 1, 150), None, "stale");
     }
 }
