@@ -104,10 +104,13 @@ impl SendState {
     ///   reached the peer: then its application is slow, and sending again
     ///   would not help;
     /// - the stall costs something: the stream has ended, or nothing new
-    ///   went out for as long (an application waiting for an answer; a
-    ///   sender waiting for window, budget or a link), or half the window is
+    ///   went out for as long while nothing waits to be handed to a link
+    ///   (an application waiting for an answer, or a sender waiting for
+    ///   window or budget, which the ACK would give), or half the window is
     ///   in flight (the sender will soon wait for it). A stream still
-    ///   sending with room in its window loses nothing yet by waiting;
+    ///   sending with room in its window loses nothing yet by waiting, nor
+    ///   does one whose sender waits for room on a link (the ACK would not
+    ///   give it that);
     /// - the bounds allow it (see the module's text).
     pub fn check_stall(
         &self,
@@ -147,9 +150,13 @@ impl SendState {
         }
         let limit_us = limit.as_micros() as u64;
         let loss = tcp.recovering() || (tcp.unacked_bytes > 0 && tcp.since_ack_us >= limit_us);
-        let quiet = self
-            .new_sent_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= limit);
+        // The newest bytes are not on a link yet: the sender is handing
+        // them over (waiting for room in a link's queue).
+        let handing = self.unacked.back().is_some_and(|c| c.sent.is_none());
+        let quiet = !handing
+            && self
+                .new_sent_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= limit);
         let costly = self.fin.is_some() || quiet || self.in_flight() >= window / 2;
         let len = front.bytes.len() as u64;
         let allowed = (self.next / RESEND_SHARE).saturating_add(len);
@@ -445,6 +452,20 @@ mod tests {
         s.close();
         let c = s.check_stall(t0 + LIMIT, WINDOW, only(l()));
         assert!(resend_of(&c).is_some(), "{c:?}");
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_on_a_link_is_not_helped_by_a_resend() {
+        let t0 = Instant::now();
+        let mut s = request(t0);
+        let l = || lost(t0 + 45 * MS, CaState::Recovery, MS);
+        // Nothing new went out for a while, but only because the newest
+        // bytes wait for room on a link: the ACK would not help.
+        s.push(Arc::new(vec![2; 1000]));
+        assert_eq!(
+            s.check_stall(t0 + LIMIT, WINDOW, only(l())),
+            StallCheck::Wait(t0 + 2 * LIMIT)
+        );
     }
 
     #[test]
