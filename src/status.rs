@@ -305,7 +305,7 @@ fn session_table(
     let get = |name: &str| now.by(name, "session", id).unwrap_or(0.0);
     let _ = writeln!(
         out,
-        "session {id}: {} links up, {} streams open, {} opened; sent {}, received {}, re-sent {}, reinjected {}",
+        "session {id}: {} links up, {} streams open, {} opened; sent {}, received {}, re-sent {}, reinjected {}, duplicated {}",
         get("mtcp_session_links"),
         get("mtcp_session_streams"),
         get("mtcp_session_streams_opened_total"),
@@ -313,6 +313,7 @@ fn session_table(
         bytes(get("mtcp_session_received_bytes_total")),
         bytes(get("mtcp_session_resent_bytes_total")),
         bytes(get("mtcp_session_reinjected_bytes_total")),
+        bytes(get("mtcp_session_duplicated_bytes_total")),
     );
     let reconnects: BTreeMap<String, f64> = now
         .all("mtcp_slot_reconnects_total")
@@ -484,7 +485,10 @@ mtcp_link_resent_bytes_total{link="7",peer="[::1]:8000",session="00000000000000a
         assert!(table.contains("links closed: reset 3\n"), "{table}");
         assert!(table.contains("links refused: none\n"), "{table}");
         assert!(table.contains("sent 1.0 MiB"), "{table}");
-        assert!(table.contains("reinjected 3.0 KiB\n"), "{table}");
+        assert!(
+            table.contains("reinjected 3.0 KiB, duplicated 0 B\n"),
+            "{table}"
+        );
         let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("  ")).collect();
         assert!(rows[0].trim_start().starts_with("SLOT"), "{table}");
         // Slot order; 1.25 MB in one second is 10 Mbit/s.

@@ -7,7 +7,7 @@
 
 mod sim;
 
-use mtcp::proto::scheduler::SchedulerKind;
+use mtcp::proto::scheduler::{DuplicateMode, SchedulerKind};
 use sim::app::ReadPace;
 use sim::driver::Fault;
 use sim::*;
@@ -135,10 +135,13 @@ fn acks_avoid_a_link_repairing_a_loss() {
 /// round trip and a margin after it was sent (40 + 10 ms), the client sends
 /// it again on the other link, so the backend has it 400 ms sooner; the
 /// original, arriving after the stall, is dropped as a duplicate; the
-/// copy is counted, once.
+/// copy is counted, once. (Small frames are not sent on two links from
+/// the start here, which would spare the request the wait altogether.)
 #[test]
 fn a_request_held_on_a_stalled_link_is_sent_again_on_another() {
-    let mut s = Sim::new(SimConfig::new(41, 2, LinkSpec::delay(20 * MS)));
+    let mut cfg = SimConfig::new(41, 2, LinkSpec::delay(20 * MS));
+    cfg.client.duplicate = DuplicateMode::Off;
+    let mut s = Sim::new(cfg);
     s.client.route = Some(Box::new(|w, _| matches!(w, Wire::Data { .. }).then_some(0)));
     s.after(
         Duration::ZERO,
@@ -187,6 +190,7 @@ fn a_request_held_on_a_stalled_link_is_sent_again_on_another() {
 fn without_reinject_a_request_waits_for_the_stalled_link() {
     let mut cfg = SimConfig::new(41, 2, LinkSpec::delay(20 * MS));
     cfg.client.reinject = false;
+    cfg.client.duplicate = DuplicateMode::Off;
     let mut s = Sim::new(cfg);
     s.client.route = Some(Box::new(|w, _| matches!(w, Wire::Data { .. }).then_some(0)));
     s.after(
@@ -298,6 +302,7 @@ fn on_a_clean_path_nothing_is_sent_again_even_when_an_application_stalls() {
     }
     for ep in [&s.client, &s.server] {
         assert_eq!(ep.stats.frames_reinjected, 0, "{:?}", ep.stats.reinjections);
+        assert_eq!(ep.stats.frames_duplicated, 0, "no link lost anything");
         assert_eq!(ep.stats.dup_bytes, 0);
     }
 }
@@ -322,4 +327,91 @@ fn with_no_fine_link_to_spare_nothing_is_sent_again() {
         .unwrap();
     assert!(s.clock.elapsed() >= 300 * MS);
     assert_eq!(s.client.stats.frames_reinjected, 0);
+}
+
+// ---- small frames on two links ----------------------------------------
+
+/// While a link is lossy (`on_loss`, the default), a request alone in
+/// flight on its stream also goes to a second link from the start: held on
+/// the stalled link, it reaches the backend over the other one within the
+/// path's delay, with no re-send; the copy that arrives second is dropped;
+/// the copy is counted.
+#[test]
+fn while_a_link_is_lossy_a_request_goes_on_two_links_and_waits_for_none() {
+    let mut s = Sim::new(SimConfig::new(45, 2, LinkSpec::delay(20 * MS)));
+    s.client.route = Some(Box::new(|w, _| matches!(w, Wire::Data { .. }).then_some(0)));
+    s.after(
+        Duration::ZERO,
+        Fault::Stall {
+            link: 0,
+            from: Side::Client,
+            hold: 400 * MS,
+        },
+    );
+    let id = s.open(AppPlan::bulk(300).keep_open(), AppPlan::bulk(0).keep_open());
+    s.run_until(|s| s.server.received_by_app(id) == 300, LIMIT)
+        .unwrap();
+    assert_eq!(s.clock.elapsed(), 20 * MS, "over the other link at once");
+    assert_eq!(
+        (
+            s.client.stats.frames_duplicated,
+            s.client.stats.bytes_duplicated
+        ),
+        (1, 300)
+    );
+    s.run_for(500 * MS).unwrap();
+    assert_eq!(s.client.stats.frames_reinjected, 0, "nothing to re-send");
+    assert_eq!(
+        s.server.stats.dup_bytes, 300,
+        "the original, after the stall"
+    );
+    assert_eq!(s.server.received_by_app(id), 300, "delivered once");
+}
+
+/// `always`: every small frame alone in flight on its stream goes on two
+/// links, on a clean path too: each request and each answer once more,
+/// and a bulk stream's first frame only; every copy is dropped at the
+/// peer, and the bytes arrive exactly. `off`, and `on_loss` on a clean
+/// path, send nothing twice.
+#[test]
+fn small_frames_alone_in_flight_are_duplicated_as_the_setting_says() {
+    let run = |mode| {
+        let mut cfg = SimConfig::new(46, 3, LinkSpec::delay(5 * MS).jitter(2 * MS));
+        cfg.client.duplicate = mode;
+        cfg.server.duplicate = mode;
+        let mut s = Sim::new(cfg);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let id = s.open(AppPlan::bulk(100), AppPlan::bulk(200));
+            s.run_until(|s| s.ended(&[id]), LIMIT).unwrap();
+            s.check_exact(id, 100, 200).unwrap();
+            ids.push(id);
+        }
+        let bulk = s.open(AppPlan::bulk(MIB), AppPlan::bulk(0));
+        s.run_until(|s| s.ended(&[bulk]), LIMIT).unwrap();
+        s.check_exact(bulk, MIB, 0).unwrap();
+        s.check_clean().unwrap();
+        s
+    };
+    let always = run(DuplicateMode::Always);
+    let (c, sv) = (&always.client.stats, &always.server.stats);
+    let first = 16 * KIB as u64;
+    assert_eq!(
+        (c.frames_duplicated, c.bytes_duplicated),
+        (5, 4 * 100 + first),
+        "four requests and the bulk stream's first frame"
+    );
+    assert_eq!((sv.frames_duplicated, sv.bytes_duplicated), (4, 4 * 200));
+    assert_eq!(sv.dup_bytes, 4 * 100 + first, "every copy dropped");
+    // An answer's copy may arrive once its stream ended at the client,
+    // and is then dropped as a frame for a stream gone.
+    assert!(c.dup_bytes <= 4 * 200 && c.dup_bytes > 0, "{}", c.dup_bytes);
+    assert!(c.violations.is_empty() && sv.violations.is_empty());
+    for mode in [DuplicateMode::Off, DuplicateMode::OnLoss] {
+        let s = run(mode);
+        for ep in [&s.client, &s.server] {
+            assert_eq!(ep.stats.frames_duplicated, 0, "{mode}");
+            assert_eq!(ep.stats.dup_bytes, 0, "{mode}");
+        }
+    }
 }

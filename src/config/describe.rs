@@ -98,6 +98,11 @@ impl TunnelConfig {
         push_kv(out, "reinject", self.reinject);
         push_kv(
             out,
+            "duplicate_small_frames",
+            format!("\"{}\"", self.duplicate),
+        );
+        push_kv(
+            out,
             "keepalive_interval_ms",
             self.keepalive_interval.as_millis(),
         );

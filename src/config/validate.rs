@@ -246,6 +246,7 @@ impl Ctx<'_> {
             send_budget,
             scheduler: raw.scheduler.unwrap_or(SchedulerKind::RoundRobin),
             reinject: raw.reinject.unwrap_or(true),
+            duplicate: raw.duplicate_small_frames.unwrap_or_default(),
             keepalive_interval,
             keepalive_timeout,
             drain_timeout: self.millis(
@@ -285,6 +286,7 @@ impl RawServer {
             send_budget: self.send_budget,
             scheduler: self.scheduler,
             reinject: self.reinject,
+            duplicate_small_frames: self.duplicate_small_frames,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,
@@ -378,6 +380,7 @@ impl RawClient {
             send_budget: self.send_budget,
             scheduler,
             reinject: self.reinject,
+            duplicate_small_frames: self.duplicate_small_frames,
             keepalive_interval_ms: self.keepalive_interval_ms,
             keepalive_timeout_ms: self.keepalive_timeout_ms,
             drain_timeout_ms: self.drain_timeout_ms,

@@ -58,6 +58,56 @@ impl fmt::Display for SchedulerKind {
     }
 }
 
+/// When a small frame is also sent on a second link (`duplicate_small_frames`).
+///
+/// On a lossy path a lone segment lost at the end of a burst (a request, an
+/// answer) is repaired by TCP only after a probe timeout or a
+/// retransmission timeout, hundreds of milliseconds; the re-send of held-up
+/// bytes (`proto::send::stall`) cuts that to about a round trip. A copy on
+/// a second link from the start cuts it to nothing, for bytes that cost
+/// little to send twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateMode {
+    /// Never (`"off"`).
+    Off,
+    /// While a link of the session has retransmitted in the last
+    /// [`LOSS_MEMORY_US`] (`"on_loss"`, the default): clean paths pay
+    /// nothing.
+    #[default]
+    OnLoss,
+    /// Always (`"always"`).
+    Always,
+}
+
+impl fmt::Display for DuplicateMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DuplicateMode::Off => "off",
+            DuplicateMode::OnLoss => "on_loss",
+            DuplicateMode::Always => "always",
+        })
+    }
+}
+
+/// Largest DATA frame sent twice: a request or an answer, not bulk.
+pub const DUPLICATE_MAX: usize = 16 * 1024;
+/// How long a link counts as lossy after a retransmission, in µs.
+pub const LOSS_MEMORY_US: u64 = 10_000_000;
+
+/// True when a new DATA frame of `len` bytes should also go to a second
+/// link: it is small, nothing else of its stream is in flight (`alone`: a
+/// request, an answer, a stream's first bytes), and `mode` allows it with
+/// the links `lossy` (one retransmitted lately) or not.
+pub fn duplicates(mode: DuplicateMode, len: usize, alone: bool, lossy: bool) -> bool {
+    let wanted = match mode {
+        DuplicateMode::Off => false,
+        DuplicateMode::OnLoss => lossy,
+        DuplicateMode::Always => true,
+    };
+    wanted && alone && len > 0 && len <= DUPLICATE_MAX
+}
+
 /// A link's congestion-control state, as the kernel's TCP reports it
 /// (`tcpi_ca_state`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +158,8 @@ pub struct TcpState {
     pub since_ack_us: u64,
     /// TCP's smoothed round-trip time in µs (0 = not known).
     pub rtt_us: u64,
+    /// TCP retransmitted on the link in the last [`LOSS_MEMORY_US`].
+    pub lossy: bool,
     /// When the sample was taken.
     pub at: Instant,
 }
@@ -326,6 +378,7 @@ mod tests {
                 unacked_bytes: 0,
                 since_ack_us: 0,
                 rtt_us: 40_000,
+                lossy: false,
                 at: Instant::now(),
             }),
             ..LinkLoad::default()
@@ -458,6 +511,21 @@ mod tests {
             None,
             "recovering or full: no spare"
         );
+    }
+
+    #[test]
+    fn only_small_frames_alone_on_their_stream_are_duplicated() {
+        use DuplicateMode::*;
+        assert!(duplicates(Always, 64, true, false));
+        assert!(duplicates(Always, DUPLICATE_MAX, true, false));
+        assert!(!duplicates(Always, DUPLICATE_MAX + 1, true, false), "bulk");
+        assert!(!duplicates(Always, 64, false, false), "others in flight");
+        assert!(!duplicates(Always, 0, true, false));
+        assert!(duplicates(OnLoss, 64, true, true));
+        assert!(!duplicates(OnLoss, 64, true, false), "a clean path");
+        assert!(!duplicates(Off, 64, true, true));
+        assert_eq!(DuplicateMode::default(), OnLoss);
+        assert_eq!(OnLoss.to_string(), "on_loss");
     }
 
     #[test]

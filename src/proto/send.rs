@@ -122,16 +122,28 @@ impl SendState {
     }
 
     /// Records where and when the bytes pushed at `offset` went (first
-    /// sent, or sent again after a link died).
-    pub fn sent_on(&mut self, offset: u64, sent: Sent) {
+    /// sent, or sent again after a link died). Returns true when nothing
+    /// else of the stream is in flight (a request, an answer, the first
+    /// bytes).
+    pub fn sent_on(&mut self, offset: u64, sent: Sent) -> bool {
+        let alone = self.unacked.len() == 1 && self.acked <= offset;
         // The newest first: that is where a stream reader's bytes are.
         let Some(c) = self.unacked.iter_mut().rev().find(|c| c.offset == offset) else {
-            return;
+            return false;
         };
         if c.sent.is_none() {
             self.new_sent_at = Some(sent.at);
         }
         c.sent = Some(sent);
+        alone
+    }
+
+    /// The bytes at `offset` also went out as `copy` (a small frame sent
+    /// on two links); the stall check counts them delivered if it arrived.
+    pub fn copied(&mut self, offset: u64, copy: Sent) {
+        if let Some(c) = self.unacked.iter_mut().rev().find(|c| c.offset == offset) {
+            c.copy = Some(copy);
+        }
     }
 
     /// Marks the end of the stream (the local side closed); returns the FIN
@@ -254,6 +266,28 @@ mod tests {
             s.on_ack(16, now(), |_| {}),
             Err(Violation::AckBeyondSent { ack: 16, sent: 15 })
         );
+    }
+
+    #[test]
+    fn a_chunk_is_alone_when_nothing_else_of_its_stream_is_in_flight() {
+        let mut s = SendState::new();
+        let t = Instant::now();
+        let at = |end| Sent {
+            link: 1,
+            at: t,
+            end,
+        };
+        let a = s.push(payload(10));
+        assert!(s.sent_on(a, at(10)), "the first bytes");
+        let b = s.push(payload(10));
+        assert!(!s.sent_on(b, at(20)), "the first are still in flight");
+        s.on_ack(20, t, |_| {}).unwrap();
+        let c = s.push(payload(10));
+        assert!(
+            s.sent_on(c, at(30)),
+            "an answer after the request was acked"
+        );
+        assert!(!s.sent_on(99, at(40)), "no such chunk");
     }
 
     #[test]

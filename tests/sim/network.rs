@@ -20,7 +20,7 @@
 
 use crate::sim::util::Rng;
 use mtcp::proto::frame::{Frame, RstReason, StreamId};
-use mtcp::proto::scheduler::{CaState, TcpState};
+use mtcp::proto::scheduler::{CaState, LOSS_MEMORY_US, TcpState};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -343,7 +343,7 @@ impl Network {
     }
 
     /// What the sending end's TCP would say of `link` now: in loss recovery
-    /// while stalled, else open; a window of one bandwidth-delay product
+    /// while stalled, else open, and lossy up to ten seconds after a stall; a window of one bandwidth-delay product
     /// (at least ten segments) on a rate-limited link, unlimited otherwise;
     /// the bytes transmitted and not yet arrived unacknowledged; the round
     /// trip of the delay. What waits to be transmitted is the link's queue
@@ -370,6 +370,9 @@ impl Network {
             unacked_bytes: unacked,
             since_ack_us: stall.map_or(0, |(start, _)| (now - start).as_micros() as u64),
             rtt_us: rtt.as_micros() as u64,
+            lossy: pipe.stalled.is_some_and(|(start, end)| {
+                now >= start && now < end + Duration::from_micros(LOSS_MEMORY_US)
+            }),
             at: now,
         }
     }

@@ -239,6 +239,7 @@ mod tests {
                     unacked_bytes: self.unacked,
                     since_ack_us: self.since_ack.as_micros() as u64,
                     rtt_us: RTT_US,
+                    lossy: true,
                     at: self.at,
                 }),
                 handed: self.handed,

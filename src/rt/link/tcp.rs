@@ -8,7 +8,7 @@
 //! frame without a lock or a system call. A reader may see fields of two
 //! samples mixed: they only steer choices that the next sample corrects.
 
-use crate::proto::scheduler::{CaState, TcpState};
+use crate::proto::scheduler::{CaState, LOSS_MEMORY_US, TcpState};
 use crate::util::tcpinfo;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -41,6 +41,10 @@ pub(super) struct TcpSample {
     unacked_bytes: AtomicU64,
     since_ack_ms: AtomicU32,
     rtt_us: AtomicU32,
+    /// TCP's retransmissions over the link's life, at the last sample.
+    total_retrans: AtomicU32,
+    /// Link clock of the last sample that saw the count grow; 0 = never.
+    loss_at_us: AtomicU64,
 }
 
 impl TcpSample {
@@ -77,6 +81,13 @@ impl TcpSample {
                     .store(info.last_ack_recv_ms.unwrap_or(0), Ordering::Relaxed);
                 self.rtt_us
                     .store(info.rtt_us.unwrap_or(0), Ordering::Relaxed);
+                let retrans = info.total_retrans.unwrap_or(0);
+                let before = self.total_retrans.swap(retrans, Ordering::Relaxed);
+                // The first sample is the baseline: a handshake's lost SYN
+                // says little about the path now.
+                if retrans > before && self.at_us.load(Ordering::Relaxed) != 0 {
+                    self.loss_at_us.store(now_us.max(1), Ordering::Relaxed);
+                }
                 self.at_us.store(now_us.max(1), Ordering::Release);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
@@ -116,6 +127,10 @@ impl TcpSample {
             unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
             since_ack_us: u64::from(self.since_ack_ms.load(Ordering::Relaxed)) * 1000,
             rtt_us: u64::from(self.rtt_us.load(Ordering::Relaxed)),
+            lossy: {
+                let loss = self.loss_at_us.load(Ordering::Relaxed);
+                loss != 0 && now_us.saturating_sub(loss) < LOSS_MEMORY_US
+            },
             at: born + Duration::from_micros(at_us),
         })
     }
@@ -145,6 +160,7 @@ mod tests {
         assert!(sample.due(5_000 + SAMPLE_EVERY_US));
         let st = sample.state(born, 6_000, 100).expect("a sample");
         assert_eq!(st.ca_state, CaState::Open);
+        assert!(!st.lossy, "loopback loses nothing");
         assert_eq!(st.notsent_bytes, 0);
         assert!(st.cwnd_bytes >= 2 * 1024, "{st:?}");
         assert_eq!(st.at, born + Duration::from_micros(5_000));

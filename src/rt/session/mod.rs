@@ -14,6 +14,7 @@
 //!
 //! Frames from the links are routed in `frames.rs`.
 
+mod duplicate;
 mod frames;
 mod stall;
 
@@ -22,7 +23,7 @@ use crate::proto::Role;
 use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
-use crate::proto::scheduler::{Scheduler, carriers};
+use crate::proto::scheduler::{DUPLICATE_MAX, DuplicateMode, Scheduler, carriers};
 use crate::proto::send::{Payload, Resend, Sent};
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
@@ -360,7 +361,7 @@ impl Session {
                         // and judged there.
                         let s = lock(&self.streams).get(stream).cloned();
                         if let Some(s) = s
-                            && s.sent_on(offset, sent)
+                            && s.sent_on(offset, sent).watch
                         {
                             self.watch(&s);
                         }
@@ -705,19 +706,29 @@ impl StreamHost for Session {
     }
 
     /// A stream's new DATA: counted, then routed (see `route_data`); the
-    /// stream records the link that took it, and is watched for a stall.
+    /// stream records the link that took it, and is watched for a stall; a
+    /// small frame alone in flight may go to a second link too
+    /// (`duplicate.rs`).
     fn send_data(&self, stream: &Arc<Stream>, offset: u64, bytes: Payload) {
         let len = bytes.len() as u64;
         self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-        let link = self.route_data(Outbound::Data {
+        let copy = (self.tunnel.duplicate != DuplicateMode::Off && bytes.len() <= DUPLICATE_MAX)
+            .then(|| bytes.clone());
+        let Some((_, sent)) = self.route_data(Outbound::Data {
             stream: stream.id,
             offset,
             bytes,
-        });
-        if let Some((_, sent)) = link
-            && stream.sent_on(offset, sent)
-        {
+        }) else {
+            return;
+        };
+        let on = stream.sent_on(offset, sent);
+        if on.watch {
             self.watch(stream);
+        }
+        if let Some(bytes) = copy
+            && on.alone
+        {
+            self.duplicate(stream, offset, bytes, sent.link);
         }
     }
 

@@ -104,6 +104,15 @@ pub struct Stream {
     watched: AtomicBool,
 }
 
+/// What [`Stream::sent_on`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentOn {
+    /// The stream was not watched for a stall: the session must watch it.
+    pub watch: bool,
+    /// Nothing else of the stream is in flight.
+    pub alone: bool,
+}
+
 /// A link reader delivering one frame: the receive state, locked while it
 /// decides and let go while it writes the local socket.
 struct Delivery<'a> {
@@ -294,12 +303,21 @@ impl Stream {
         }
     }
 
-    /// Records where the bytes at `offset` went. True when the session
-    /// must start watching the stream for a stall.
-    pub fn sent_on(&self, offset: u64, sent: Sent) -> bool {
+    /// Records where the bytes at `offset` went: whether the session must
+    /// start watching the stream for a stall, and whether nothing else of
+    /// it is in flight.
+    pub fn sent_on(&self, offset: u64, sent: Sent) -> SentOn {
         let mut send = lock(&self.send);
-        send.sent_on(offset, sent);
-        !self.watched.swap(true, Ordering::SeqCst)
+        let alone = send.sent_on(offset, sent);
+        SentOn {
+            watch: !self.watched.swap(true, Ordering::SeqCst),
+            alone,
+        }
+    }
+
+    /// The bytes at `offset` also went out as `copy` (on a second link).
+    pub fn copied(&self, offset: u64, copy: Sent) {
+        lock(&self.send).copied(offset, copy);
     }
 
     /// True when the stream has bytes in flight that nobody watches yet

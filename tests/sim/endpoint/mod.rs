@@ -15,7 +15,7 @@ use mtcp::proto::error::Violation;
 use mtcp::proto::estimator::Estimator;
 use mtcp::proto::frame::{self, Frame, StreamId};
 use mtcp::proto::handshake::PeerLimits;
-use mtcp::proto::scheduler::{LinkLoad, Scheduler, SchedulerKind};
+use mtcp::proto::scheduler::{DuplicateMode, LinkLoad, Scheduler, SchedulerKind};
 use mtcp::proto::send::{Payload, Resend, STREAM_FLOOR, Sent};
 use mtcp::proto::table::{Outcome, StreamTable};
 use std::collections::BTreeMap;
@@ -41,6 +41,9 @@ pub struct EndpointConfig {
     /// Bytes that hold a stream up are sent again on another link
     /// (`reinject`).
     pub reinject: bool,
+    /// When a small frame alone in flight also goes to a second link
+    /// (`duplicate_small_frames`).
+    pub duplicate: DuplicateMode,
     /// The links' TCP state is known (`TCP_INFO`, Linux); `false` as where
     /// it cannot be read.
     pub tcp_info: bool,
@@ -57,6 +60,7 @@ impl Default for EndpointConfig {
             socket_buffer: 64 * 1024,
             ack_queue_full_every: 0,
             reinject: true,
+            duplicate: DuplicateMode::OnLoss,
             tcp_info: true,
         }
     }
@@ -133,6 +137,9 @@ pub struct Stats {
     pub bytes_reinjected: u64,
     /// Every such re-send: (when, stream, offset, from link, to link).
     pub reinjections: Vec<(Instant, StreamId, u64, LinkId, LinkId)>,
+    /// Small DATA frames also sent on a second link, and their bytes.
+    pub frames_duplicated: u64,
+    pub bytes_duplicated: u64,
 }
 
 /// Picks the link for a frame before the scheduler does (tests that need a
@@ -330,7 +337,9 @@ impl Endpoint {
                     self.send_ack(stream, delivered, AckCause::Resent, net, now)
                 }
                 Resend::Control(c) => self.send_control(c, net, now),
-                Resend::Data(id, offset, bytes) => self.send_data(id, offset, bytes, net, now),
+                Resend::Data(id, offset, bytes) => {
+                    self.send_data(id, offset, bytes, net, now);
+                }
             }
         }
     }
@@ -410,7 +419,8 @@ impl Endpoint {
     }
 
     /// A DATA frame on the link the scheduler picks (rt: `send_data`),
-    /// measuring links first when the scheduler weighs them.
+    /// measuring links first when the scheduler weighs them. Returns the
+    /// link, and whether nothing else of the stream is in flight.
     fn send_data(
         &mut self,
         stream: StreamId,
@@ -418,7 +428,7 @@ impl Endpoint {
         bytes: Payload,
         net: &mut Network,
         now: Instant,
-    ) {
+    ) -> Option<(LinkId, bool)> {
         if self.scheduler.measures_links() {
             let now_us = self.micros(now);
             for link in self.links.clone() {
@@ -454,11 +464,16 @@ impl Endpoint {
                     at: now,
                     end: net.handed(link, self.side),
                 };
-                if let Some(st) = self.streams.get_mut(&stream) {
-                    st.send.sent_on(offset, sent);
-                }
+                let alone = self
+                    .streams
+                    .get_mut(&stream)
+                    .is_some_and(|st| st.send.sent_on(offset, sent));
+                Some((link, alone))
             }
-            None => self.reinject_pending = true,
+            None => {
+                self.reinject_pending = true;
+                None
+            }
         }
     }
 

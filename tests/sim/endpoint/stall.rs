@@ -1,12 +1,13 @@
 //! The session's stall thread (rt: `rt::session::stall`): for every stream
 //! with bytes in flight, asks the proto core whether the bytes at its ACK
 //! point are held up on a link repairing a loss (`SendState::check_stall`),
-//! and sends them again on a spare link when it says so.
+//! and sends them again on a spare link when it says so. And small frames
+//! on two links (rt: `rt::session::duplicate`).
 
 use super::Endpoint;
 use crate::sim::network::{LinkId, Network};
 use mtcp::proto::frame::{Frame, StreamId};
-use mtcp::proto::scheduler::LinkLoad;
+use mtcp::proto::scheduler::{LinkLoad, duplicates};
 use mtcp::proto::send::{Payload, Sent, StallCheck};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,46 @@ use std::time::{Duration, Instant};
 const RETRY: Duration = Duration::from_millis(10);
 
 impl Endpoint {
+    /// A small frame alone in flight on its stream, which went to `first`,
+    /// goes to a second fine link too if the setting and the links' state
+    /// say so (rt: `Session::duplicate`).
+    pub(super) fn duplicate(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        bytes: Payload,
+        first: LinkId,
+        net: &mut Network,
+        now: Instant,
+    ) {
+        let links: Vec<LinkId> = self.links.clone();
+        let loads: Vec<LinkLoad> = links.iter().map(|&l| self.load(l, net, now)).collect();
+        let lossy = loads.iter().any(|l| l.tcp.is_some_and(|t| t.lossy));
+        if !duplicates(self.cfg.duplicate, bytes.len(), true, lossy) {
+            return;
+        }
+        let avoid = links.iter().position(|&l| l == first);
+        let Some(i) = self.scheduler.pick_spare(links.len(), |i| loads[i], avoid) else {
+            return;
+        };
+        let f = Frame::Data {
+            stream: id,
+            offset,
+            data: &bytes,
+        };
+        self.send_on(links[i], f, net, now);
+        let copy = Sent {
+            link: links[i] as u64,
+            at: now,
+            end: net.handed(links[i], self.side),
+        };
+        if let Some(st) = self.streams.get_mut(&id) {
+            st.send.copied(offset, copy);
+        }
+        self.stats.frames_duplicated += 1;
+        self.stats.bytes_duplicated += bytes.len() as u64;
+    }
+
     /// Looks at every stream with bytes in flight at `now`; rt's thread
     /// looks at the watched ones when the earliest is due, which the
     /// decision itself answers with a `Wait` when asked early.

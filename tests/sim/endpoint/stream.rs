@@ -517,7 +517,9 @@ impl Endpoint {
             let bytes: Payload = Arc::new(st.out.take(n));
             let offset = st.send.push(bytes.clone());
             self.budget_used += n as u64;
-            self.send_data(id, offset, bytes, net, now);
+            if let Some((first, true)) = self.send_data(id, offset, bytes.clone(), net, now) {
+                self.duplicate(id, offset, bytes, first, net, now);
+            }
         }
     }
 }
