@@ -38,6 +38,10 @@ use std::time::{Duration, Instant};
 const MARGIN_MIN_US: u64 = 10_000;
 /// Round trip assumed when TCP reports none.
 const UNKNOWN_RTT_US: u64 = 200_000;
+/// Longest a peer's TCP may hold the ACK of a lone segment (Linux's
+/// delayed ACK is 40 ms to 200 ms): a link that is silent no longer than
+/// this beyond a round trip has not lost anything for sure.
+const DELAYED_ACK_US: u64 = 200_000;
 /// How soon to look again when the carrier's last sample is older than
 /// the chunk (the I/O layer samples links every 10 ms).
 const RESAMPLE: Duration = Duration::from_millis(10);
@@ -98,8 +102,9 @@ impl SendState {
     /// - the carrier's TCP has not acknowledged the chunk, and shows a
     ///   loss, in a sample taken after the chunk was sent: it is in fast
     ///   recovery or after a retransmission timeout, or has heard no ACK
-    ///   for as long while holding unacknowledged bytes (a lone lost
-    ///   segment, which TCP repairs only after a probe or a timeout). A
+    ///   for 200 ms more while holding unacknowledged bytes (lost last
+    ///   segments, which TCP repairs only after a probe or a timeout; the
+    ///   200 ms are what a peer may hold the ACK of a lone segment). A
     ///   chunk its carrier (or the link of its last copy) acknowledged
     ///   reached the peer: then its application is slow, and sending again
     ///   would not help;
@@ -148,8 +153,12 @@ impl SendState {
         if acknowledged(sent, &load) || copy_arrived || front.resends >= MAX_RESENDS {
             return StallCheck::Idle;
         }
-        let limit_us = limit.as_micros() as u64;
-        let loss = tcp.recovering() || (tcp.unacked_bytes > 0 && tcp.since_ack_us >= limit_us);
+        // A link that hears no ACK while holding bytes lost its last
+        // segments, unless the peer delays its ACK: it may hold one for a
+        // lone segment (a request on an otherwise idle link) for up to
+        // 200 ms, which its TCP's own probe allows for too.
+        let silent_us = (limit.as_micros() as u64).saturating_add(DELAYED_ACK_US);
+        let loss = tcp.recovering() || (tcp.unacked_bytes > 0 && tcp.since_ack_us >= silent_us);
         // The newest bytes are not on a link yet: the sender is handing
         // them over (waiting for room in a link's queue).
         let handing = self.unacked.back().is_some_and(|c| c.sent.is_none());
@@ -324,9 +333,15 @@ mod tests {
         let c = s.check_stall(t0 + LIMIT, WINDOW, only(lost(at, CaState::Loss, MS)));
         assert_eq!(resend_of(&c), Some((0, 1000, CARRIER)), "a timeout");
         // A lone segment lost on an otherwise idle link: TCP stays open and
-        // hears no ACK (it would wait for a probe or its timeout).
+        // hears no ACK (it would wait for a probe or its timeout)...
         let c = s.check_stall(t0 + LIMIT, WINDOW, only(lost(at, CaState::Open, 300 * MS)));
         assert_eq!(resend_of(&c), Some((0, 1000, CARRIER)));
+        // ...for longer than the peer may delay the ACK of a lone segment.
+        let delayed = lost(at, CaState::Open, LIMIT + 199 * MS);
+        assert_eq!(
+            s.check_stall(t0 + LIMIT, WINDOW, only(delayed)),
+            StallCheck::Wait(t0 + 2 * LIMIT)
+        );
         // Open and hearing ACKs: no sign of a loss.
         assert_eq!(
             s.check_stall(t0 + LIMIT, WINDOW, only(lost(at, CaState::Open, MS))),
