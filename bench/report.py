@@ -190,11 +190,15 @@ if small and big:
 # L. lossy path: throughput rows (median and range of the rounds), then
 # small requests (time to first byte).
 def reinjected(rs):
-    """', reinjected N % of the bytes' over the rows that counted them."""
-    sent = sum(r["sent"] for r in rs if isinstance(r.get("sent"), int))
-    reinj = sum(r["reinjected"] for r in rs if isinstance(r.get("reinjected"), int))
+    """'; reinjected R %, duplicated D % of N MB' over the rows that counted them."""
+    def total(key):
+        return sum(r[key] for r in rs if isinstance(r.get(key), int))
+    sent = total("sent")
+    if not sent:
+        return ""
     size = f"{sent / 1e6:.1f} MB" if sent >= 1e6 else f"{sent / 1e3:.1f} kB"
-    return f"; reinjected {100 * reinj / sent:.2f} % of {size}" if sent else ""
+    return (f"; reinjected {100 * total('reinjected') / sent:.2f} %, "
+            f"duplicated {100 * total('duplicated') / sent:.2f} % of {size}")
 
 
 if pick("L"):
