@@ -209,7 +209,7 @@ fn server_defaults() {
     let s = server(MIN_SERVER).unwrap();
     assert_eq!(s.tunnel, TunnelConfig::new(65536));
     assert_eq!(s.tunnel.stream_window, 8_388_608);
-    assert_eq!(s.tunnel.scheduler, SchedulerKind::RoundRobin);
+    assert_eq!(s.tunnel.scheduler, SchedulerKind::LeastQueued);
     assert!(s.tunnel.reinject, "held-up bytes are sent again by default");
     assert_eq!(s.tunnel.duplicate, DuplicateMode::OnLoss);
     assert_eq!(s.tunnel.keepalive_interval, Duration::from_millis(1000));

@@ -249,7 +249,7 @@ impl TunnelConfig {
             buffer_size,
             stream_window: default_window(buffer_size as u64) as u32,
             send_budget: default_budget(default_window(buffer_size as u64)),
-            scheduler: SchedulerKind::RoundRobin,
+            scheduler: SchedulerKind::LeastQueued,
             reinject: true,
             duplicate: DuplicateMode::OnLoss,
             keepalive_interval: Duration::from_millis(KEEPALIVE_INTERVAL_MS_DEFAULT),

@@ -244,7 +244,7 @@ impl Ctx<'_> {
             buffer_size,
             stream_window,
             send_budget,
-            scheduler: raw.scheduler.unwrap_or(SchedulerKind::RoundRobin),
+            scheduler: raw.scheduler.unwrap_or(SchedulerKind::LeastQueued),
             reinject: raw.reinject.unwrap_or(true),
             duplicate: raw.duplicate_small_frames.unwrap_or_default(),
             keepalive_interval,
