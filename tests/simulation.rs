@@ -757,6 +757,9 @@ fn case_fault() -> impl Strategy<Value = CaseFault> {
         }),
         2 => Just(CaseFault::Up),
         1 => (0usize..8).prop_map(|n| CaseFault::Reshape { n }),
+        2 => (0usize..8, any::<bool>(), 1u64..=300).prop_map(|(n, from_client, ms)| {
+            CaseFault::Stall { n, from_client, ms }
+        }),
     ]
 }
 
@@ -822,8 +825,9 @@ proptest! {
 
     /// Whatever the sizes, start times, link count, delays, jitter, rates,
     /// scheduler, windows, payloads and budget, and however links die,
-    /// come back and change (with the two ends learning of a death at
-    /// different times), every stream delivers exactly what its far
+    /// come back, change (with the two ends learning of a death at
+    /// different times) and stall (bytes held up, sent again on other
+    /// links, small frames sent twice), every stream delivers exactly what its far
     /// application wrote, ends cleanly at both ends without a violation,
     /// and the budget returns to zero.
     #[test]

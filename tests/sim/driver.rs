@@ -74,6 +74,12 @@ pub enum Fault {
         from: Side,
         hold: Duration,
     },
+    /// The same on the `n`-th live link (modulo their number), if any.
+    StallNth {
+        n: usize,
+        from: Side,
+        hold: Duration,
+    },
 }
 
 /// Two ends of a session over a simulated network on a fake clock.
@@ -233,6 +239,12 @@ impl Sim {
                 }
                 Fault::Set(link, spec) => self.net.set_spec(link, spec),
                 Fault::Stall { link, from, hold } => self.net.stall(link, from, now, now + hold),
+                Fault::StallNth { n, from, hold } => {
+                    let alive = self.net.alive();
+                    if !alive.is_empty() {
+                        self.net.stall(alive[n % alive.len()], from, now, now + hold);
+                    }
+                }
             }
         }
     }
