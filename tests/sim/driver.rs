@@ -242,7 +242,8 @@ impl Sim {
                 Fault::StallNth { n, from, hold } => {
                     let alive = self.net.alive();
                     if !alive.is_empty() {
-                        self.net.stall(alive[n % alive.len()], from, now, now + hold);
+                        self.net
+                            .stall(alive[n % alive.len()], from, now, now + hold);
                     }
                 }
             }
