@@ -307,6 +307,50 @@ fn on_a_clean_path_nothing_is_sent_again_even_when_an_application_stalls() {
     }
 }
 
+/// A backend that stops reading holds its stream's ACK still, and then the
+/// link that carried the stream's bytes stalls (a loss of another stream's
+/// segment): those bytes reached the peer long before (the link was handed
+/// a busy stream's bytes after them and holds less than that), so none of
+/// them is sent again, however long the ACK stands still.
+#[test]
+fn a_stalled_application_on_a_lossy_link_sends_nothing_again() {
+    let mut cfg = SimConfig::new(47, 2, LinkSpec::delay(10 * MS).rate(2_000_000));
+    cfg.client.duplicate = DuplicateMode::Off;
+    let mut s = Sim::new(cfg);
+    let slow = s.open(AppPlan::bulk(MIB), AppPlan::bulk(0).read(ReadPace::Stalled));
+    s.client.route = Some(Box::new(move |w, _| {
+        matches!(*w, Wire::Data { stream, .. } if stream == slow).then_some(0)
+    }));
+    // The slow stream's window (256 KiB) fills and reaches the server.
+    s.run_until(|s| s.client.in_flight(slow) >= 256 * KIB as u64, LIMIT)
+        .unwrap();
+    let busy = s.open(AppPlan::bulk(2 * MIB), AppPlan::bulk(0));
+    s.run_for(100 * MS).unwrap();
+    s.after(
+        Duration::ZERO,
+        Fault::Stall {
+            link: 0,
+            from: Side::Client,
+            hold: 300 * MS,
+        },
+    );
+    s.run_for(600 * MS).unwrap();
+    // (The busy stream's own chunks held on the stalled link may go again.)
+    let slow_copies = s
+        .client
+        .stats
+        .reinjections
+        .iter()
+        .filter(|r| r.1 == slow)
+        .count();
+    assert_eq!(slow_copies, 0, "{:?}", s.client.stats.reinjections);
+    s.server
+        .set_read_pace(slow, ReadPace::Unlimited, s.now());
+    s.run_until(|s| s.ended(&[slow, busy]), LIMIT).unwrap();
+    s.check_exact(slow, MIB, 0).unwrap();
+    s.check_exact(busy, 2 * MIB, 0).unwrap();
+}
+
 /// When every other link is also repairing a loss there is no spare: the
 /// held bytes wait for their own link, as without re-sending.
 #[test]
