@@ -127,6 +127,77 @@ fn acks_avoid_a_link_repairing_a_loss() {
     s.check_exact(id, up, 0).unwrap();
 }
 
+/// DATA bytes `side` sent per link, as shares of the total.
+fn shares(s: &Sim, side: Side, links: usize) -> Vec<f64> {
+    let bytes: Vec<u64> = (0..links).map(|l| s.net.data_carried(l, side).0).collect();
+    let total: u64 = bytes.iter().sum();
+    bytes.iter().map(|&b| b as f64 / total as f64).collect()
+}
+
+/// Four links, one of them ten times slower: `adaptive` (measuring each
+/// link with PINGs) gives the slow link a small share of the bytes, and so
+/// does `round_robin`, which passes over a link whose window is full while
+/// another link is fine. Where TCP's state cannot be read, round-robin
+/// gives every link the same number of frames, and takes longer.
+#[test]
+fn adaptive_and_round_robin_spare_a_slow_link_round_robin_without_tcp_info_does_not() {
+    let fast = LinkSpec::delay(2 * MS).rate(20_000_000);
+    let slow = LinkSpec::delay(2 * MS).rate(2_000_000);
+    let run = |kind, tcp_info| {
+        let mut cfg = SimConfig::new(10, 4, fast);
+        cfg.links[3] = slow;
+        cfg.client.scheduler = kind;
+        cfg.client.tcp_info = tcp_info;
+        cfg.server.window = MIB as u32;
+        let mut s = Sim::new(cfg);
+        let id = s.open(AppPlan::bulk(8 * MIB), AppPlan::bulk(0));
+        s.run_until(|s| s.ended(&[id]), LIMIT).unwrap();
+        s.check_exact(id, 8 * MIB, 0).unwrap();
+        s
+    };
+    let adaptive = run(SchedulerKind::Adaptive, true);
+    let share = shares(&adaptive, Side::Client, 4);
+    assert!(share[3] < 0.08, "the slow link carried {share:?}");
+    assert!(
+        adaptive
+            .client
+            .sent
+            .iter()
+            .any(|f| matches!(f.wire, Wire::Ping(_))),
+        "adaptive never measured a link"
+    );
+
+    // Here a whole window leaves at once, and once every link holds a
+    // window's worth round-robin takes them in turn again: it spares the
+    // slow link less than adaptive does.
+    let rr = run(SchedulerKind::RoundRobin, true);
+    let share = shares(&rr, Side::Client, 4);
+    assert!(
+        share[3] < 0.2,
+        "round robin: the slow link carried {share:?}"
+    );
+
+    let blind = run(SchedulerKind::RoundRobin, false);
+    let frames: Vec<u64> = (0..4)
+        .map(|l| blind.net.data_carried(l, Side::Client).1)
+        .collect();
+    let (lo, hi) = (frames.iter().min().unwrap(), frames.iter().max().unwrap());
+    assert!(hi - lo <= 1, "round robin sent {frames:?} frames per link");
+    let share = shares(&blind, Side::Client, 4);
+    assert!(
+        share.iter().all(|s| (s - 0.25).abs() < 0.02),
+        "round robin shares {share:?}"
+    );
+    for (name, s) in [("adaptive", &adaptive), ("round robin", &rr)] {
+        assert!(
+            s.clock.elapsed() < blind.clock.elapsed(),
+            "{name} {:?} was not faster than blind round robin {:?}",
+            s.clock.elapsed(),
+            blind.clock.elapsed()
+        );
+    }
+}
+
 // ---- re-sending what holds a stream up -------------------------------
 
 /// A request (a few hundred bytes, then the application waits for its
@@ -344,8 +415,7 @@ fn a_stalled_application_on_a_lossy_link_sends_nothing_again() {
         .filter(|r| r.1 == slow)
         .count();
     assert_eq!(slow_copies, 0, "{:?}", s.client.stats.reinjections);
-    s.server
-        .set_read_pace(slow, ReadPace::Unlimited, s.now());
+    s.server.set_read_pace(slow, ReadPace::Unlimited, s.now());
     s.run_until(|s| s.ended(&[slow, busy]), LIMIT).unwrap();
     s.check_exact(slow, MIB, 0).unwrap();
     s.check_exact(busy, 2 * MIB, 0).unwrap();

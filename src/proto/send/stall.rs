@@ -60,6 +60,12 @@ pub fn stall_limit(rtt_us: u64) -> Duration {
     Duration::from_micros(rtt.saturating_add((rtt / 4).max(MARGIN_MIN_US)))
 }
 
+/// `t + d`, or `t` where the clock cannot go that far (a round trip the
+/// kernel reports is at most 2^32 µs, but an `Instant` sum must not panic).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or(t)
+}
+
 /// What to do about a stream's bytes in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StallCheck {
@@ -140,12 +146,12 @@ impl SendState {
             .into_iter()
             .flatten()
             .fold(sent.at, Instant::max);
-        let due = since + limit;
+        let due = later(since, limit);
         if now < due {
             return StallCheck::Wait(due);
         }
         if tcp.at <= sent.at {
-            return StallCheck::Wait(now + RESAMPLE);
+            return StallCheck::Wait(later(now, RESAMPLE));
         }
         let copy_arrived = front
             .copy
@@ -170,7 +176,7 @@ impl SendState {
         let len = front.bytes.len() as u64;
         let allowed = (self.next / RESEND_SHARE).saturating_add(len);
         if !loss || !costly || self.resent_bytes.saturating_add(len) > allowed {
-            return StallCheck::Wait(now + limit);
+            return StallCheck::Wait(later(now, limit));
         }
         StallCheck::Resend {
             offset: front.offset,

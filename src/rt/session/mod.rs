@@ -12,7 +12,9 @@
 //! bytes, pending FINs, OPENs the peer has not confirmed, current ACKs, and
 //! the RSTs it sent recently.
 //!
-//! Frames from the links are routed in `frames.rs`.
+//! Frames from the links are routed in `frames.rs`; bytes held up on a link
+//! repairing a loss are sent again in `stall.rs`, small frames go to a
+//! second link in `duplicate.rs`.
 
 mod duplicate;
 mod frames;
