@@ -5,10 +5,13 @@
 //!
 //! A stream is watched from the moment it has bytes in flight (a stream
 //! reader hands a frame to a link, or an ACK moves with bytes still out)
-//! until the proto core finds nothing to watch. The thread sleeps until the
-//! earliest time a watched stream is due, and parks when none is watched:
-//! an idle session costs no wake-up, and a busy one a few per round trip,
-//! never one per frame.
+//! until the proto core finds nothing to watch. Watched streams wait in a
+//! queue ordered by when each is due; a look takes only the due ones, so
+//! ten thousand streams in flight cost no more per look than one. The
+//! thread sleeps until the earliest is due (at most [`MAX_NAP`], so that a
+//! stream just watched is looked at in time), and parks when none is
+//! watched: an idle session costs no wake-up, a busy one a few per round
+//! trip, never one per frame.
 
 use super::Session;
 use crate::proto::frame::StreamId;
@@ -19,7 +22,8 @@ use crate::rt::stream::{Stream, StreamHost};
 use crate::util::sync::{Bell, lock};
 use crate::util::thread::{self, ThreadCount};
 use crossbeam_channel::{Receiver, select};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -27,8 +31,9 @@ use std::time::{Duration, Instant};
 /// Least sleep between two looks (a due time already past, a re-send that
 /// found no spare link).
 const MIN_NAP: Duration = Duration::from_millis(1);
-/// Longest sleep while streams are watched: a net under the due times.
-const MAX_NAP: Duration = Duration::from_secs(1);
+/// Longest sleep while streams are watched: a stream watched meanwhile is
+/// looked at this soon (its stall limit is at least 10 ms anyway).
+const MAX_NAP: Duration = Duration::from_millis(10);
 /// How soon to look again after a stream could not be re-sent for want of
 /// a spare link (the links are sampled every 10 ms).
 const RETRY: Duration = Duration::from_millis(10);
@@ -36,10 +41,37 @@ const RETRY: Duration = Duration::from_millis(10);
 /// The streams a session watches, and the doorbell of its thread.
 #[derive(Default)]
 pub(super) struct Watch {
-    streams: Mutex<BTreeMap<StreamId, Arc<Stream>>>,
+    watched: Mutex<Watched>,
     bell: Bell,
     /// The thread sleeps until rung: nothing was watched at its last look.
     parked: AtomicBool,
+}
+
+/// The watched streams and when each is due for a look.
+#[derive(Default)]
+struct Watched {
+    streams: BTreeMap<StreamId, Arc<Stream>>,
+    /// Earliest first. A stream may be listed more than once (watched
+    /// again before an old entry came up); entries of streams no longer
+    /// watched are dropped when they come up.
+    due: BinaryHeap<Reverse<(Instant, StreamId)>>,
+}
+
+impl Watched {
+    /// The watched streams due at `now`, taken off the queue.
+    fn take_due(&mut self, now: Instant) -> Vec<Arc<Stream>> {
+        let mut out: BTreeMap<StreamId, Arc<Stream>> = BTreeMap::new();
+        while let Some(Reverse((at, id))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            if let Some(s) = self.streams.get(&id) {
+                out.insert(id, s.clone());
+            }
+        }
+        out.into_values().collect()
+    }
 }
 
 impl Session {
@@ -70,18 +102,24 @@ impl Session {
         if !self.tunnel.reinject {
             return;
         }
-        lock(&self.watch.streams).insert(stream.id, stream.clone());
+        {
+            let mut w = lock(&self.watch.watched);
+            w.streams.insert(stream.id, stream.clone());
+            w.due.push(Reverse((Instant::now(), stream.id)));
+        }
         if self.watch.parked.swap(false, Ordering::SeqCst) {
             self.watch.bell.ring();
         }
     }
 
-    /// Looks at every watched stream at `now`: re-sends what the proto
-    /// core says, forgets streams with nothing to watch. Returns when to
-    /// look next; `None` (and parked) when nothing is watched.
+    /// Looks at the watched streams due at `now`: re-sends what the proto
+    /// core says, forgets streams with nothing to watch, queues the others
+    /// for when they are due again. Returns when to look next; `None` (and
+    /// parked) when nothing is watched.
     fn look_for_stalls(&self, now: Instant) -> Option<Instant> {
-        let streams: Vec<Arc<Stream>> = lock(&self.watch.streams).values().cloned().collect();
-        let mut next: Option<Instant> = None;
+        let streams = lock(&self.watch.watched).take_due(now);
+        let mut again: Vec<(Instant, StreamId)> = Vec::with_capacity(streams.len());
+        let mut idle: Vec<StreamId> = Vec::new();
         if !streams.is_empty() {
             // Fresh TCP_INFO samples: a stall is judged on what the
             // carrier's TCP said after the bytes were sent.
@@ -97,27 +135,35 @@ impl Session {
             let window = StreamHost::peer_window(self);
             for s in &streams {
                 let carrier = |id: u64| links.iter().find(|(l, _)| l.id == id).map(|(_, ld)| *ld);
-                let due = match s.check_stall(now, window, carrier) {
-                    StallCheck::Idle => None,
-                    StallCheck::Wait(t) => Some(t),
+                match s.check_stall(now, window, carrier) {
+                    StallCheck::Idle => idle.push(s.id),
+                    StallCheck::Wait(t) => again.push((t, s.id)),
                     StallCheck::Resend {
                         offset,
                         bytes,
                         avoid,
-                    } => Some(self.resend_held(s, offset, bytes, avoid, &links[..count], now)),
-                };
-                if let Some(t) = due {
-                    next = Some(next.map_or(t, |n| n.min(t)));
+                    } => {
+                        let t = self.resend_held(s, offset, bytes, avoid, &links[..count], now);
+                        again.push((t, s.id));
+                    }
                 }
             }
         }
-        let mut watched = lock(&self.watch.streams);
-        watched.retain(|_, s| s.is_watched());
-        if watched.is_empty() {
+        let mut w = lock(&self.watch.watched);
+        for id in idle {
+            // Unless it was watched again meanwhile (its flag is set again).
+            if w.streams.get(&id).is_some_and(|s| !s.is_watched()) {
+                w.streams.remove(&id);
+            }
+        }
+        w.due.extend(again.into_iter().map(Reverse));
+        if w.streams.is_empty() {
+            w.due.clear();
             self.watch.parked.store(true, Ordering::SeqCst);
             return None;
         }
-        Some(next.unwrap_or(now + MAX_NAP))
+        let next = w.due.peek().map_or(now + MAX_NAP, |Reverse((t, _))| *t);
+        Some(next.min(now + MAX_NAP))
     }
 
     /// Sends the bytes at `offset` of `s` again on a spare link (fine, not
@@ -188,5 +234,47 @@ fn stall_loop(me: &Weak<Session>, closed: &Receiver<()>, bell: &Receiver<()>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::budget::SendBudget;
+    use crate::rt::pool::PayloadPool;
+
+    fn stream(id: StreamId) -> Arc<Stream> {
+        let budget = Arc::new(SendBudget::new(1 << 20));
+        Stream::new(id, 1 << 16, false, Arc::new(PayloadPool::new(16)), budget)
+    }
+
+    #[test]
+    fn a_look_takes_only_the_due_streams_once_each_and_skips_forgotten_ones() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Watched::default();
+        for id in [1, 2, 3] {
+            w.streams.insert(id, stream(id));
+        }
+        w.due.extend(
+            [
+                (t + ms(5), 1),
+                (t, 2),
+                (t + ms(1), 2),
+                (t + ms(9), 3),
+                (t, 4),
+            ]
+            .map(Reverse),
+        );
+        let ids = |v: Vec<Arc<Stream>>| v.iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(w.take_due(t)), [2], "4 is no longer watched");
+        assert_eq!(
+            ids(w.take_due(t + ms(5))),
+            [1, 2],
+            "2 listed twice, taken once"
+        );
+        assert_eq!(w.due.len(), 1, "3 waits");
+        assert!(w.take_due(t + ms(8)).is_empty());
+        assert_eq!(ids(w.take_due(t + ms(9))), [3]);
     }
 }
