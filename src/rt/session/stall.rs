@@ -47,10 +47,12 @@ pub(super) struct Watch {
     parked: AtomicBool,
 }
 
-/// The watched streams and when each is due for a look.
+/// The watched streams and when each is due for a look. Held weakly: a
+/// stream that ended is freed (and its socket closed) at once, not when its
+/// next look comes up.
 #[derive(Default)]
 struct Watched {
-    streams: BTreeMap<StreamId, Arc<Stream>>,
+    streams: BTreeMap<StreamId, Weak<Stream>>,
     /// Earliest first. A stream may be listed more than once (watched
     /// again before an old entry came up); entries of streams no longer
     /// watched are dropped when they come up.
@@ -66,8 +68,14 @@ impl Watched {
                 break;
             }
             self.due.pop();
-            if let Some(s) = self.streams.get(&id) {
-                out.insert(id, s.clone());
+            match self.streams.get(&id).map(Weak::upgrade) {
+                Some(Some(s)) => {
+                    out.insert(id, s);
+                }
+                Some(None) => {
+                    self.streams.remove(&id);
+                }
+                None => {}
             }
         }
         out.into_values().collect()
@@ -104,7 +112,7 @@ impl Session {
         }
         {
             let mut w = lock(&self.watch.watched);
-            w.streams.insert(stream.id, stream.clone());
+            w.streams.insert(stream.id, Arc::downgrade(stream));
             w.due.push(Reverse((Instant::now(), stream.id)));
         }
         if self.watch.parked.swap(false, Ordering::SeqCst) {
@@ -152,7 +160,11 @@ impl Session {
         let mut w = lock(&self.watch.watched);
         for id in idle {
             // Unless it was watched again meanwhile (its flag is set again).
-            if w.streams.get(&id).is_some_and(|s| !s.is_watched()) {
+            let gone = w
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.upgrade().is_none_or(|s| !s.is_watched()));
+            if gone {
                 w.streams.remove(&id);
             }
         }
@@ -249,13 +261,18 @@ mod tests {
     }
 
     #[test]
-    fn a_look_takes_only_the_due_streams_once_each_and_skips_forgotten_ones() {
+    fn a_look_takes_only_the_due_streams_once_each_and_skips_forgotten_or_ended_ones() {
         let t = Instant::now();
         let ms = Duration::from_millis;
         let mut w = Watched::default();
-        for id in [1, 2, 3] {
-            w.streams.insert(id, stream(id));
+        let kept: Vec<Arc<Stream>> = [1, 2, 3].map(stream).into();
+        for s in &kept {
+            w.streams.insert(s.id, Arc::downgrade(s));
         }
+        // A stream that ended meanwhile: its entry goes when it comes up.
+        let ended = stream(5);
+        w.streams.insert(5, Arc::downgrade(&ended));
+        drop(ended);
         w.due.extend(
             [
                 (t + ms(5), 1),
@@ -263,11 +280,13 @@ mod tests {
                 (t + ms(1), 2),
                 (t + ms(9), 3),
                 (t, 4),
+                (t, 5),
             ]
             .map(Reverse),
         );
         let ids = |v: Vec<Arc<Stream>>| v.iter().map(|s| s.id).collect::<Vec<_>>();
-        assert_eq!(ids(w.take_due(t)), [2], "4 is no longer watched");
+        assert_eq!(ids(w.take_due(t)), [2], "4 is no longer watched, 5 ended");
+        assert!(!w.streams.contains_key(&5), "forgotten");
         assert_eq!(
             ids(w.take_due(t + ms(5))),
             [1, 2],
