@@ -187,12 +187,49 @@ if small and big:
         f(rr, "{:.2f}") + "× the rate at 1000", "≥ 0.5× the rate at 1000",
         verdict(None if rr is None else rr >= 0.5 and b["failed"] == 0))
 
-# L. lossy path
+# L. lossy path: throughput rows (median and range of the rounds), then
+# small requests (time to first byte).
+def reinjected(rs):
+    """'; reinjected R %, duplicated D % of N MB' over the rows that counted them."""
+    def total(key):
+        return sum(r[key] for r in rs if isinstance(r.get(key), int))
+    sent = total("sent")
+    if not sent:
+        return ""
+    size = f"{sent / 1e6:.1f} MB" if sent >= 1e6 else f"{sent / 1e3:.1f} kB"
+    return (f"; reinjected {100 * total('reinjected') / sent:.2f} %, "
+            f"duplicated {100 * total('duplicated') / sent:.2f} % of {size}")
+
+
 if pick("L"):
     sc = f"L {knobs.get('loss', '?')}% random loss, {rtt} ms RTT, no cap, download"
     plain = med(pick("L", "plain TCP"), "mbit")
+    iperf4 = med(pick("L", "iperf3 -P 4"), "mbit")
+    mptcp4 = med(pick("L", "kernel MPTCP 4 subflows"), "mbit")
+    names = []
     for r in pick("L"):
-        add(sc, r["row"], f(r["mbit"]) + " Mbit/s", f(ratio(r["mbit"], plain), "{:.2f}") + "× plain", "", "")
+        if r["row"] not in names:
+            names.append(r["row"])
+    for name in names:
+        rs = pick("L", name)
+        if "note" in rs[0]:
+            add(sc, name, rs[0]["note"], "", "", "")
+            continue
+        if "ttfb" in rs[0]:
+            t = rs[0]["ttfb"]
+            add(sc, name, f"TTFB p50 {f(t['p50'])} ms, p90 {f(t['p90'])} ms, p99 {f(t['p99'])} ms, "
+                f"max {f(t['max'])} ms ({t['n']} requests){reinjected(rs)}",
+                f"{t['p50'] / float(rtt):.2f} RTT p50", "", "")
+            continue
+        vals = sorted(r["mbit"] for r in rs if r.get("mbit") is not None)
+        v = med(rs, "mbit")
+        spread = f" ({vals[0]:.1f}–{vals[-1]:.1f}, {len(vals)} rounds)" if len(vals) > 1 else ""
+        cmp_ = f(ratio(v, plain), "{:.2f}") + "× plain"
+        if name.startswith("MTCP"):
+            cmp_ += f", {f(ratio(v, iperf4), '{:.2f}')}× iperf3 -P 4"
+            if mptcp4 is not None:
+                cmp_ += f", {f(ratio(v, mptcp4), '{:.2f}')}× kernel MPTCP"
+        add(sc, name, f(v) + " Mbit/s" + spread + reinjected(rs), cmp_, "", "")
 
 # F. a fleet behind HAProxy
 for r in pick("F", "haproxy"):

@@ -305,13 +305,15 @@ fn session_table(
     let get = |name: &str| now.by(name, "session", id).unwrap_or(0.0);
     let _ = writeln!(
         out,
-        "session {id}: {} links up, {} streams open, {} opened; sent {}, received {}, re-sent {}",
+        "session {id}: {} links up, {} streams open, {} opened; sent {}, received {}, re-sent {}, reinjected {}, duplicated {}",
         get("mtcp_session_links"),
         get("mtcp_session_streams"),
         get("mtcp_session_streams_opened_total"),
         bytes(get("mtcp_session_sent_bytes_total")),
         bytes(get("mtcp_session_received_bytes_total")),
         bytes(get("mtcp_session_resent_bytes_total")),
+        bytes(get("mtcp_session_reinjected_bytes_total")),
+        bytes(get("mtcp_session_duplicated_bytes_total")),
     );
     let reconnects: BTreeMap<String, f64> = now
         .all("mtcp_slot_reconnects_total")
@@ -444,6 +446,7 @@ mtcp_links_closed_total{reason="peer_closed"} 0
 mtcp_session_links{session="00000000000000ab"} 2
 mtcp_session_streams{session="00000000000000ab"} 1
 mtcp_session_sent_bytes_total{session="00000000000000ab"} 1048576
+mtcp_session_reinjected_bytes_total{session="00000000000000ab"} 3072
 mtcp_slot_reconnects_total{session="00000000000000ab",slot="0"} 0
 mtcp_slot_reconnects_total{session="00000000000000ab",slot="1"} 2
 mtcp_slot_reconnects_total{session="00000000000000ab",slot="2"} 4
@@ -482,6 +485,10 @@ mtcp_link_resent_bytes_total{link="7",peer="[::1]:8000",session="00000000000000a
         assert!(table.contains("links closed: reset 3\n"), "{table}");
         assert!(table.contains("links refused: none\n"), "{table}");
         assert!(table.contains("sent 1.0 MiB"), "{table}");
+        assert!(
+            table.contains("reinjected 3.0 KiB, duplicated 0 B\n"),
+            "{table}"
+        );
         let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("  ")).collect();
         assert!(rows[0].trim_start().starts_with("SLOT"), "{table}");
         // Slot order; 1.25 MB in one second is 10 Mbit/s.

@@ -95,6 +95,12 @@ impl TunnelConfig {
         push_kv(out, "stream_window", self.stream_window);
         push_kv(out, "send_budget", self.send_budget);
         push_kv(out, "scheduler", format!("\"{}\"", self.scheduler));
+        push_kv(out, "reinject", self.reinject);
+        push_kv(
+            out,
+            "duplicate_small_frames",
+            format!("\"{}\"", self.duplicate),
+        );
         push_kv(
             out,
             "keepalive_interval_ms",

@@ -29,8 +29,8 @@ mod validate;
 
 pub use error::ConfigError;
 pub use types::{
-    ClientConfig, Config, Endpoint, LogLevel, OpsConfig, PathConfig, Role, SchedulerKind,
-    ServerConfig, TunnelConfig,
+    ClientConfig, Config, DuplicateMode, Endpoint, LogLevel, OpsConfig, PathConfig, Role,
+    SchedulerKind, ServerConfig, TunnelConfig,
 };
 
 use error::{ErrorKind, from_toml_error};

@@ -2,7 +2,7 @@
 //! structs first, so syntax errors, missing keys, unknown keys and wrong types
 //! are caught (with the key's position) before any value is judged.
 
-use super::types::{LogLevel, SchedulerKind};
+use super::types::{DuplicateMode, LogLevel, SchedulerKind};
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Copy)]
@@ -45,6 +45,8 @@ pub(super) struct RawServer {
     pub(super) stream_window: Option<u64>,
     pub(super) send_budget: Option<u64>,
     pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) reinject: Option<bool>,
+    pub(super) duplicate_small_frames: Option<DuplicateMode>,
     pub(super) keepalive_interval_ms: Option<u64>,
     pub(super) keepalive_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,
@@ -79,6 +81,8 @@ pub(super) struct RawClient {
     pub(super) stream_window: Option<u64>,
     pub(super) send_budget: Option<u64>,
     pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) reinject: Option<bool>,
+    pub(super) duplicate_small_frames: Option<DuplicateMode>,
     pub(super) keepalive_interval_ms: Option<u64>,
     pub(super) keepalive_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,
@@ -112,6 +116,8 @@ pub(super) struct RawTunnel {
     pub(super) stream_window: Option<u64>,
     pub(super) send_budget: Option<u64>,
     pub(super) scheduler: Option<SchedulerKind>,
+    pub(super) reinject: Option<bool>,
+    pub(super) duplicate_small_frames: Option<DuplicateMode>,
     pub(super) keepalive_interval_ms: Option<u64>,
     pub(super) keepalive_timeout_ms: Option<u64>,
     pub(super) drain_timeout_ms: Option<u64>,

@@ -209,7 +209,9 @@ fn server_defaults() {
     let s = server(MIN_SERVER).unwrap();
     assert_eq!(s.tunnel, TunnelConfig::new(65536));
     assert_eq!(s.tunnel.stream_window, 8_388_608);
-    assert_eq!(s.tunnel.scheduler, SchedulerKind::RoundRobin);
+    assert_eq!(s.tunnel.scheduler, SchedulerKind::LeastQueued);
+    assert!(s.tunnel.reinject, "held-up bytes are sent again by default");
+    assert_eq!(s.tunnel.duplicate, DuplicateMode::OnLoss);
     assert_eq!(s.tunnel.keepalive_interval, Duration::from_millis(1000));
     assert_eq!(s.tunnel.keepalive_timeout, Duration::from_millis(5000));
     assert_eq!(s.tunnel.drain_timeout, Duration::from_millis(10_000));
@@ -232,11 +234,13 @@ fn client_defaults() {
 #[test]
 fn optional_keys_are_read() {
     let s = server_with(
-        "stream_window = 1048576\nscheduler = \"least_queued\"\nkeepalive_interval_ms = 200\nkeepalive_timeout_ms = 900\ndrain_timeout_ms = 0\nmax_streams = 7\nbackend_connect_timeout_ms = 300\nhandshake_timeout_ms = 400\nmax_sessions = 9\nsession_grace_ms = 0",
+        "stream_window = 1048576\nscheduler = \"least_queued\"\nreinject = false\nduplicate_small_frames = \"always\"\nkeepalive_interval_ms = 200\nkeepalive_timeout_ms = 900\ndrain_timeout_ms = 0\nmax_streams = 7\nbackend_connect_timeout_ms = 300\nhandshake_timeout_ms = 400\nmax_sessions = 9\nsession_grace_ms = 0",
     )
     .unwrap();
     assert_eq!(s.tunnel.stream_window, 1_048_576);
     assert_eq!(s.tunnel.scheduler, SchedulerKind::LeastQueued);
+    assert!(!s.tunnel.reinject);
+    assert_eq!(s.tunnel.duplicate, DuplicateMode::Always);
     assert_eq!(s.tunnel.keepalive_interval, Duration::from_millis(200));
     assert_eq!(s.tunnel.keepalive_timeout, Duration::from_millis(900));
     assert_eq!(s.tunnel.drain_timeout, Duration::ZERO);

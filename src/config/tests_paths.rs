@@ -69,7 +69,7 @@ fn without_paths_nothing_changes() {
     let c = client(CLIENT).unwrap();
     assert!(c.paths.is_empty());
     assert_eq!(c.path_of_slot(0), None);
-    assert_eq!(c.tunnel.scheduler, SchedulerKind::RoundRobin);
+    assert_eq!(c.tunnel.scheduler, SchedulerKind::LeastQueued);
 }
 
 #[test]

@@ -80,7 +80,7 @@ pub(super) fn default_budget(window: u64) -> u64 {
 // ---------------------------------------------------------------------------
 
 pub use crate::proto::Role;
-pub use crate::proto::scheduler::SchedulerKind;
+pub use crate::proto::scheduler::{DuplicateMode, SchedulerKind};
 
 /// How much the daemon logs (`log_level`), unless `RUST_LOG` is set.
 ///
@@ -215,6 +215,12 @@ pub struct TunnelConfig {
     pub send_budget: u64,
     /// `scheduler`: how DATA frames are assigned to links.
     pub scheduler: SchedulerKind,
+    /// `reinject`: send again, on another link, the bytes that hold a
+    /// stream's delivery up on a link repairing a loss.
+    pub reinject: bool,
+    /// `duplicate_small_frames`: when a small frame alone in flight on its
+    /// stream is also sent on a second link.
+    pub duplicate: DuplicateMode,
     /// `keepalive_interval_ms`: how often an idle link is pinged.
     pub keepalive_interval: Duration,
     /// `keepalive_timeout_ms`: silence after which a link is declared dead.
@@ -243,7 +249,9 @@ impl TunnelConfig {
             buffer_size,
             stream_window: default_window(buffer_size as u64) as u32,
             send_budget: default_budget(default_window(buffer_size as u64)),
-            scheduler: SchedulerKind::RoundRobin,
+            scheduler: SchedulerKind::LeastQueued,
+            reinject: true,
+            duplicate: DuplicateMode::OnLoss,
             keepalive_interval: Duration::from_millis(KEEPALIVE_INTERVAL_MS_DEFAULT),
             keepalive_timeout: Duration::from_millis(KEEPALIVE_TIMEOUT_MS_DEFAULT),
             drain_timeout: Duration::from_millis(DRAIN_TIMEOUT_MS_DEFAULT),

@@ -73,7 +73,7 @@ const LINK_GAUGES: [Series<LinkSnapshot>; 2] = [
 ];
 
 /// Per-session counters.
-const SESSION_COUNTERS: [Series<SessionSnapshot>; 5] = [
+const SESSION_COUNTERS: [Series<SessionSnapshot>; 9] = [
     (
         "mtcp_session_streams_opened_total",
         "Streams (application connections) opened in the session.",
@@ -98,6 +98,26 @@ const SESSION_COUNTERS: [Series<SessionSnapshot>; 5] = [
         "mtcp_session_resent_frames_total",
         "Frames sent again after a link died (DATA, FIN, OPEN, ACK and RST).",
         |s| s.frames_resent,
+    ),
+    (
+        "mtcp_session_reinjected_bytes_total",
+        "Stream payload bytes sent again on another link because they held a stream's delivery up on a link repairing a loss.",
+        |s| s.bytes_reinjected,
+    ),
+    (
+        "mtcp_session_reinjected_frames_total",
+        "DATA frames sent again on another link because they held a stream's delivery up on a link repairing a loss.",
+        |s| s.frames_reinjected,
+    ),
+    (
+        "mtcp_session_duplicated_bytes_total",
+        "Stream payload bytes of small frames also sent on a second link (duplicate_small_frames).",
+        |s| s.bytes_duplicated,
+    ),
+    (
+        "mtcp_session_duplicated_frames_total",
+        "Small DATA frames also sent on a second link (duplicate_small_frames).",
+        |s| s.frames_duplicated,
     ),
 ];
 
@@ -461,6 +481,7 @@ mod tests {
             tcp: TcpInfo {
                 notsent_bytes: Some(11),
                 total_retrans: None,
+                ..TcpInfo::default()
             },
         }
     }
@@ -473,6 +494,10 @@ mod tests {
                 streams_opened: 5,
                 frames_resent: 1,
                 bytes_resent: 9,
+                frames_reinjected: 2,
+                bytes_reinjected: 70,
+                frames_duplicated: 3,
+                bytes_duplicated: 80,
                 bytes_sent: 100,
                 bytes_received: 200,
                 slots: vec![(0, 0), (1, 3)],
@@ -503,6 +528,10 @@ mod tests {
             "mtcp_send_budget_used_bytes 64",
             "mtcp_send_budget_limit_bytes 1024",
             "mtcp_session_sent_bytes_total{session=\"00000000000000ab\"} 100",
+            "mtcp_session_reinjected_bytes_total{session=\"00000000000000ab\"} 70",
+            "mtcp_session_reinjected_frames_total{session=\"00000000000000ab\"} 2",
+            "mtcp_session_duplicated_bytes_total{session=\"00000000000000ab\"} 80",
+            "mtcp_session_duplicated_frames_total{session=\"00000000000000ab\"} 3",
             "mtcp_session_links{session=\"00000000000000ab\"} 2",
             "mtcp_slot_reconnects_total{session=\"00000000000000ab\",slot=\"1\"} 3",
             "mtcp_link_sent_bytes_total{link=\"12\",peer=\"[::1]:8000\",session=\"00000000000000ab\",slot=\"1\"} 1000",

@@ -321,6 +321,23 @@ pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
     out[start + 4] = kind;
 }
 
+/// The number of bytes [`encode`] writes for `frame`, without encoding it
+/// (what a link counts as handed to it, to tell which bytes its TCP has
+/// acknowledged).
+pub fn encoded_len(frame: &Frame<'_>) -> usize {
+    HEADER_LEN
+        + match *frame {
+            Frame::Hello(_) => 24,
+            Frame::Welcome(_) => 9,
+            Frame::Refuse(_) | Frame::GoAway(_) => 1,
+            Frame::Open { .. } => 4,
+            Frame::Data { data, .. } => DATA_OVERHEAD - HEADER_LEN + data.len(),
+            Frame::Fin { .. } | Frame::Ack { .. } => 12,
+            Frame::Rst { .. } => 5,
+            Frame::Ping { .. } | Frame::Pong { .. } => 8,
+        }
+}
+
 fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
@@ -556,6 +573,7 @@ mod tests {
         encode(&frame, &mut buf);
         let (back, used) = decode(&buf, max_frame_len(1 << 20)).unwrap().unwrap();
         assert_eq!(used, buf.len());
+        assert_eq!(encoded_len(&frame), buf.len(), "{frame:?}");
         assert_eq!(back, frame);
         for cut in 0..buf.len() {
             assert_eq!(decode(&buf[..cut], max_frame_len(1 << 20)), Ok(None));

@@ -2,16 +2,33 @@
 //!
 //! Round-robin is the specification's rule: frames go to links in turn, and a
 //! sender waits for the next link's queue to have room. Over links of unequal
-//! speed the slowest link then sets the pace, so two more are offered:
+//! speed the slowest link then sets the pace, and on a lossy path every link
+//! is unequal most of the time (each loss halves one link's window), so two
+//! more are offered:
 //!
-//! - `least_queued`: each frame goes to the link with the fewest bytes waiting
-//!   to be written, which keeps every link busy in proportion to its speed.
-//!   But bytes already in a slow link's socket and on its path are not seen,
-//!   and the receiver's window fills with bytes waiting behind them.
+//! - `least_queued` (the default): each frame goes to the link with the
+//!   fewest bytes waiting to be sent, in MTCP's queue and in the socket (what
+//!   TCP has not sent yet), which keeps every link busy in proportion to its
+//!   speed. On links that share one clean path it does as well as
+//!   round-robin (bench scenario 1); on a lossy one it is faster (scenario
+//!   L: 15.2 against 13.0 Mbit/s, medians).
 //! - `adaptive`: each frame goes to the link where it is expected to arrive
 //!   first: measured round trip (in-band PINGs, so it includes the socket's
 //!   and the path's queues) plus our queue over the link's measured rate. A
 //!   slow link then carries only what it can deliver as soon as the others.
+//!
+//! Every kind first weighs what the kernel's TCP says of each link
+//! ([`TcpState`], sampled by the I/O layer every few milliseconds, never per
+//! frame). A link recovering from a loss sends almost nothing new for at
+//! least a round trip (a retransmission timeout: 200 ms or more), and one
+//! that holds more unsent bytes than its congestion window sends in a round
+//! trip makes a new frame wait behind them; on either, the frame holds up
+//! the stream's in-order delivery at the far end while the other links'
+//! bytes wait in its reorder buffer. So each kind chooses among the links
+//! that are neither, if there is one, else among those not recovering, else
+//! among all ([`Health`]). On a clean path every link is fine and each kind
+//! behaves as described above; without `TCP_INFO` (not Linux) every link
+//! counts as fine.
 //!
 //! The weighing kinds wait for the link they picked only a short grace
 //! ([`stall_grace_us`]); a link that took no frame in that time counts as
@@ -23,17 +40,20 @@
 
 use serde::Deserialize;
 use std::fmt;
+use std::time::Instant;
 
 /// How DATA frames are spread over the links of a pool.
 ///
 /// Round-robin is the specification's rule; the other two exist because over
-/// links of unequal speed round-robin lets the slowest link set the pace.
+/// links of unequal speed (and on a lossy path links are unequal most of the
+/// time) round-robin lets the slowest link set the pace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SchedulerKind {
-    /// Links take frames in turn (`"round_robin"`, the default).
+    /// Links take frames in turn (`"round_robin"`).
     RoundRobin,
-    /// Each frame goes to the link with the fewest bytes waiting (`"least_queued"`).
+    /// Each frame goes to the link with the fewest bytes waiting
+    /// (`"least_queued"`, the default).
     LeastQueued,
     /// Each frame goes to the link where it is expected to arrive first,
     /// from measured round-trip time and rate (`"adaptive"`).
@@ -43,9 +63,9 @@ pub enum SchedulerKind {
 impl SchedulerKind {
     /// True when a frame waits for room on the link picked for it even if
     /// another has room: round-robin's rule (links strictly in turn). The
-    /// schedulers that weigh links hand it to another link instead, so that
-    /// a link gone silent, whose queue fills long before its keepalive
-    /// declares it dead, holds nothing back.
+    /// schedulers that weigh links hand it to another link after a grace
+    /// ([`stall_grace_us`]), so that a link gone silent, whose queue fills
+    /// long before its keepalive declares it dead, holds nothing back.
     pub fn waits_for_its_pick(self) -> bool {
         self == SchedulerKind::RoundRobin
     }
@@ -61,21 +81,132 @@ impl fmt::Display for SchedulerKind {
     }
 }
 
-/// What the scheduler knows of one link when it chooses.
+/// When a small frame is also sent on a second link (`duplicate_small_frames`).
+///
+/// On a lossy path a lone segment lost at the end of a burst (a request, an
+/// answer) is repaired by TCP only after a probe timeout or a
+/// retransmission timeout, hundreds of milliseconds; the re-send of held-up
+/// bytes (`proto::send::stall`) cuts that to about a round trip. A copy on
+/// a second link from the start cuts it to nothing, for bytes that cost
+/// little to send twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateMode {
+    /// Never (`"off"`).
+    Off,
+    /// While a link of the session has retransmitted in the last
+    /// [`LOSS_MEMORY_US`] (`"on_loss"`, the default): clean paths pay
+    /// nothing.
+    #[default]
+    OnLoss,
+    /// Always (`"always"`).
+    Always,
+}
+
+impl fmt::Display for DuplicateMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DuplicateMode::Off => "off",
+            DuplicateMode::OnLoss => "on_loss",
+            DuplicateMode::Always => "always",
+        })
+    }
+}
+
+/// Largest DATA frame sent twice: a request or an answer, not bulk.
+pub const DUPLICATE_MAX: usize = 16 * 1024;
+/// How long a link counts as lossy after a retransmission, in µs.
+pub const LOSS_MEMORY_US: u64 = 10_000_000;
+
+/// True when a new DATA frame of `len` bytes should also go to a second
+/// link: it is small, nothing else of its stream is in flight (`alone`: a
+/// request, an answer, a stream's first bytes), and `mode` allows it with
+/// the links `lossy` (one retransmitted lately) or not.
+pub fn duplicates(mode: DuplicateMode, len: usize, alone: bool, lossy: bool) -> bool {
+    let wanted = match mode {
+        DuplicateMode::Off => false,
+        DuplicateMode::OnLoss => lossy,
+        DuplicateMode::Always => true,
+    };
+    wanted && alone && len > 0 && len <= DUPLICATE_MAX
+}
+
+/// A link's congestion-control state, as the kernel's TCP reports it
+/// (`tcpi_ca_state`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkLoad {
-    /// Bytes handed to the link and not yet written to its socket.
-    pub queued_bytes: u64,
-    /// Smoothed round-trip time in µs, including what waits in the link's
-    /// socket and on its path (0 = not measured yet).
-    pub srtt_us: u64,
-    /// Bytes per second the link's socket took over the last round trip
-    /// (0 = not measured yet).
-    pub rate: u64,
-    /// A frame waited [`stall_grace_us`] for room in the link's queue and
-    /// the link has written nothing since: its path may have gone silent,
-    /// so every scheduler picks it last.
-    pub stalled: bool,
+pub enum CaState {
+    /// Nothing lost: sending normally.
+    #[default]
+    Open,
+    /// Duplicate ACKs or SACKs seen: something may be missing.
+    Disorder,
+    /// The window was reduced after an ECN mark.
+    Cwr,
+    /// Fast recovery: repairing a loss, sending little new data.
+    Recovery,
+    /// A retransmission timeout: everything in flight is being sent again,
+    /// from a window of one segment.
+    Loss,
+}
+
+impl CaState {
+    /// The state from its kernel number; an unknown number reads as `Open`.
+    pub fn from_raw(raw: u8) -> CaState {
+        match raw {
+            1 => CaState::Disorder,
+            2 => CaState::Cwr,
+            3 => CaState::Recovery,
+            4 => CaState::Loss,
+            _ => CaState::Open,
+        }
+    }
+}
+
+/// What the kernel's TCP says of a link (`TCP_INFO`), as the I/O layer last
+/// sampled it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpState {
+    pub ca_state: CaState,
+    /// Retransmission timeouts in a row for the oldest unacknowledged
+    /// segment; 0 while ACKs come back.
+    pub retransmits: u8,
+    /// Bytes the congestion window lets TCP have in flight per round trip.
+    pub cwnd_bytes: u64,
+    /// Bytes in the socket that TCP has not sent yet, counting what was
+    /// written to it since the sample.
+    pub notsent_bytes: u64,
+    /// Bytes sent and not yet acknowledged (segments times their size).
+    pub unacked_bytes: u64,
+    /// How long, in µs, TCP had heard no ACK when sampled.
+    pub since_ack_us: u64,
+    /// TCP's smoothed round-trip time in µs (0 = not known).
+    pub rtt_us: u64,
+    /// TCP retransmitted on the link in the last [`LOSS_MEMORY_US`].
+    pub lossy: bool,
+    /// When the sample was taken.
+    pub at: Instant,
+}
+
+impl TcpState {
+    /// Repairing a loss: fast recovery, or a retransmission timeout.
+    pub fn recovering(&self) -> bool {
+        matches!(self.ca_state, CaState::Recovery | CaState::Loss) || self.retransmits > 0
+    }
+}
+
+/// How fit a link is to carry a frame now; lower is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Health {
+    /// Neither recovering nor with a window's worth waiting.
+    Fine,
+    /// More bytes wait to be sent than its congestion window sends in one
+    /// round trip: a new frame waits behind them.
+    Full,
+    /// TCP is repairing a loss on it.
+    Recovering,
+    /// A frame waited [`stall_grace_us`] for room in its queue and it has
+    /// written nothing since: its path may have gone silent.
+    Stalled,
 }
 
 /// Shortest wait for room on a picked link before it counts as stalled, µs.
@@ -96,6 +227,28 @@ pub fn stall_grace_us(srtt_us: u64) -> u64 {
         .clamp(STALL_GRACE_MIN_US, STALL_GRACE_MAX_US)
 }
 
+/// What the scheduler knows of one link when it chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkLoad {
+    /// Bytes handed to the link and not yet written to its socket.
+    pub queued_bytes: u64,
+    /// Smoothed round-trip time in µs, including what waits in the link's
+    /// socket and on its path (0 = not measured yet).
+    pub srtt_us: u64,
+    /// Bytes per second the link's socket took over the last round trip
+    /// (0 = not measured yet).
+    pub rate: u64,
+    /// The kernel's view of the link's TCP, if it can be read.
+    pub tcp: Option<TcpState>,
+    /// Bytes ever handed to the link (frames as encoded, written or
+    /// queued): with `backlog` and `unacked_bytes`, tells whether the
+    /// bytes handed at some point have been acknowledged by its TCP.
+    pub handed: u64,
+    /// A frame waited its grace for room in the link's queue and the link
+    /// has written nothing since ([`Health::Stalled`]).
+    pub stalled: bool,
+}
+
 /// Rate assumed for a link not measured yet: 1 byte/µs, so that its queue
 /// still counts.
 const UNMEASURED_RATE: u64 = 1_000_000;
@@ -110,6 +263,26 @@ impl LinkLoad {
         let rate = self.rate.max(UNMEASURED_RATE);
         self.srtt_us
             .saturating_add(self.queued_bytes.saturating_mul(1_000_000) / rate)
+    }
+
+    /// Bytes waiting to be sent: in MTCP's queue and, as far as the last
+    /// sample tells, in the socket.
+    pub fn backlog(&self) -> u64 {
+        let unsent = self.tcp.map_or(0, |t| t.notsent_bytes);
+        self.queued_bytes.saturating_add(unsent)
+    }
+
+    /// How fit the link is to carry a frame now (see the module's text).
+    pub fn health(&self) -> Health {
+        if self.stalled {
+            return Health::Stalled;
+        }
+        match self.tcp {
+            None => Health::Fine,
+            Some(t) if t.recovering() => Health::Recovering,
+            Some(t) if self.backlog() >= t.cwnd_bytes.max(1) => Health::Full,
+            Some(_) => Health::Fine,
+        }
     }
 }
 
@@ -132,25 +305,28 @@ impl Scheduler {
     }
 
     /// The index of the link for the next DATA frame among `count` live
-    /// links, or `None` when there is none. `load(i)` is asked only by the
-    /// schedulers that weigh links, so round-robin costs nothing per frame.
+    /// links, or `None` when there is none. Each kind chooses among the
+    /// healthiest links present (see [`Health`]): round-robin the next one
+    /// in turn, `least_queued` the one with the least backlog, `adaptive`
+    /// the one where the frame arrives first.
     pub fn pick(&mut self, count: usize, load: impl Fn(usize) -> LinkLoad) -> Option<usize> {
         if count == 0 {
             return None;
         }
         let start = self.next;
-        self.next = self.next.wrapping_add(1);
-        Some(match self.kind {
-            SchedulerKind::RoundRobin => start % count,
-            SchedulerKind::LeastQueued => lowest(count, start, |i| {
-                let l = load(i);
-                (l.stalled, l.queued_bytes)
-            }),
-            SchedulerKind::Adaptive => lowest(count, start, |i| {
-                let l = load(i);
-                (l.stalled, l.expected_delay_us())
-            }),
-        })
+        let i = match self.kind {
+            SchedulerKind::RoundRobin => {
+                let i = choose(count, start, load, |_| 0);
+                // In turn from the one chosen: a link passed over because it
+                // was recovering gets its next turn a round later.
+                self.next = i.wrapping_add(1);
+                return Some(i);
+            }
+            SchedulerKind::LeastQueued => choose(count, start, load, LinkLoad::backlog),
+            SchedulerKind::Adaptive => choose(count, start, load, LinkLoad::expected_delay_us),
+        };
+        self.next = start.wrapping_add(1);
+        Some(i)
     }
 
     /// True when this scheduler needs links measured as data flows.
@@ -158,15 +334,34 @@ impl Scheduler {
         self.kind == SchedulerKind::Adaptive
     }
 
-    /// The link for a control frame: always the least loaded, because
-    /// control frames must not wait behind data.
+    /// The link for a control frame: the healthiest with the least backlog,
+    /// because control frames (ACKs above all: a sender may be waiting for
+    /// one) must not wait behind data or a lost segment.
     pub fn pick_control(&self, count: usize, load: impl Fn(usize) -> LinkLoad) -> Option<usize> {
-        (count > 0).then(|| {
-            lowest(count, self.next, |i| {
-                let l = load(i);
-                (l.stalled, l.queued_bytes)
-            })
-        })
+        (count > 0).then(|| choose(count, self.next, load, LinkLoad::backlog))
+    }
+
+    /// A fine link other than `avoid`, with the least backlog, for bytes
+    /// sent again because they hold a stream up; `None` when no other link
+    /// is fine (sending them behind another backlog or loss would not help).
+    pub fn pick_spare(
+        &self,
+        count: usize,
+        load: impl Fn(usize) -> LinkLoad,
+        avoid: Option<usize>,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
+        for step in 0..count {
+            let i = (self.next + step) % count;
+            if Some(i) == avoid {
+                continue;
+            }
+            let l = load(i);
+            if l.health() == Health::Fine && best.is_none_or(|(_, b)| l.backlog() < b) {
+                best = Some((i, l.backlog()));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 }
 
@@ -182,20 +377,29 @@ pub fn carriers(primaries: usize, live: usize) -> usize {
     }
 }
 
-/// The index with the lowest `cost`; ties go to the first from `start` on,
-/// so equal links still take turns.
-fn lowest<C: Ord>(count: usize, start: usize, cost: impl Fn(usize) -> C) -> usize {
-    let mut best = start % count;
-    let mut best_cost = cost(best);
-    for step in 1..count {
+/// The index to use among `count` links: of those with the best health
+/// present, the one with the lowest `cost`; ties go to the first from
+/// `start` on, so equal links still take turns. One pass, no allocation.
+fn choose(
+    count: usize,
+    start: usize,
+    load: impl Fn(usize) -> LinkLoad,
+    cost: impl Fn(&LinkLoad) -> u64,
+) -> usize {
+    let mut best: [Option<(usize, u64)>; 4] = [None; 4];
+    for step in 0..count {
         let i = (start + step) % count;
-        let c = cost(i);
-        if c < best_cost {
-            best = i;
-            best_cost = c;
+        let l = load(i);
+        let slot = &mut best[l.health() as usize];
+        let c = cost(&l);
+        if slot.is_none_or(|(_, b)| c < b) {
+            *slot = Some((i, c));
         }
     }
-    best
+    best.into_iter()
+        .flatten()
+        .next()
+        .map_or(start % count, |(i, _)| i)
 }
 
 #[cfg(test)]
@@ -207,18 +411,192 @@ mod tests {
             queued_bytes,
             srtt_us,
             rate,
+            tcp: None,
+            handed: 0,
             stalled: false,
         }
     }
 
+    /// A link whose TCP is in `ca_state` with a window of `cwnd_bytes` and
+    /// `notsent` bytes not sent yet.
+    fn tcp(ca_state: CaState, cwnd_bytes: u64, notsent: u64) -> LinkLoad {
+        LinkLoad {
+            tcp: Some(TcpState {
+                ca_state,
+                retransmits: 0,
+                cwnd_bytes,
+                notsent_bytes: notsent,
+                unacked_bytes: 0,
+                since_ack_us: 0,
+                rtt_us: 40_000,
+                lossy: false,
+                at: Instant::now(),
+            }),
+            ..LinkLoad::default()
+        }
+    }
+
+    const OPEN: CaState = CaState::Open;
+    const KIB: u64 = 1024;
+
     #[test]
-    fn round_robin_takes_links_in_turn_and_never_asks_for_load() {
+    fn round_robin_takes_links_in_turn_while_all_are_fine() {
         let mut s = Scheduler::new(SchedulerKind::RoundRobin);
-        let picks: Vec<_> = (0..6)
-            .map(|_| s.pick(3, |_| panic!("round-robin weighed a link")))
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Some));
+        let picks: Vec<_> = (0..6).map(|_| s.pick(3, |_| load(0, 0, 0))).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Some), "no TCP_INFO");
+        let fine = tcp(OPEN, 64 * KIB, 10 * KIB);
+        let picks: Vec<_> = (0..4).map(|_| s.pick(3, |_| fine)).collect();
+        assert_eq!(picks, [0, 1, 2, 0].map(Some), "every link fine");
+        let full = tcp(OPEN, 16 * KIB, 64 * KIB);
+        let picks: Vec<_> = (0..4).map(|_| s.pick(3, |_| full)).collect();
+        assert_eq!(picks, [1, 2, 0, 1].map(Some), "every link full alike");
         assert_eq!(s.pick(0, |_| LinkLoad::default()), None);
+    }
+
+    #[test]
+    fn round_robin_passes_over_a_recovering_or_full_link_while_another_is_fine() {
+        let mut s = Scheduler::new(SchedulerKind::RoundRobin);
+        let fine = tcp(OPEN, 64 * KIB, 0);
+        let mut loads = [fine, tcp(CaState::Recovery, 64 * KIB, 0), fine];
+        let picks: Vec<_> = (0..4).map(|_| s.pick(3, |i| loads[i])).collect();
+        assert_eq!(picks, [0, 2, 0, 2].map(Some), "link 1 is in fast recovery");
+        loads[1] = tcp(CaState::Loss, 64 * KIB, 0);
+        assert_eq!(s.pick(3, |i| loads[i]), Some(0), "a timeout counts too");
+        loads[1] = LinkLoad {
+            tcp: loads[1].tcp.map(|t| TcpState {
+                ca_state: OPEN,
+                retransmits: 2,
+                ..t
+            }),
+            ..loads[1]
+        };
+        assert_eq!(s.pick(3, |i| loads[i]), Some(2), "and timeouts in a row");
+        // A window's worth unsent: a frame would wait a round trip.
+        let loads = [fine, tcp(OPEN, 20 * KIB, 20 * KIB), fine];
+        let picks: Vec<_> = (0..3).map(|_| s.pick(3, |i| loads[i])).collect();
+        assert_eq!(picks, [0, 2, 0].map(Some));
+        let loads = [fine, load(20 * KIB, 0, 0), fine];
+        let loads = loads.map(|l| LinkLoad {
+            tcp: Some(TcpState {
+                cwnd_bytes: 20 * KIB,
+                ..fine.tcp.unwrap()
+            }),
+            ..l
+        });
+        assert_eq!(
+            (0..3).map(|_| s.pick(3, |i| loads[i])).collect::<Vec<_>>(),
+            [2, 0, 2].map(Some),
+            "MTCP's own queue counts towards the backlog"
+        );
+    }
+
+    #[test]
+    fn with_no_fine_link_the_full_ones_go_before_the_recovering_ones() {
+        let mut s = Scheduler::new(SchedulerKind::RoundRobin);
+        let full = tcp(OPEN, 16 * KIB, 64 * KIB);
+        let loads = [tcp(CaState::Recovery, 64 * KIB, 0), full, full];
+        let picks: Vec<_> = (0..4).map(|_| s.pick(3, |i| loads[i])).collect();
+        assert_eq!(picks, [1, 2, 1, 2].map(Some));
+        let all = [tcp(CaState::Loss, 64 * KIB, 0); 3];
+        let picks: Vec<_> = (0..3).map(|_| s.pick(3, |i| all[i])).collect();
+        assert_eq!(picks, [0, 1, 2].map(Some), "all recovering: in turn");
+    }
+
+    #[test]
+    fn least_queued_weighs_unsent_bytes_and_prefers_fine_links() {
+        let mut s = Scheduler::new(SchedulerKind::LeastQueued);
+        let loads = [
+            tcp(OPEN, MIB, 300 * KIB),
+            tcp(OPEN, MIB, 100 * KIB),
+            tcp(OPEN, MIB, 200 * KIB),
+        ];
+        assert_eq!(s.pick(3, |i| loads[i]), Some(1), "least unsent");
+        let loads = [
+            tcp(OPEN, MIB, 300 * KIB),
+            tcp(CaState::Recovery, MIB, 0),
+            tcp(OPEN, MIB, 200 * KIB),
+        ];
+        assert_eq!(s.pick(3, |i| loads[i]), Some(2), "not the recovering one");
+    }
+
+    const MIB: u64 = 1024 * KIB;
+
+    #[test]
+    fn adaptive_prefers_a_fine_link_even_if_a_recovering_one_looks_faster() {
+        let mut s = Scheduler::new(SchedulerKind::Adaptive);
+        let mut fast = tcp(CaState::Recovery, MIB, 0);
+        fast.srtt_us = 10_000;
+        let mut slow = tcp(OPEN, MIB, 0);
+        slow.srtt_us = 80_000;
+        assert_eq!(s.pick(2, |i| [fast, slow][i]), Some(1));
+        fast.tcp = fast.tcp.map(|t| TcpState {
+            ca_state: OPEN,
+            ..t
+        });
+        assert_eq!(s.pick(2, |i| [fast, slow][i]), Some(0), "recovered");
+    }
+
+    #[test]
+    fn control_frames_avoid_a_recovering_link() {
+        let s = Scheduler::new(SchedulerKind::RoundRobin);
+        let loads = [tcp(CaState::Recovery, MIB, 0), tcp(OPEN, MIB, 5 * KIB)];
+        assert_eq!(s.pick_control(2, |i| loads[i]), Some(1));
+    }
+
+    #[test]
+    fn a_spare_link_is_fine_not_the_avoided_one_and_least_backlogged() {
+        let s = Scheduler::new(SchedulerKind::RoundRobin);
+        let loads = [
+            tcp(OPEN, MIB, 0),
+            tcp(OPEN, MIB, 50 * KIB),
+            tcp(OPEN, MIB, 10 * KIB),
+            tcp(CaState::Recovery, MIB, 0),
+            tcp(OPEN, 8 * KIB, 10 * KIB),
+        ];
+        assert_eq!(s.pick_spare(5, |i| loads[i], None), Some(0));
+        assert_eq!(s.pick_spare(5, |i| loads[i], Some(0)), Some(2));
+        assert_eq!(s.pick_spare(2, |i| loads[i], Some(0)), Some(1));
+        assert_eq!(s.pick_spare(1, |i| loads[i], Some(0)), None, "only itself");
+        assert_eq!(
+            s.pick_spare(2, |i| loads[i + 3], None),
+            None,
+            "recovering or full: no spare"
+        );
+    }
+
+    #[test]
+    fn only_small_frames_alone_on_their_stream_are_duplicated() {
+        use DuplicateMode::*;
+        assert!(duplicates(Always, 64, true, false));
+        assert!(duplicates(Always, DUPLICATE_MAX, true, false));
+        assert!(!duplicates(Always, DUPLICATE_MAX + 1, true, false), "bulk");
+        assert!(!duplicates(Always, 64, false, false), "others in flight");
+        assert!(!duplicates(Always, 0, true, false));
+        assert!(duplicates(OnLoss, 64, true, true));
+        assert!(!duplicates(OnLoss, 64, true, false), "a clean path");
+        assert!(!duplicates(Off, 64, true, true));
+        assert_eq!(DuplicateMode::default(), OnLoss);
+        assert_eq!(OnLoss.to_string(), "on_loss");
+    }
+
+    #[test]
+    fn kernel_states_read_from_their_numbers() {
+        let states = [0u8, 1, 2, 3, 4, 5, 255].map(CaState::from_raw);
+        assert_eq!(
+            states,
+            [
+                CaState::Open,
+                CaState::Disorder,
+                CaState::Cwr,
+                CaState::Recovery,
+                CaState::Loss,
+                CaState::Open,
+                CaState::Open
+            ]
+        );
+        // Disorder and CWR are not recovery: TCP still sends new data.
+        assert_eq!(tcp(CaState::Disorder, MIB, 0).health(), Health::Fine);
+        assert_eq!(tcp(CaState::Cwr, MIB, 0).health(), Health::Fine);
     }
 
     #[test]
@@ -251,6 +629,16 @@ mod tests {
     }
 
     #[test]
+    fn backup_links_carry_frames_only_without_a_primary() {
+        assert_eq!(carriers(2, 4), 2, "two primaries up: only they carry");
+        assert_eq!(carriers(1, 3), 1);
+        assert_eq!(carriers(0, 2), 2, "no primary: the backups carry");
+        assert_eq!(carriers(3, 3), 3, "no backups at all");
+        assert_eq!(carriers(0, 0), 0);
+        assert_eq!(carriers(5, 3), 3, "never more than are live");
+    }
+
+    #[test]
     fn only_round_robin_waits_for_the_link_it_picked() {
         let waits = |k: SchedulerKind| k.waits_for_its_pick();
         assert!(waits(SchedulerKind::RoundRobin));
@@ -270,31 +658,31 @@ mod tests {
     }
 
     #[test]
-    fn backup_links_carry_frames_only_without_a_primary() {
-        assert_eq!(carriers(2, 4), 2, "two primaries up: only they carry");
-        assert_eq!(carriers(1, 3), 1);
-        assert_eq!(carriers(0, 2), 2, "no primary: the backups carry");
-        assert_eq!(carriers(3, 3), 3, "no backups at all");
-        assert_eq!(carriers(0, 0), 0);
-        assert_eq!(carriers(5, 3), 3, "never more than are live");
-    }
-
-    #[test]
-    fn a_stalled_link_is_picked_last_by_every_weighing_scheduler() {
+    fn a_stalled_link_is_picked_last_by_every_scheduler() {
         let stalled = LinkLoad {
             stalled: true,
             ..load(0, 1, 1)
         };
-        let busy = load(5_000_000, 90_000, 1_000_000);
-        for kind in [SchedulerKind::LeastQueued, SchedulerKind::Adaptive] {
+        let recovering = tcp(CaState::Loss, 64 * KIB, 5 * 1024 * KIB);
+        assert_eq!(stalled.health(), Health::Stalled);
+        for kind in [
+            SchedulerKind::RoundRobin,
+            SchedulerKind::LeastQueued,
+            SchedulerKind::Adaptive,
+        ] {
             let mut s = Scheduler::new(kind);
             for _ in 0..3 {
-                assert_eq!(s.pick(2, |i| [stalled, busy][i]), Some(1), "{kind}");
+                assert_eq!(s.pick(2, |i| [stalled, recovering][i]), Some(1), "{kind}");
             }
             assert_eq!(s.pick(1, |_| stalled), Some(0), "{kind}: the only link");
         }
         let s = Scheduler::new(SchedulerKind::RoundRobin);
-        assert_eq!(s.pick_control(2, |i| [stalled, busy][i]), Some(1));
+        assert_eq!(s.pick_control(2, |i| [stalled, recovering][i]), Some(1));
+        assert_eq!(
+            s.pick_spare(2, |_| stalled, None),
+            None,
+            "never for a re-send"
+        );
     }
 
     #[test]

@@ -7,12 +7,20 @@
 //! daemon-wide send budget shared by all streams, with a per-stream floor
 //! ([`STREAM_FLOOR`]) so that streams whose applications stopped reading
 //! cannot starve the others.
+//!
+//! Each unacknowledged chunk remembers the link that carried it and when,
+//! so that bytes held up on a link that is repairing a loss can be sent
+//! again on another one ([`stall`]).
+
+mod stall;
 
 use crate::proto::error::Violation;
 use crate::proto::frame::{Frame, StreamId};
 pub use crate::proto::recv::STREAM_FLOOR;
+pub use stall::{MAX_RESENDS, RESEND_SHARE, StallCheck, stall_limit};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// DATA bytes, shared between the stream's retransmission copy and the link
 /// that sends them, so neither has to copy them.
@@ -25,6 +33,30 @@ pub enum Resend {
     Data(StreamId, u64, Payload),
 }
 
+/// Where and when a chunk was handed to a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The link (an id the I/O layer chose).
+    pub link: u64,
+    pub at: Instant,
+    /// The link's count of bytes handed to it (`LinkLoad::handed`) just
+    /// after this chunk: where the chunk ends in the link's byte stream.
+    pub end: u64,
+}
+
+/// Bytes kept until the peer acknowledges them, and where they went.
+#[derive(Debug)]
+struct Chunk {
+    offset: u64,
+    bytes: Payload,
+    /// The link that last carried them; `None` until handed to a link.
+    sent: Option<Sent>,
+    /// Times they were sent again because they held the stream up.
+    resends: u8,
+    /// The last such copy.
+    copy: Option<Sent>,
+}
+
 /// The sending direction's state.
 #[derive(Debug, Default)]
 pub struct SendState {
@@ -32,13 +64,21 @@ pub struct SendState {
     /// Peer's cumulative delivered offset; FIN counts as one byte.
     acked: u64,
     fin: Option<u64>,
-    unacked: VecDeque<(u64, Payload)>,
+    unacked: VecDeque<Chunk>,
     /// Bytes charged to the send budget and not yet released: sent, not
     /// acknowledged, and the stream not reset.
     charged: u64,
     /// The peer opened the stream (server side): nothing to re-send an
     /// OPEN for.
     peer_opened: bool,
+    /// When the peer's ACK last moved forward.
+    progress_at: Option<Instant>,
+    /// When new bytes (not a re-send) last went to a link.
+    new_sent_at: Option<Instant>,
+    /// When bytes were last sent again because they held the stream up.
+    resent_at: Option<Instant>,
+    /// Bytes sent again because they held the stream up, in all.
+    resent_bytes: u64,
 }
 
 /// What an ACK changed.
@@ -71,8 +111,39 @@ impl SendState {
         let n = bytes.len() as u64;
         self.next += n;
         self.charged += n;
-        self.unacked.push_back((offset, bytes));
+        self.unacked.push_back(Chunk {
+            offset,
+            bytes,
+            sent: None,
+            resends: 0,
+            copy: None,
+        });
         offset
+    }
+
+    /// Records where and when the bytes pushed at `offset` went (first
+    /// sent, or sent again after a link died). Returns true when nothing
+    /// else of the stream is in flight (a request, an answer, the first
+    /// bytes).
+    pub fn sent_on(&mut self, offset: u64, sent: Sent) -> bool {
+        let alone = self.unacked.len() == 1 && self.acked <= offset;
+        // The newest first: that is where a stream reader's bytes are.
+        let Some(c) = self.unacked.iter_mut().rev().find(|c| c.offset == offset) else {
+            return false;
+        };
+        if c.sent.is_none() {
+            self.new_sent_at = Some(sent.at);
+        }
+        c.sent = Some(sent);
+        alone
+    }
+
+    /// The bytes at `offset` also went out as `copy` (a small frame sent
+    /// on two links); the stall check counts them delivered if it arrived.
+    pub fn copied(&mut self, offset: u64, copy: Sent) {
+        if let Some(c) = self.unacked.iter_mut().rev().find(|c| c.offset == offset) {
+            c.copy = Some(copy);
+        }
     }
 
     /// Marks the end of the stream (the local side closed); returns the FIN
@@ -92,11 +163,12 @@ impl SendState {
         (self.acked, self.next)
     }
 
-    /// Applies the peer's cumulative ACK: frees credit and retransmission
-    /// copies (handed to `release`).
+    /// Applies the peer's cumulative ACK, arrived at `now`: frees credit
+    /// and retransmission copies (handed to `release`).
     pub fn on_ack(
         &mut self,
         delivered: u64,
+        now: Instant,
         mut release: impl FnMut(Payload),
     ) -> Result<AckOutcome, Violation> {
         let sent = self.next + u64::from(self.fin.is_some());
@@ -112,12 +184,13 @@ impl SendState {
         let freed = (delivered.min(self.next) - self.acked.min(self.next)).min(self.charged);
         self.charged -= freed;
         self.acked = delivered;
-        while let Some((off, bytes)) = self.unacked.front() {
-            if off + bytes.len() as u64 > delivered {
+        self.progress_at = Some(now);
+        while let Some(c) = self.unacked.front() {
+            if c.offset + c.bytes.len() as u64 > delivered {
                 break;
             }
-            if let Some((_, bytes)) = self.unacked.pop_front() {
-                release(bytes);
+            if let Some(c) = self.unacked.pop_front() {
+                release(c.bytes);
             }
         }
         let finished = self.fin.is_some_and(|f| delivered == f + 1);
@@ -127,8 +200,8 @@ impl SendState {
     /// Gives up everything kept for re-sending (a reset stream re-sends
     /// nothing); returns the budget to give back.
     pub fn abandon(&mut self, mut release: impl FnMut(Payload)) -> u64 {
-        for (_, bytes) in self.unacked.drain(..) {
-            release(bytes);
+        for c in self.unacked.drain(..) {
+            release(c.bytes);
         }
         std::mem::take(&mut self.charged)
     }
@@ -140,8 +213,8 @@ impl SendState {
         if self.acked == 0 && !self.peer_opened {
             out.push(Resend::Control(Frame::Open { stream: id }));
         }
-        for (offset, bytes) in &self.unacked {
-            out.push(Resend::Data(id, *offset, bytes.clone()));
+        for c in &self.unacked {
+            out.push(Resend::Data(id, c.offset, c.bytes.clone()));
         }
         if let Some(f) = self.fin
             && self.acked <= f
@@ -174,19 +247,23 @@ mod tests {
         Arc::new(vec![0; n])
     }
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn acks_free_copies_and_budget_in_order() {
         let mut s = SendState::new();
         assert_eq!(s.push(payload(10)), 0);
         assert_eq!(s.push(payload(5)), 10);
         let mut released = Vec::new();
-        let out = s.on_ack(12, |p| released.push(p.len())).unwrap();
+        let out = s.on_ack(12, now(), |p| released.push(p.len())).unwrap();
         assert_eq!(out.freed, 12);
         assert_eq!(released, [10], "the second payload is still partly owed");
         assert_eq!(s.in_flight(), 3);
-        assert_eq!(s.on_ack(11, |_| {}).unwrap(), AckOutcome::default());
+        assert_eq!(s.on_ack(11, now(), |_| {}).unwrap(), AckOutcome::default());
         assert_eq!(
-            s.on_ack(16, |_| {}),
+            s.on_ack(16, now(), |_| {}),
             Err(Violation::AckBeyondSent { ack: 16, sent: 15 })
         );
     }
@@ -197,7 +274,7 @@ mod tests {
         s.push(payload(10));
         s.push(payload(5));
         let mut released = Vec::new();
-        s.on_ack(10, |p| released.push(p.len())).unwrap();
+        s.on_ack(10, now(), |p| released.push(p.len())).unwrap();
         assert_eq!(released, [10]);
     }
 
@@ -207,8 +284,30 @@ mod tests {
         assert_eq!(s.progress(), (0, 0));
         s.push(payload(10));
         s.push(payload(6));
-        s.on_ack(4, |_| {}).unwrap();
+        s.on_ack(4, now(), |_| {}).unwrap();
         assert_eq!(s.progress(), (4, 16));
+    }
+
+    #[test]
+    fn a_chunk_is_alone_when_nothing_else_of_its_stream_is_in_flight() {
+        let mut s = SendState::new();
+        let t = Instant::now();
+        let at = |end| Sent {
+            link: 1,
+            at: t,
+            end,
+        };
+        let a = s.push(payload(10));
+        assert!(s.sent_on(a, at(10)), "the first bytes");
+        let b = s.push(payload(10));
+        assert!(!s.sent_on(b, at(20)), "the first are still in flight");
+        s.on_ack(20, t, |_| {}).unwrap();
+        let c = s.push(payload(10));
+        assert!(
+            s.sent_on(c, at(30)),
+            "an answer after the request was acked"
+        );
+        assert!(!s.sent_on(99, at(40)), "no such chunk");
     }
 
     #[test]
@@ -216,9 +315,9 @@ mod tests {
         let mut s = SendState::new();
         s.push(payload(4));
         assert_eq!(s.close(), 4);
-        let out = s.on_ack(4, |_| {}).unwrap();
+        let out = s.on_ack(4, now(), |_| {}).unwrap();
         assert!(!out.finished);
-        let out = s.on_ack(5, |_| {}).unwrap();
+        let out = s.on_ack(5, now(), |_| {}).unwrap();
         assert!(out.finished);
         assert_eq!(out.freed, 0, "the FIN byte was never charged");
     }
@@ -247,7 +346,7 @@ mod tests {
                 "Fin { stream: 7, offset: 5 }"
             ]
         );
-        s.on_ack(6, |_| {}).unwrap();
+        s.on_ack(6, now(), |_| {}).unwrap();
         out.clear();
         s.resend(7, &mut out);
         assert!(out.is_empty(), "{out:?}");
@@ -261,7 +360,7 @@ mod tests {
         let mut s = SendState::new();
         s.push(payload(100));
         s.push(payload(50));
-        s.on_ack(30, |_| {}).unwrap();
+        s.on_ack(30, now(), |_| {}).unwrap();
         let mut released = 0;
         assert_eq!(s.abandon(|_| released += 1), 120);
         assert_eq!(released, 2);

@@ -227,6 +227,16 @@ pub struct SessionStats {
     pub frames_resent: AtomicU64,
     /// Payload bytes of those re-sent DATA frames.
     pub bytes_resent: AtomicU64,
+    /// DATA frames sent again on another link because they held a stream's
+    /// delivery up on a link repairing a loss (`proto::send::stall`).
+    pub frames_reinjected: AtomicU64,
+    /// Payload bytes of those frames.
+    pub bytes_reinjected: AtomicU64,
+    /// Small DATA frames also sent on a second link
+    /// (`duplicate_small_frames`).
+    pub frames_duplicated: AtomicU64,
+    /// Payload bytes of those copies.
+    pub bytes_duplicated: AtomicU64,
     /// Stream payload bytes handed to links the first time (application or
     /// backend bytes going to the peer).
     pub bytes_sent: AtomicU64,

@@ -171,6 +171,10 @@ fn session_stats(s: &Session) -> SessionSnapshot {
         streams_opened: stats.streams_opened.load(Ordering::Relaxed),
         frames_resent: stats.frames_resent.load(Ordering::Relaxed),
         bytes_resent: stats.bytes_resent.load(Ordering::Relaxed),
+        frames_reinjected: stats.frames_reinjected.load(Ordering::Relaxed),
+        bytes_reinjected: stats.bytes_reinjected.load(Ordering::Relaxed),
+        frames_duplicated: stats.frames_duplicated.load(Ordering::Relaxed),
+        bytes_duplicated: stats.bytes_duplicated.load(Ordering::Relaxed),
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         bytes_received: stats.bytes_received.load(Ordering::Relaxed),
         slots: s.slots.reconnects(),
@@ -232,6 +236,15 @@ pub struct SessionSnapshot {
     pub frames_resent: u64,
     /// Payload bytes of the DATA among those frames.
     pub bytes_resent: u64,
+    /// DATA frames sent again on another link because they held a stream's
+    /// delivery up on a link repairing a loss.
+    pub frames_reinjected: u64,
+    /// Payload bytes of those frames.
+    pub bytes_reinjected: u64,
+    /// Small DATA frames also sent on a second link.
+    pub frames_duplicated: u64,
+    /// Payload bytes of those copies.
+    pub bytes_duplicated: u64,
     /// Stream payload bytes sent to the peer (first sends only).
     pub bytes_sent: u64,
     /// Stream payload bytes received from the peer.
@@ -295,13 +308,18 @@ impl Snapshot {
         for s in &self.sessions {
             out.push(format!(
                 "stats session={:016x} links={} streams_open={} streams_opened={} frames_resent={} \
-                 bytes_resent={} bytes_sent={} bytes_received={}",
+                 bytes_resent={} frames_reinjected={} bytes_reinjected={} frames_duplicated={} \
+                 bytes_duplicated={} bytes_sent={} bytes_received={}",
                 s.id,
                 s.links.len(),
                 s.streams_open,
                 s.streams_opened,
                 s.frames_resent,
                 s.bytes_resent,
+                s.frames_reinjected,
+                s.bytes_reinjected,
+                s.frames_duplicated,
+                s.bytes_duplicated,
                 s.bytes_sent,
                 s.bytes_received
             ));
@@ -411,6 +429,10 @@ mod tests {
                 streams_opened: 7,
                 frames_resent: 3,
                 bytes_resent: 10,
+                frames_reinjected: 13,
+                bytes_reinjected: 14,
+                frames_duplicated: 15,
+                bytes_duplicated: 16,
                 bytes_sent: 11,
                 bytes_received: 12,
                 slots: vec![(0, 0), (1, 2)],
@@ -430,7 +452,8 @@ mod tests {
         assert_eq!(
             lines[1],
             "stats session=00000000000000ab links=2 streams_open=2 streams_opened=7 frames_resent=3 \
-             bytes_resent=10 bytes_sent=11 bytes_received=12"
+             bytes_resent=10 frames_reinjected=13 bytes_reinjected=14 frames_duplicated=15 \
+             bytes_duplicated=16 bytes_sent=11 bytes_received=12"
         );
         assert_eq!(
             lines[2],

@@ -1,5 +1,8 @@
-//! What the kernel knows about a TCP socket (`TCP_INFO`): the bytes it has
-//! not sent yet and how often it retransmitted, for the metrics endpoint.
+//! What the kernel knows about a TCP socket (`TCP_INFO`): its congestion
+//! state and window, what it holds unsent and unacknowledged, and how often
+//! it retransmitted — for the schedulers (a link in loss recovery or with a
+//! full window is avoided), the re-sending of what holds a stream up, and
+//! the metrics endpoint.
 //!
 //! This is the crate's one `unsafe` block. No maintained crate exposes
 //! `TCP_INFO` safely: `socket2`, `nix` and `rustix` have no getter for it,
@@ -15,10 +18,26 @@
 use std::io;
 use std::os::fd::AsFd;
 
-/// The two `TCP_INFO` fields the metrics report; `None` when the running
-/// kernel's `tcp_info` is too short to have them.
+/// The `TCP_INFO` fields MTCP reads; each `None` when the running kernel's
+/// `tcp_info` is too short to have it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpInfo {
+    /// Congestion-avoidance state (`tcpi_ca_state`): 0 Open, 1 Disorder,
+    /// 2 CWR, 3 Recovery, 4 Loss.
+    pub ca_state: Option<u8>,
+    /// Retransmission timeouts in a row for the oldest unacknowledged
+    /// segment (`tcpi_retransmits`); 0 while ACKs come back.
+    pub retransmits: Option<u8>,
+    /// Congestion window, in segments (`tcpi_snd_cwnd`).
+    pub cwnd: Option<u32>,
+    /// Sending segment size in bytes (`tcpi_snd_mss`).
+    pub mss: Option<u32>,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked: Option<u32>,
+    /// Milliseconds since the last ACK arrived (`tcpi_last_ack_recv`).
+    pub last_ack_recv_ms: Option<u32>,
+    /// TCP's smoothed round-trip time in µs (`tcpi_rtt`).
+    pub rtt_us: Option<u32>,
     /// Bytes in the socket's send queue that TCP has not sent yet
     /// (`tcpi_notsent_bytes`, Linux 4.6 and later).
     pub notsent_bytes: Option<u32>,
@@ -55,13 +74,26 @@ pub fn read(socket: &impl AsFd) -> io::Result<TcpInfo> {
         return Err(io::Error::last_os_error());
     }
     let filled = &buf[..(len as usize).min(LEN)];
+    let u32_at = |offset| field_u32(filled, offset);
     Ok(TcpInfo {
-        notsent_bytes: field_u32(filled, offset_of!(libc::tcp_info, tcpi_notsent_bytes)),
-        total_retrans: field_u32(filled, offset_of!(libc::tcp_info, tcpi_total_retrans)),
+        ca_state: filled
+            .get(offset_of!(libc::tcp_info, tcpi_ca_state))
+            .copied(),
+        retransmits: filled
+            .get(offset_of!(libc::tcp_info, tcpi_retransmits))
+            .copied(),
+        cwnd: u32_at(offset_of!(libc::tcp_info, tcpi_snd_cwnd)),
+        mss: u32_at(offset_of!(libc::tcp_info, tcpi_snd_mss)),
+        unacked: u32_at(offset_of!(libc::tcp_info, tcpi_unacked)),
+        last_ack_recv_ms: u32_at(offset_of!(libc::tcp_info, tcpi_last_ack_recv)),
+        rtt_us: u32_at(offset_of!(libc::tcp_info, tcpi_rtt)),
+        notsent_bytes: u32_at(offset_of!(libc::tcp_info, tcpi_notsent_bytes)),
+        total_retrans: u32_at(offset_of!(libc::tcp_info, tcpi_total_retrans)),
     })
 }
 
-/// `TCP_INFO` is Linux's; elsewhere the two series are simply not reported.
+/// `TCP_INFO` is Linux's; elsewhere links are scheduled as before and the
+/// metrics series are not reported.
 #[cfg(not(target_os = "linux"))]
 pub fn read(_socket: &impl AsFd) -> io::Result<TcpInfo> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
@@ -103,6 +135,12 @@ mod tests {
         // Loopback loses nothing, and the 5 bytes were sent and read.
         assert_eq!(info.total_retrans, Some(0));
         assert_eq!(info.notsent_bytes, Some(0));
+        assert_eq!(info.ca_state, Some(0), "Open");
+        assert_eq!(info.retransmits, Some(0));
+        assert!(info.cwnd.is_some_and(|c| c >= 2), "{info:?}");
+        assert!(info.mss.is_some_and(|m| m > 0), "{info:?}");
+        assert!(info.rtt_us.is_some_and(|r| r > 0), "{info:?}");
+        assert!(info.last_ack_recv_ms.is_some(), "{info:?}");
         // A socket that is not TCP is an error, not a panic.
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
         assert!(read(&udp).is_err());

@@ -27,6 +27,8 @@ pub struct AppPlan {
     /// Server only: how long the backend takes to connect; bytes that
     /// arrive meanwhile wait in the stream's buffer.
     pub connect_delay: Duration,
+    /// Writes `.0` bytes every `.1` from the start, instead of all at once.
+    pub write_pace: Option<(usize, Duration)>,
 }
 
 impl AppPlan {
@@ -37,6 +39,15 @@ impl AppPlan {
             close: true,
             read: ReadPace::Unlimited,
             connect_delay: Duration::ZERO,
+            write_pace: None,
+        }
+    }
+
+    /// Writes `bytes` every `every` (the first right away) until done.
+    pub fn write_paced(self, bytes: usize, every: Duration) -> Self {
+        AppPlan {
+            write_pace: Some((bytes, every)),
+            ..self
         }
     }
 
@@ -63,25 +74,58 @@ impl AppPlan {
 #[derive(Debug)]
 pub struct AppWriter {
     data: Vec<u8>,
+    /// Bytes the application has written so far (all, unless paced).
+    written: usize,
     taken: usize,
     pub close: bool,
     /// The daemon has sent the FIN.
     pub fin_sent: bool,
+    pace: Option<(usize, Duration)>,
+    next_write: Option<Instant>,
 }
 
 impl AppWriter {
-    pub fn new(data: Vec<u8>, close: bool) -> Self {
-        AppWriter {
+    pub fn new(data: Vec<u8>, close: bool, pace: Option<(usize, Duration)>, now: Instant) -> Self {
+        let mut w = AppWriter {
+            written: if pace.is_some() { 0 } else { data.len() },
             data,
             taken: 0,
             close,
             fin_sent: false,
+            pace,
+            next_write: pace.map(|_| now),
+        };
+        w.advance(now);
+        w
+    }
+
+    /// Lets a paced application write whatever its pace allows by `now`.
+    pub fn advance(&mut self, now: Instant) {
+        let Some((bytes, every)) = self.pace else {
+            return;
+        };
+        while let Some(t) = self.next_write
+            && t <= now
+        {
+            self.written = (self.written + bytes.max(1)).min(self.data.len());
+            self.next_write = (self.written < self.data.len()).then_some(t + every);
         }
+    }
+
+    /// When a paced application writes next, if it has more to write.
+    pub fn next_write(&self) -> Option<Instant> {
+        self.next_write
     }
 
     /// Bytes written by the application and not yet read by the daemon.
     pub fn available(&self) -> usize {
-        self.data.len() - self.taken
+        self.written - self.taken
+    }
+
+    /// The application has written everything and closed: once the
+    /// daemon read it all, it sends the FIN.
+    pub fn ends(&self) -> bool {
+        self.close && self.written == self.data.len()
     }
 
     /// Bytes the daemon has read so far.

@@ -67,6 +67,19 @@ pub enum Fault {
     Up(LinkSpec),
     /// A link's delay, jitter or rate changes.
     Set(LinkId, LinkSpec),
+    /// One direction of a link holds everything it carries for this long
+    /// (a lost segment that its TCP repairs).
+    Stall {
+        link: LinkId,
+        from: Side,
+        hold: Duration,
+    },
+    /// The same on the `n`-th live link (modulo their number), if any.
+    StallNth {
+        n: usize,
+        from: Side,
+        hold: Duration,
+    },
 }
 
 /// Two ends of a session over a simulated network on a fake clock.
@@ -225,6 +238,14 @@ impl Sim {
                     self.link_up(spec);
                 }
                 Fault::Set(link, spec) => self.net.set_spec(link, spec),
+                Fault::Stall { link, from, hold } => self.net.stall(link, from, now, now + hold),
+                Fault::StallNth { n, from, hold } => {
+                    let alive = self.net.alive();
+                    if !alive.is_empty() {
+                        self.net
+                            .stall(alive[n % alive.len()], from, now, now + hold);
+                    }
+                }
             }
         }
     }

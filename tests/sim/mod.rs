@@ -12,7 +12,7 @@
 //! - [`scenario`]: a random scenario, as the property test draws it.
 //!
 //! Every decision is made from the seed, so a failure replays exactly.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod app;
 pub mod driver;

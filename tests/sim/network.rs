@@ -12,10 +12,15 @@
 //! receiving end decodes the real wire format, partial frames included.
 //! Killing a link loses whatever it still carries, in both directions, as a
 //! TCP reset does; each end learns of it separately (the driver decides
-//! when).
+//! when). Stalling one direction of a link holds everything it carries, and
+//! everything sent on it meanwhile, until the stall ends, as TCP holds a
+//! connection's bytes behind a lost segment until it is repaired; the
+//! sender's TCP reports the link in loss recovery meanwhile
+//! ([`Network::tcp_state`]).
 
 use crate::sim::util::Rng;
 use mtcp::proto::frame::{Frame, RstReason, StreamId};
+use mtcp::proto::scheduler::{CaState, LOSS_MEMORY_US, TcpState};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -174,6 +179,8 @@ struct Pipe {
     /// DATA payload bytes ever handed to this pipe.
     data_bytes: u64,
     data_frames: u64,
+    /// Held (a lost segment being repaired) from the first to the second.
+    stalled: Option<(Instant, Instant)>,
 }
 
 impl Pipe {
@@ -186,6 +193,7 @@ impl Pipe {
             handed: 0,
             data_bytes: 0,
             data_frames: 0,
+            stalled: None,
         }
     }
 
@@ -320,9 +328,63 @@ impl Network {
         true
     }
 
+    /// Holds what `link` carries from `from`, and what is sent on it
+    /// meanwhile, until `until` (the bytes then arrive in order).
+    pub fn stall(&mut self, link: LinkId, from: Side, now: Instant, until: Instant) {
+        let pipe = &mut self.links[link].pipes[from.index()];
+        for seg in &mut pipe.segments {
+            seg.at = seg.at.max(until);
+        }
+        pipe.last_at = pipe.last_at.max(until);
+        let start = pipe
+            .stalled
+            .map_or(now, |(s, e)| if e > now { s } else { now });
+        pipe.stalled = Some((start, until));
+    }
+
+    /// What the sending end's TCP would say of `link` now: in loss recovery
+    /// while stalled, else open, and lossy up to ten seconds after a stall; a window of one bandwidth-delay product
+    /// (at least ten segments) on a rate-limited link, unlimited otherwise;
+    /// the bytes transmitted and not yet arrived unacknowledged; the round
+    /// trip of the delay. What waits to be transmitted is the link's queue
+    /// (`queued`), so nothing counts as unsent in the socket.
+    pub fn tcp_state(&self, link: LinkId, from: Side, now: Instant) -> TcpState {
+        const MSS: u64 = 1448;
+        let l = &self.links[link];
+        let pipe = &l.pipes[from.index()];
+        let rtt = 2 * l.spec.delay;
+        let stall = pipe.stalled.filter(|&(_, end)| end > now);
+        let in_pipe: u64 = pipe.segments.iter().map(|s| s.bytes.len() as u64).sum();
+        let unacked = in_pipe.saturating_sub(pipe.queued(now));
+        TcpState {
+            ca_state: if stall.is_some() {
+                CaState::Recovery
+            } else {
+                CaState::Open
+            },
+            retransmits: 0,
+            cwnd_bytes: l.spec.rate.map_or(u64::MAX, |r| {
+                (r.saturating_mul(rtt.as_micros() as u64) / 1_000_000).max(10 * MSS)
+            }),
+            notsent_bytes: 0,
+            unacked_bytes: unacked,
+            since_ack_us: stall.map_or(0, |(start, _)| (now - start).as_micros() as u64),
+            rtt_us: rtt.as_micros() as u64,
+            lossy: pipe.stalled.is_some_and(|(start, end)| {
+                now >= start && now < end + Duration::from_micros(LOSS_MEMORY_US)
+            }),
+            at: now,
+        }
+    }
+
     /// Bytes waiting to be transmitted on `link` from `from`.
     pub fn queued(&self, link: LinkId, from: Side, now: Instant) -> u64 {
         self.links[link].pipes[from.index()].queued(now)
+    }
+
+    /// Bytes ever handed to `link` from `from` (rt: `LinkLoad::handed`).
+    pub fn handed(&self, link: LinkId, from: Side) -> u64 {
+        self.links[link].pipes[from.index()].handed
     }
 
     /// Bytes `link` has transmitted from `from` (the link's `bytes_out`).

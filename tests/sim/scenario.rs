@@ -1,12 +1,13 @@
 //! A random scenario, as the property test draws it: streams of random
 //! sizes opened at random times, links of random shapes, and faults (links
 //! dying, with each end learning at its own time; links coming up; links
-//! changing shape) at random times. `run_case` plays it and checks that
-//! every byte arrived exactly and nothing was left behind.
+//! changing shape; links stalling one direction) at random times.
+//! `run_case` plays it and checks that every byte arrived exactly and
+//! nothing was left behind.
 
 use crate::sim::app::{AppPlan, ReadPace};
 use crate::sim::driver::{Fault, Sim, SimConfig};
-use crate::sim::network::LinkSpec;
+use crate::sim::network::{LinkSpec, Side};
 use crate::sim::util::Rng;
 use mtcp::proto::scheduler::SchedulerKind;
 use std::time::Duration;
@@ -40,6 +41,13 @@ pub enum CaseFault {
     Up,
     /// The n-th of the first links gets a new delay, jitter and rate.
     Reshape { n: usize },
+    /// The n-th live link holds what one end sends on it for `ms` (a loss
+    /// being repaired).
+    Stall {
+        n: usize,
+        from_client: bool,
+        ms: u64,
+    },
 }
 
 /// One case of the property below.
@@ -98,6 +106,15 @@ pub fn run_case(c: &Case) -> Result<(), String> {
             },
             CaseFault::Up => Fault::Up(shape()),
             CaseFault::Reshape { n } => Fault::Set(n % c.links, shape()),
+            CaseFault::Stall { n, from_client, ms } => Fault::StallNth {
+                n,
+                from: if from_client {
+                    Side::Client
+                } else {
+                    Side::Server
+                },
+                hold: Duration::from_millis(ms),
+            },
         };
         s.after(ms(at), fault);
         last = last.max(ms(at));

@@ -14,13 +14,15 @@
 //! session implements: this module never names the session's type.
 
 mod reader;
+mod tcp;
 mod writer;
 
 use crate::config::{SchedulerKind, TunnelConfig};
 use crate::proto::error::{FrameError, LinkClose};
 use crate::proto::estimator::Estimator;
-use crate::proto::frame::{self, Frame};
+use crate::proto::frame::{self, Frame, StreamId};
 use crate::proto::scheduler::LinkLoad;
+use crate::proto::send::Payload;
 use crate::rt::secure::{Opener, Sealer};
 use crate::rt::wire::{Attempt, Wire};
 use crate::util::shutdown::Shutdown;
@@ -206,6 +208,9 @@ pub struct LinkHandle {
     /// Set when a frame waited its grace for room in the queue; cleared by
     /// the writer's next write (`proto::scheduler::stall_grace_us`).
     stalled: AtomicBool,
+    /// Bytes of every frame ever handed to the link, as encoded: where each
+    /// frame ends in the link's byte stream (`proto::send::Sent::end`).
+    handed: AtomicU64,
     kill: Shutdown,
     reason: Mutex<Option<LinkError>>,
     /// The link's one socket, shared with its two threads.
@@ -214,6 +219,8 @@ pub struct LinkHandle {
     wire: Mutex<Wire>,
     pub stats: LinkStats,
     probe: Mutex<Estimator>,
+    /// The kernel's view of the link, sampled every few milliseconds.
+    tcp: tcp::TcpSample,
     /// Clock for PING tokens, shared by both threads so RTTs are exact.
     born: Instant,
 }
@@ -225,78 +232,133 @@ impl LinkHandle {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// What the scheduler weighs: our queue and the link's measurements.
+    /// What the scheduler weighs: our queue, the link's measurements and
+    /// the last `TCP_INFO` sample.
     pub fn load(&self) -> LinkLoad {
+        let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+        let tcp = self.tcp.state(self.born, self.now_us(), bytes_out);
         let probe = lock(&self.probe);
         LinkLoad {
             queued_bytes: self.queued_bytes() as u64,
             srtt_us: probe.srtt_us(),
             rate: probe.rate(),
+            tcp,
+            handed: self.handed.load(Ordering::Relaxed),
             stalled: self.stalled.load(Ordering::Relaxed),
         }
+    }
+
+    /// True when the link's `TCP_INFO` sample is old enough to take again.
+    pub fn tcp_sample_due(&self) -> bool {
+        self.tcp.due(self.now_us())
+    }
+
+    /// Samples the link's `TCP_INFO` if the last sample is old. A system
+    /// call that may wait for the socket's lock: never call it under the
+    /// session's locks.
+    pub fn sample_tcp_if_due(&self) {
+        let now = self.now_us();
+        if self.tcp.due(now) {
+            let bytes_out = self.stats.bytes_out.load(Ordering::Relaxed);
+            self.tcp.take(&self.socket, now, bytes_out);
+        }
+    }
+
+    /// Sends a DATA frame: written at once when the link is idle and its
+    /// socket has room, queued otherwise, waiting while the queue is full.
+    /// Returns where the frame ends in the link's byte stream (see
+    /// `handed`). Fails only when the link has died, handing the frame back.
+    pub fn send_data(&self, msg: Outbound) -> Result<u64, Outbound> {
+        self.queue_data(msg, Wait::Forever)
     }
 
     /// [`send_data`](Self::send_data) that waits at most `grace` for room:
     /// when the queue stays full that long the link is marked stalled
     /// (picked last until its writer writes again) and the frame comes back,
     /// for the caller to hand to another link.
-    pub fn send_data_within(&self, msg: Outbound, grace: Duration) -> Result<(), Outbound> {
-        let load = load_of(&msg);
-        let msg = match self.try_fast(msg, load) {
-            Ok(()) => return Ok(()),
-            Err(back) => back,
-        };
-        self.queued.fetch_add(load, Ordering::Relaxed);
-        self.data.send_timeout(msg, grace).map_err(|e| {
-            self.queued.fetch_sub(load, Ordering::Relaxed);
-            if e.is_timeout() {
-                self.stalled.store(true, Ordering::Relaxed);
-            }
-            e.into_inner()
-        })
-    }
-
-    /// Sends a DATA frame: written at once when the link is idle and its
-    /// socket has room, queued otherwise, waiting while the queue is full.
-    /// Fails only when the link has died, handing the frame back.
-    pub fn send_data(&self, msg: Outbound) -> Result<(), Outbound> {
-        let load = load_of(&msg);
-        let msg = match self.try_fast(msg, load) {
-            Ok(()) => return Ok(()),
-            Err(back) => back,
-        };
-        self.queued.fetch_add(load, Ordering::Relaxed);
-        self.data.send(msg).map_err(|e| {
-            self.queued.fetch_sub(load, Ordering::Relaxed);
-            e.into_inner()
-        })
+    pub fn send_data_within(&self, msg: Outbound, grace: Duration) -> Result<u64, Outbound> {
+        self.queue_data(msg, Wait::Within(grace))
     }
 
     /// [`send_data`](Self::send_data) that never waits: the frame comes
     /// back when the link's queue is full (or the link died), so that the
     /// caller can hand it to another link instead of stalling behind this
-    /// one — an uplink that went silent fills its queue long before its
-    /// keepalive declares it dead.
-    pub fn try_send_data(&self, msg: Outbound) -> Result<(), Outbound> {
+    /// one.
+    pub fn try_send_data(&self, msg: Outbound) -> Result<u64, Outbound> {
+        self.queue_data(msg, Wait::Never)
+    }
+
+    /// Offers a DATA frame without waiting (a re-send, a copy): written at
+    /// once when the link is idle, queued behind the DATA already queued
+    /// when there is room. Returns where it ends in the link's byte stream;
+    /// `None` when the queue is full or the link is dead.
+    pub fn offer_data(&self, stream: StreamId, offset: u64, bytes: Payload) -> Option<u64> {
+        let msg = Outbound::Data {
+            stream,
+            offset,
+            bytes,
+        };
+        self.try_send_data(msg).ok()
+    }
+
+    /// Writes or queues a DATA frame, counting it as handed only if the
+    /// link takes it: a frame handed back must not move the ends of the
+    /// frames after it.
+    fn queue_data(&self, msg: Outbound, wait: Wait) -> Result<u64, Outbound> {
         let load = load_of(&msg);
+        let end = self.hand(&msg);
         let msg = match self.try_fast(msg, load) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(end),
             Err(back) => back,
         };
         self.queued.fetch_add(load, Ordering::Relaxed);
-        self.data.try_send(msg).map_err(|e| {
-            self.queued.fetch_sub(load, Ordering::Relaxed);
-            e.into_inner()
-        })
+        let refused = match wait {
+            Wait::Forever => self.data.send(msg).err().map(|e| e.into_inner()),
+            Wait::Never => self.data.try_send(msg).err().map(|e| e.into_inner()),
+            Wait::Within(grace) => self.data.send_timeout(msg, grace).err().map(|e| {
+                if e.is_timeout() {
+                    self.stalled.store(true, Ordering::Relaxed);
+                }
+                e.into_inner()
+            }),
+        };
+        match refused {
+            None => Ok(end),
+            Some(back) => {
+                self.queued.fetch_sub(load, Ordering::Relaxed);
+                self.unhand(&back);
+                Err(back)
+            }
+        }
+    }
+
+    /// Counts `msg` as handed to the link; returns where it ends in the
+    /// link's byte stream (frames as encoded, before any sealing). Frames
+    /// are counted as they are handed, not quite in the order they are
+    /// written: control frames overtake queued DATA, and of two threads
+    /// handing DATA at once the second may write first. A frame's end is
+    /// then placed early by the few bytes that overtook it, so its last
+    /// bytes may be taken for acknowledged a little early: they are then
+    /// merely not sent again (`proto::send::stall`), as without
+    /// re-sending.
+    pub(super) fn hand(&self, msg: &Outbound) -> u64 {
+        let len = wire_len(msg);
+        self.handed.fetch_add(len, Ordering::Relaxed) + len
+    }
+
+    /// Takes back [`hand`](Self::hand) for a frame the link did not take.
+    fn unhand(&self, msg: &Outbound) {
+        self.handed.fetch_sub(wire_len(msg), Ordering::Relaxed);
     }
 
     /// Waits until one of `links` has room for `msg` and queues it there,
-    /// whichever frees first; returns that link, or the frame when the one
-    /// that freed first had died (the caller picks again).
+    /// whichever frees first; returns that link and where the frame ends in
+    /// its byte stream, or the frame when the one that freed first had died
+    /// (the caller picks again).
     pub fn send_data_to_any(
         links: &[Arc<LinkHandle>],
         msg: Outbound,
-    ) -> Result<Arc<LinkHandle>, Outbound> {
+    ) -> Result<(Arc<LinkHandle>, u64), Outbound> {
         let mut ready = Select::new();
         for link in links {
             ready.send(&link.data);
@@ -307,12 +369,15 @@ impl LinkHandle {
             return Err(msg);
         };
         let load = load_of(&msg);
+        let end = link.hand(&msg);
         link.queued.fetch_add(load, Ordering::Relaxed);
         match op.send(&link.data, msg) {
-            Ok(()) => Ok(link.clone()),
+            Ok(()) => Ok((link.clone(), end)),
             Err(e) => {
+                let back = e.into_inner();
                 link.queued.fetch_sub(load, Ordering::Relaxed);
-                Err(e.into_inner())
+                link.unhand(&back);
+                Err(back)
             }
         }
     }
@@ -325,6 +390,7 @@ impl LinkHandle {
         // Counted exactly as the writer uncounts it; a mismatch would wrap
         // the load and blind the scheduler.
         let load = load_of(&msg);
+        self.hand(&msg);
         let msg = match self.try_fast(msg, load) {
             Ok(()) => return true,
             Err(back) => back,
@@ -470,6 +536,24 @@ impl LinkHandle {
     }
 }
 
+/// A frame's bytes as encoded (before any record sealing).
+fn wire_len(msg: &Outbound) -> u64 {
+    match msg {
+        Outbound::Data { bytes, .. } => (frame::DATA_OVERHEAD + bytes.len()) as u64,
+        Outbound::Control(f) => frame::encoded_len(f) as u64,
+        Outbound::Finish | Outbound::Flush => 0,
+    }
+}
+
+/// How long a DATA frame waits for room in a link's queue.
+#[derive(Clone, Copy)]
+enum Wait {
+    Forever,
+    Never,
+    /// Up to the grace, then the link is marked stalled.
+    Within(Duration),
+}
+
 /// What a frame adds to its link's load while queued: its size for DATA,
 /// nothing for the writer's own PINGs and PONGs (they are queued without
 /// counting), a small fixed amount for other control frames.
@@ -542,12 +626,14 @@ pub fn start_from(
         data: data_tx,
         queued: AtomicUsize::new(0),
         stalled: AtomicBool::new(false),
+        handed: AtomicU64::new(0),
         kill: Shutdown::new(),
         reason: Mutex::new(None),
         socket: socket.clone(),
         wire: Mutex::new(Wire::new(sealer, socket.clone())),
         stats: LinkStats::default(),
         probe: Mutex::new(Estimator::new()),
+        tcp: tcp::TcpSample::default(),
         born: Instant::now(),
     });
     let writer = writer::Writer::new(handle.clone(), control_rx, data_rx, settings);

@@ -50,7 +50,11 @@ impl Writer {
                 recv(self.control) -> m => m.ok(),
                 recv(self.data) -> m => m.ok(),
                 recv(kill) -> _ => return Ok(()),
-                default(self.interval) => Some(Outbound::Control(self.link.probe_frame())),
+                default(self.interval) => {
+                    let ping = Outbound::Control(self.link.probe_frame());
+                    self.link.hand(&ping);
+                    Some(ping)
+                }
             };
             let Some(first) = first else {
                 return Ok(());

@@ -12,17 +12,21 @@
 //! bytes, pending FINs, OPENs the peer has not confirmed, current ACKs, and
 //! the RSTs it sent recently.
 //!
-//! Frames from the links are routed in `frames.rs`.
+//! Frames from the links are routed in `frames.rs`; bytes held up on a link
+//! repairing a loss are sent again in `stall.rs`, small frames go to a
+//! second link in `duplicate.rs`.
 
+mod duplicate;
 mod frames;
+mod stall;
 
 use crate::config::TunnelConfig;
 use crate::proto::Role;
 use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
-use crate::proto::scheduler::{Scheduler, carriers, stall_grace_us};
-use crate::proto::send::{Payload, Resend};
+use crate::proto::scheduler::{DUPLICATE_MAX, DuplicateMode, Scheduler, carriers, stall_grace_us};
+use crate::proto::send::{Payload, Resend, Sent};
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
@@ -115,6 +119,8 @@ pub struct Session {
     links: Mutex<Links>,
     link_up: Condvar,
     streams: Mutex<StreamTable<Arc<Stream>>>,
+    /// Streams with bytes in flight, watched for a stall (`stall.rs`).
+    watch: stall::Watch,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     /// Client: a link is connecting to start the session; the others wait.
@@ -151,7 +157,7 @@ impl Session {
     ) -> Arc<Session> {
         let max_payload = tunnel.buffer_size as u32;
         let window = tunnel.stream_window;
-        Arc::new_cyclic(|me| Session {
+        let session = Arc::new_cyclic(|me| Session {
             id,
             me: me.clone(),
             links: Mutex::new(Links {
@@ -161,6 +167,7 @@ impl Session {
                 scheduler: Scheduler::new(tunnel.scheduler),
             }),
             streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
+            watch: stall::Watch::default(),
             tunnel,
             backend,
             threads,
@@ -181,7 +188,9 @@ impl Session {
             throttles: Throttles::default(),
             counters,
             slots: SlotUps::default(),
-        })
+        });
+        session.start_stall_thread(&session.threads);
+        session
     }
 
     /// This session as a shared handle, for the threads it starts. Always
@@ -346,10 +355,18 @@ impl Session {
                         offset,
                         bytes,
                     };
-                    if let Some(link) = self.route_data(data) {
+                    if let Some((link, sent)) = self.route_data(data) {
                         link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
                         link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
                         self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
+                        // The bytes ride a new link now: a stall is timed
+                        // and judged there.
+                        let s = lock(&self.streams).get(stream).cloned();
+                        if let Some(s) = s
+                            && s.sent_on(offset, sent).watch
+                        {
+                            self.watch(&s);
+                        }
                     }
                 }
             }
@@ -357,22 +374,11 @@ impl Session {
     }
 
     /// Hands a DATA frame to the link the scheduler picks, and says which
-    /// one took it. Without a live link the bytes stay in the stream's
-    /// retransmission copy and go out when a link comes up.
-    fn route_data(&self, mut msg: Outbound) -> Option<Arc<LinkHandle>> {
-        if lock(&self.links).scheduler.measures_links() {
-            // Usually empty (a link is due every 10 ms at most), so this
-            // allocates nothing per frame and sends with no lock held.
-            let due: Vec<Arc<LinkHandle>> = lock(&self.links)
-                .live
-                .iter()
-                .filter(|l| l.probe_due())
-                .cloned()
-                .collect();
-            for link in due {
-                link.probe_if_due();
-            }
-        }
+    /// one took it, and when and where in its byte stream. Without a live
+    /// link the bytes stay in the stream's retransmission copy and go out
+    /// when a link comes up.
+    fn route_data(&self, mut msg: Outbound) -> Option<(Arc<LinkHandle>, Sent)> {
+        self.measure_links(true);
         loop {
             let Some(link) = self.pick_data_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
@@ -384,14 +390,14 @@ impl Session {
             };
             if self.tunnel.scheduler.waits_for_its_pick() {
                 match link.send_data(msg) {
-                    Ok(()) => return Some(link),
+                    Ok(end) => return Some(sent_on(link, end)),
                     Err(back) => msg = back,
                 }
                 continue;
             }
             let grace = Duration::from_micros(stall_grace_us(link.load().srtt_us));
             msg = match link.send_data_within(msg, grace) {
-                Ok(()) => return Some(link),
+                Ok(end) => return Some(sent_on(link, end)),
                 Err(back) => back,
             };
             // The picked link took nothing for its grace (now marked
@@ -411,12 +417,12 @@ impl Session {
             }
             for other in carriers.iter().filter(|l| l.id != link.id) {
                 msg = match other.try_send_data(msg) {
-                    Ok(()) => return Some(other.clone()),
+                    Ok(end) => return Some(sent_on(other.clone(), end)),
                     Err(back) => back,
                 };
             }
             match LinkHandle::send_data_to_any(&carriers, msg) {
-                Ok(taken) => return Some(taken),
+                Ok((taken, end)) => return Some(sent_on(taken, end)),
                 Err(back) => msg = back,
             }
         }
@@ -427,6 +433,31 @@ impl Session {
         let links = lock(&self.links);
         let count = carriers(links.primaries, links.live.len());
         links.live[..count].to_vec()
+    }
+
+    /// Takes a `TCP_INFO` sample of every link whose last one is old, and
+    /// (`probe`, for a scheduler that measures links) PINGs those due for
+    /// a measurement. The list is usually empty (a link is due every 10 ms
+    /// at most), so this allocates nothing per frame; the system calls run
+    /// with no lock held.
+    fn measure_links(&self, probe: bool) {
+        let (due, probe): (Vec<Arc<LinkHandle>>, bool) = {
+            let links = lock(&self.links);
+            let probe = probe && links.scheduler.measures_links();
+            let due = links
+                .live
+                .iter()
+                .filter(|l| l.tcp_sample_due() || (probe && l.probe_due()))
+                .cloned()
+                .collect();
+            (due, probe)
+        };
+        for link in due {
+            link.sample_tcp_if_due();
+            if probe {
+                link.probe_if_due();
+            }
+        }
     }
 
     /// The link for the next DATA frame, as the scheduler picks it.
@@ -463,6 +494,7 @@ impl Session {
     /// it. With [`Wait::No`], false when every queue was full (the frame is
     /// dropped: the caller recovers it or the next re-send does).
     fn control(&self, f: Frame<'static>, wait: Wait) -> bool {
+        self.measure_links(false);
         loop {
             let Some(link) = self.pick_control_link() else {
                 self.reinject_pending.store(true, Ordering::SeqCst);
@@ -708,15 +740,31 @@ impl StreamHost for Session {
         u64::from(self.peer_window.load(Ordering::SeqCst))
     }
 
-    /// A stream's new DATA: counted, then routed (see `route_data`).
-    fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload) {
+    /// A stream's new DATA: counted, then routed (see `route_data`); the
+    /// stream records the link that took it, and is watched for a stall; a
+    /// small frame alone in flight may go to a second link too
+    /// (`duplicate.rs`).
+    fn send_data(&self, stream: &Arc<Stream>, offset: u64, bytes: Payload) {
         let len = bytes.len() as u64;
         self.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-        self.route_data(Outbound::Data {
-            stream,
+        let copy = (self.tunnel.duplicate != DuplicateMode::Off && bytes.len() <= DUPLICATE_MAX)
+            .then(|| bytes.clone());
+        let Some((_, sent)) = self.route_data(Outbound::Data {
+            stream: stream.id,
             offset,
             bytes,
-        });
+        }) else {
+            return;
+        };
+        let on = stream.sent_on(offset, sent);
+        if on.watch {
+            self.watch(stream);
+        }
+        if let Some(bytes) = copy
+            && on.alone
+        {
+            self.duplicate(stream, offset, bytes, sent.link);
+        }
     }
 
     fn send_control(&self, f: Frame<'static>) {
@@ -755,4 +803,15 @@ impl StreamHost for Session {
         };
         backend.connect()
     }
+}
+
+/// What the stream records of a frame `link` took, ending at `end` of the
+/// link's byte stream (`proto::send::Sent`).
+fn sent_on(link: Arc<LinkHandle>, end: u64) -> (Arc<LinkHandle>, Sent) {
+    let sent = Sent {
+        link: link.id,
+        at: Instant::now(),
+        end,
+    };
+    (link, sent)
 }

@@ -24,7 +24,8 @@ mod writer;
 use crate::proto::error::Violation;
 use crate::proto::frame::{Frame, RstReason, StreamId};
 use crate::proto::recv::{self, DataOutcome, Deliverer, RecvState};
-use crate::proto::send::{Payload, Resend, SendState};
+use crate::proto::scheduler::LinkLoad;
+use crate::proto::send::{Payload, Resend, SendState, Sent, StallCheck};
 use crate::rt::budget::{BudgetWaiter, SendBudget};
 use crate::rt::pool::PayloadPool;
 use crate::util::sync::{Bell, lock};
@@ -53,9 +54,9 @@ pub trait StreamHost: Send + Sync {
     fn send_payload_limit(&self) -> usize;
     /// Bytes a stream may have unacknowledged towards the peer.
     fn peer_window(&self) -> u64;
-    /// Hands a DATA frame to a link (or keeps it for the re-send when no
-    /// link is up).
-    fn send_data(&self, stream: StreamId, offset: u64, bytes: Payload);
+    /// Hands a DATA frame of `stream` to a link (or keeps it for the
+    /// re-send when no link is up), and records which link took it.
+    fn send_data(&self, stream: &Arc<Stream>, offset: u64, bytes: Payload);
     /// Sends a control frame, waiting for room if the links' queues are
     /// full.
     fn send_control(&self, f: Frame<'static>);
@@ -98,6 +99,18 @@ pub struct Stream {
     /// delivered); set before the call, so the reader can tell its own
     /// half-close from a reset (see `reader::reset_by_local_peer`).
     write_shut: AtomicBool,
+    /// The session watches the stream's bytes in flight for a stall. Set
+    /// and cleared only under the `send` lock, with the state it reflects.
+    watched: AtomicBool,
+}
+
+/// What [`Stream::sent_on`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentOn {
+    /// The stream was not watched for a stall: the session must watch it.
+    pub watch: bool,
+    /// Nothing else of the stream is in flight.
+    pub alone: bool,
 }
 
 /// A link reader delivering one frame: the receive state, locked while it
@@ -161,6 +174,7 @@ impl Stream {
             reset: AtomicBool::new(false),
             writer_busy: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
         })
     }
 
@@ -223,7 +237,7 @@ impl Stream {
     /// retransmission copies. True when this ACK finished the stream (both
     /// directions done).
     pub fn on_ack(&self, delivered: u64) -> Result<bool, Violation> {
-        let outcome = lock(&self.send).on_ack(delivered, |p| self.pool.give(p))?;
+        let outcome = lock(&self.send).on_ack(delivered, Instant::now(), |p| self.pool.give(p))?;
         self.budget.release(outcome.freed);
         self.send_bell.ring();
         Ok(outcome.finished && self.mark_done(SEND_DONE))
@@ -287,6 +301,61 @@ impl Stream {
                 delivered: ack,
             }));
         }
+    }
+
+    /// Records where the bytes at `offset` went: whether the session must
+    /// start watching the stream for a stall, and whether nothing else of
+    /// it is in flight.
+    pub fn sent_on(&self, offset: u64, sent: Sent) -> SentOn {
+        let mut send = lock(&self.send);
+        let alone = send.sent_on(offset, sent);
+        SentOn {
+            watch: !self.watched.swap(true, Ordering::SeqCst),
+            alone,
+        }
+    }
+
+    /// The bytes at `offset` also went out as `copy` (on a second link).
+    pub fn copied(&self, offset: u64, copy: Sent) {
+        lock(&self.send).copied(offset, copy);
+    }
+
+    /// True when the stream has bytes in flight that nobody watches yet
+    /// (after its ACK moved); the caller then watches it.
+    pub fn claim_watch(&self) -> bool {
+        let send = lock(&self.send);
+        send.in_flight() > 0 && !self.watched.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the bytes at the ACK point should be sent again now (see
+    /// `proto::send::stall`). When there is nothing to watch the stream
+    /// stops being watched, in the same step.
+    pub fn check_stall(
+        &self,
+        now: Instant,
+        window: u64,
+        carrier: impl Fn(u64) -> Option<LinkLoad>,
+    ) -> StallCheck {
+        let send = lock(&self.send);
+        let check = if self.is_reset() {
+            StallCheck::Idle
+        } else {
+            send.check_stall(now, window, carrier)
+        };
+        if check == StallCheck::Idle {
+            self.watched.store(false, Ordering::SeqCst);
+        }
+        check
+    }
+
+    /// True while the session watches the stream.
+    pub fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::SeqCst)
+    }
+
+    /// The bytes at `offset` were sent again, as `copy` says.
+    pub fn resent(&self, offset: u64, copy: Sent) {
+        lock(&self.send).resent(offset, copy);
     }
 
     /// Bytes acknowledged and sent, for stats and drain decisions.

@@ -16,7 +16,6 @@ const INITIAL_READ: usize = 8 * 1024;
 /// Reads the local socket until it ends, the stream is reset or the session
 /// closes.
 pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpStream>) {
-    let id = stream.id;
     let max = host.send_payload_limit();
     // Starts small and doubles while reads fill it: a thousand idle or
     // chatty streams then hold kilobytes each, a bulk stream soon reads
@@ -69,7 +68,7 @@ pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpSt
         let bytes = Arc::new(take_payload(&mut buf, n));
         let offset = lock(&stream.send).push(bytes.clone());
         stream.budget.charge(n as u64);
-        host.send_data(id, offset, bytes);
+        host.send_data(stream, offset, bytes);
     }
 }
 

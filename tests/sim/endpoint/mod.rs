@@ -5,6 +5,7 @@
 //! streams themselves (their states, the frames for them and their two
 //! tasks) are in [`stream`].
 
+mod stall;
 mod stream;
 
 use crate::sim::app::AppPlan;
@@ -14,8 +15,8 @@ use mtcp::proto::error::Violation;
 use mtcp::proto::estimator::Estimator;
 use mtcp::proto::frame::{self, Frame, StreamId};
 use mtcp::proto::handshake::PeerLimits;
-use mtcp::proto::scheduler::{LinkLoad, Scheduler, SchedulerKind};
-use mtcp::proto::send::{Payload, Resend, STREAM_FLOOR};
+use mtcp::proto::scheduler::{DuplicateMode, LinkLoad, Scheduler, SchedulerKind};
+use mtcp::proto::send::{Payload, Resend, STREAM_FLOOR, Sent};
 use mtcp::proto::table::{Outcome, StreamTable};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,6 +38,15 @@ pub struct EndpointConfig {
     /// Every n-th ACK from the frame path finds the control queue full and
     /// is left to the writer (`owe_ack`); 0: never.
     pub ack_queue_full_every: u64,
+    /// Bytes that hold a stream up are sent again on another link
+    /// (`reinject`).
+    pub reinject: bool,
+    /// When a small frame alone in flight also goes to a second link
+    /// (`duplicate_small_frames`).
+    pub duplicate: DuplicateMode,
+    /// The links' TCP state is known (`TCP_INFO`, Linux); `false` as where
+    /// it cannot be read.
+    pub tcp_info: bool,
 }
 
 impl Default for EndpointConfig {
@@ -49,6 +59,9 @@ impl Default for EndpointConfig {
             scheduler: SchedulerKind::RoundRobin,
             socket_buffer: 64 * 1024,
             ack_queue_full_every: 0,
+            reinject: true,
+            duplicate: DuplicateMode::OnLoss,
+            tcp_info: true,
         }
     }
 }
@@ -118,6 +131,15 @@ pub struct Stats {
     pub sent_on_dead_link: u64,
     /// Frames that did not decode (the link is closed).
     pub decode_errors: u64,
+    /// DATA frames sent again on another link because they held a
+    /// stream's delivery up (rt: `frames_reinjected`), and their bytes.
+    pub frames_reinjected: u64,
+    pub bytes_reinjected: u64,
+    /// Every such re-send: (when, stream, offset, from link, to link).
+    pub reinjections: Vec<(Instant, StreamId, u64, LinkId, LinkId)>,
+    /// Small DATA frames also sent on a second link, and their bytes.
+    pub frames_duplicated: u64,
+    pub bytes_duplicated: u64,
 }
 
 /// Picks the link for a frame before the scheduler does (tests that need a
@@ -315,7 +337,9 @@ impl Endpoint {
                     self.send_ack(stream, delivered, AckCause::Resent, net, now)
                 }
                 Resend::Control(c) => self.send_control(c, net, now),
-                Resend::Data(id, offset, bytes) => self.send_data(id, offset, bytes, net, now),
+                Resend::Data(id, offset, bytes) => {
+                    self.send_data(id, offset, bytes, net, now);
+                }
             }
         }
     }
@@ -328,6 +352,11 @@ impl Endpoint {
             queued_bytes: net.queued(link, self.side, now),
             srtt_us: est.srtt_us(),
             rate: est.rate(),
+            tcp: self
+                .cfg
+                .tcp_info
+                .then(|| net.tcp_state(link, self.side, now)),
+            handed: net.handed(link, self.side),
             stalled: false,
         }
     }
@@ -391,7 +420,8 @@ impl Endpoint {
     }
 
     /// A DATA frame on the link the scheduler picks (rt: `send_data`),
-    /// measuring links first when the scheduler weighs them.
+    /// measuring links first when the scheduler weighs them. Returns the
+    /// link, and whether nothing else of the stream is in flight.
     fn send_data(
         &mut self,
         stream: StreamId,
@@ -399,7 +429,7 @@ impl Endpoint {
         bytes: Payload,
         net: &mut Network,
         now: Instant,
-    ) {
+    ) -> Option<(LinkId, bool)> {
         if self.scheduler.measures_links() {
             let now_us = self.micros(now);
             for link in self.links.clone() {
@@ -427,8 +457,24 @@ impl Endpoint {
             }
         };
         match pick {
-            Some(link) => self.send_on(link, f, net, now),
-            None => self.reinject_pending = true,
+            Some(link) => {
+                self.send_on(link, f, net, now);
+                // rt: `Stream::sent_on`, for the stall check.
+                let sent = Sent {
+                    link: link as u64,
+                    at: now,
+                    end: net.handed(link, self.side),
+                };
+                let alone = self
+                    .streams
+                    .get_mut(&stream)
+                    .is_some_and(|st| st.send.sent_on(offset, sent));
+                Some((link, alone))
+            }
+            None => {
+                self.reinject_pending = true;
+                None
+            }
         }
     }
 
@@ -441,11 +487,19 @@ impl Endpoint {
     // ---- the driver's view -----------------------------------------------
 
     /// The earliest time something here is due: a held-back ACK, a backend
-    /// connecting, an application reading.
+    /// connecting, an application reading or writing, a stall check.
     pub fn next_timer(&self) -> Option<Instant> {
         self.streams
             .values()
-            .flat_map(|s| [s.writer.due, s.connect_at, s.inp.next_read()])
+            .flat_map(|s| {
+                [
+                    s.writer.due,
+                    s.connect_at,
+                    s.inp.next_read(),
+                    s.out.next_write(),
+                    s.stall_due,
+                ]
+            })
             .flatten()
             .min()
     }

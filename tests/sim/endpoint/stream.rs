@@ -48,6 +48,8 @@ pub(super) struct SimStream {
     pub(super) recv_done: bool,
     /// Since when the reader has had bytes (or its FIN) but no credit.
     pub(super) waiting_credit_since: Option<Instant>,
+    /// When the stall check is due again (rt: the session's stall thread).
+    pub(super) stall_due: Option<Instant>,
 }
 
 /// The receive path's view of one stream and its socket.
@@ -86,13 +88,19 @@ impl Endpoint {
                 SendState::opened_by_peer()
             },
             recv: RecvState::new(u64::from(self.cfg.window), now),
-            out: AppWriter::new(content(id, from_client, plan.send), plan.close),
+            out: AppWriter::new(
+                content(id, from_client, plan.send),
+                plan.close,
+                plan.write_pace,
+                now,
+            ),
             inp: AppReader::new(plan.read, self.cfg.socket_buffer),
             writer: Writer::default(),
             connect_at: (self.side == Side::Server).then_some(now + plan.connect_delay),
             send_done: false,
             recv_done: false,
             waiting_credit_since: None,
+            stall_due: None,
         }
     }
 
@@ -347,7 +355,7 @@ impl Endpoint {
 
     fn on_ack(&mut self, id: StreamId, delivered: u64, net: &mut Network, now: Instant) {
         let st = self.streams.get_mut(&id).expect("live stream");
-        match st.send.on_ack(delivered, drop) {
+        match st.send.on_ack(delivered, now, drop) {
             Ok(out) => {
                 if out.finished {
                     st.send_done = true;
@@ -376,12 +384,14 @@ impl Endpoint {
 
     // ---- the stream threads --------------------------------------------
 
-    /// Runs every stream's writer and reader as far as they can go now.
+    /// Runs every stream's writer and reader as far as they can go now,
+    /// then looks for stalls.
     pub fn poll(&mut self, net: &mut Network, now: Instant) {
         let ids: Vec<StreamId> = self.streams.keys().copied().collect();
         for id in ids {
             if let Some(st) = self.streams.get_mut(&id) {
                 st.inp.advance(now);
+                st.out.advance(now);
                 if st.connect_at.is_some_and(|t| t <= now) {
                     st.connect_at = None;
                     st.writer.wake = true;
@@ -390,6 +400,7 @@ impl Endpoint {
             self.run_writer(id, net, now);
             self.run_reader(id, net, now);
         }
+        self.check_stalls(net, now);
     }
 
     /// The stream writer (rt: `write_loop`): writes what `writer_step`
@@ -469,7 +480,7 @@ impl Endpoint {
             if st.connect_at.is_some() || st.out.fin_sent {
                 return;
             }
-            let wants = st.out.available() > 0 || st.out.close;
+            let wants = st.out.available() > 0 || st.out.ends();
             if !wants {
                 return;
             }
@@ -506,7 +517,9 @@ impl Endpoint {
             let bytes: Payload = Arc::new(st.out.take(n));
             let offset = st.send.push(bytes.clone());
             self.budget_used += n as u64;
-            self.send_data(id, offset, bytes, net, now);
+            if let Some((first, true)) = self.send_data(id, offset, bytes.clone(), net, now) {
+                self.duplicate(id, offset, bytes, first, net, now);
+            }
         }
     }
 }
