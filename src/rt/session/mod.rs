@@ -18,6 +18,7 @@
 
 mod duplicate;
 mod frames;
+mod route;
 mod stall;
 
 use crate::config::TunnelConfig;
@@ -25,8 +26,8 @@ use crate::proto::Role;
 use crate::proto::error::FrameError;
 use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
 use crate::proto::handshake::{PeerLimits, kind_name};
-use crate::proto::scheduler::{DUPLICATE_MAX, DuplicateMode, Scheduler, carriers, stall_grace_us};
-use crate::proto::send::{Payload, Resend, Sent};
+use crate::proto::scheduler::{DUPLICATE_MAX, DuplicateMode, Scheduler};
+use crate::proto::send::Payload;
 use crate::proto::table::{OpenError, Outcome, StreamTable};
 use crate::rt::backend::Backend;
 use crate::rt::budget::SendBudget;
@@ -317,170 +318,6 @@ impl Session {
             };
         }
         !links.live.is_empty()
-    }
-
-    /// Re-sends on the live links everything a lost link may have carried.
-    fn reinject(&self) {
-        let mut frames: Vec<Resend> = Vec::new();
-        let streams: Vec<Arc<Stream>> = {
-            let table = lock(&self.streams);
-            frames.extend(table.repeats().map(Resend::Control));
-            table.streams().cloned().collect()
-        };
-        for s in &streams {
-            s.resend_frames(&mut frames);
-        }
-        if frames.is_empty() {
-            return;
-        }
-        log::debug!(
-            "session {:016x}: re-sending {} frames of {} streams",
-            self.id,
-            frames.len(),
-            streams.len()
-        );
-        self.stats
-            .frames_resent
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        for f in frames {
-            match f {
-                Resend::Control(c) => {
-                    self.control(c, Wait::Yes);
-                }
-                Resend::Data(stream, offset, bytes) => {
-                    // Counted for the session and the link that carries it.
-                    let len = bytes.len() as u64;
-                    let data = Outbound::Data {
-                        stream,
-                        offset,
-                        bytes,
-                    };
-                    if let Some((link, sent)) = self.route_data(data) {
-                        link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
-                        link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
-                        self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
-                        // The bytes ride a new link now: a stall is timed
-                        // and judged there.
-                        let s = lock(&self.streams).get(stream).cloned();
-                        if let Some(s) = s
-                            && s.sent_on(offset, sent).watch
-                        {
-                            self.watch(&s);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Hands a DATA frame to the link the scheduler picks, and says which
-    /// one took it, and when and where in its byte stream. Without a live
-    /// link the bytes stay in the stream's retransmission copy and go out
-    /// when a link comes up.
-    fn route_data(&self, mut msg: Outbound) -> Option<(Arc<LinkHandle>, Sent)> {
-        self.measure_links(true);
-        loop {
-            let Some(link) = self.pick_data_link() else {
-                self.reinject_pending.store(true, Ordering::SeqCst);
-                // A link may have come up between the pick and the flag.
-                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
-                    self.reinject();
-                }
-                return None;
-            };
-            if self.tunnel.scheduler.waits_for_its_pick() {
-                match link.send_data(msg) {
-                    Ok(end) => return Some(sent_on(link, end)),
-                    Err(back) => msg = back,
-                }
-                continue;
-            }
-            let grace = Duration::from_micros(stall_grace_us(link.load().srtt_us));
-            msg = match link.send_data_within(msg, grace) {
-                Ok(end) => return Some(sent_on(link, end)),
-                Err(back) => back,
-            };
-            // The picked link took nothing for its grace (now marked
-            // stalled) or died: any other carrier not stalled takes the
-            // frame, the first to have room. An uplink gone silent fills its
-            // queue long before its keepalive declares it dead, and must not
-            // hold the others back meanwhile.
-            let carriers = self.carrier_links();
-            let moving: Vec<Arc<LinkHandle>> = carriers
-                .iter()
-                .filter(|l| !l.load().stalled)
-                .cloned()
-                .collect();
-            let carriers = if moving.is_empty() { carriers } else { moving };
-            if carriers.is_empty() {
-                continue;
-            }
-            for other in carriers.iter().filter(|l| l.id != link.id) {
-                msg = match other.try_send_data(msg) {
-                    Ok(end) => return Some(sent_on(other.clone(), end)),
-                    Err(back) => back,
-                };
-            }
-            match LinkHandle::send_data_to_any(&carriers, msg) {
-                Ok((taken, end)) => return Some(sent_on(taken, end)),
-                Err(back) => msg = back,
-            }
-        }
-    }
-
-    /// The links that may carry frames now (`proto::scheduler::carriers`).
-    fn carrier_links(&self) -> Vec<Arc<LinkHandle>> {
-        let links = lock(&self.links);
-        let count = carriers(links.primaries, links.live.len());
-        links.live[..count].to_vec()
-    }
-
-    /// Takes a `TCP_INFO` sample of every link whose last one is old, and
-    /// (`probe`, for a scheduler that measures links) PINGs those due for
-    /// a measurement. The list is usually empty (a link is due every 10 ms
-    /// at most), so this allocates nothing per frame; the system calls run
-    /// with no lock held.
-    fn measure_links(&self, probe: bool) {
-        let (due, probe): (Vec<Arc<LinkHandle>>, bool) = {
-            let links = lock(&self.links);
-            let probe = probe && links.scheduler.measures_links();
-            let due = links
-                .live
-                .iter()
-                .filter(|l| l.tcp_sample_due() || (probe && l.probe_due()))
-                .cloned()
-                .collect();
-            (due, probe)
-        };
-        for link in due {
-            link.sample_tcp_if_due();
-            if probe {
-                link.probe_if_due();
-            }
-        }
-    }
-
-    /// The link for the next DATA frame, as the scheduler picks it.
-    fn pick_data_link(&self) -> Option<Arc<LinkHandle>> {
-        let mut links = lock(&self.links);
-        let Links {
-            live,
-            primaries,
-            scheduler,
-            ..
-        } = &mut *links;
-        let i = scheduler.pick(carriers(*primaries, live.len()), |i| live[i].load())?;
-        Some(live[i].clone())
-    }
-
-    /// The least loaded link, for a control frame.
-    fn pick_control_link(&self) -> Option<Arc<LinkHandle>> {
-        let links = lock(&self.links);
-        let count = carriers(links.primaries, links.live.len());
-        let i = links
-            .scheduler
-            .pick_control(count, |i| links.live[i].load())?;
-        Some(links.live[i].clone())
     }
 
     fn notify(&self, event: SessionEvent) {
@@ -803,15 +640,4 @@ impl StreamHost for Session {
         };
         backend.connect()
     }
-}
-
-/// What the stream records of a frame `link` took, ending at `end` of the
-/// link's byte stream (`proto::send::Sent`).
-fn sent_on(link: Arc<LinkHandle>, end: u64) -> (Arc<LinkHandle>, Sent) {
-    let sent = Sent {
-        link: link.id,
-        at: Instant::now(),
-        end,
-    };
-    (link, sent)
 }
