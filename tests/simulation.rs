@@ -132,6 +132,51 @@ fn a_link_dying_with_data_fin_open_and_ack_in_flight_loses_nothing() {
     );
 }
 
+/// One link of four dies in the middle of a download: only the bytes it
+/// carried and the peer had not acknowledged are sent again. Bytes on the
+/// three live links arrive without help, and sending them twice would put
+/// up to a window of duplicates ahead of the missing ones.
+#[test]
+fn a_dying_link_has_only_its_own_bytes_sent_again() {
+    let mut s = Sim::new(SimConfig::new(5, 4, LinkSpec::delay(10 * MS)));
+    let id = s.open(AppPlan::bulk(0), AppPlan::bulk(4 * MIB));
+    s.run_until(
+        |s| {
+            s.client.received_by_app(id) > MIB
+                && s.net
+                    .in_flight(0)
+                    .iter()
+                    .any(|f| f.from == Side::Server && matches!(f.wire, Wire::Data { .. }))
+        },
+        LIMIT,
+    )
+    .unwrap();
+    let before = s.server.sent.len();
+    let mut last_link = std::collections::HashMap::new();
+    for f in &s.server.sent {
+        if let Wire::Data { offset, .. } = f.wire {
+            last_link.insert(offset, f.link);
+        }
+    }
+    let lost = s.kill_link(0);
+    assert!(kinds(&lost).contains(&"DATA"), "{lost:?}");
+    s.run_until(|s| s.ended(&[id]), LIMIT).unwrap();
+    s.check_exact(id, 0, 4 * MIB).unwrap();
+    s.check_clean().unwrap();
+    let again: Vec<(u64, usize)> = s.server.sent[before..]
+        .iter()
+        .filter_map(|f| match f.wire {
+            Wire::Data { offset, .. } => last_link.get(&offset).map(|&l| (offset, l)),
+            _ => None,
+        })
+        .collect();
+    assert!(!again.is_empty(), "nothing was sent again");
+    assert!(
+        again.iter().all(|&(_, link)| link == 0),
+        "bytes a live link held were sent again: {again:?}"
+    );
+}
+
 /// Every link dies at once (the ends learn at different times): nothing
 /// can be sent until a new link comes up, and then everything is re-sent
 /// on it and both directions complete exactly.

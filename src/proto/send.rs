@@ -57,6 +57,19 @@ struct Chunk {
     copy: Option<Sent>,
 }
 
+impl Chunk {
+    /// True when no live link holds a copy of these bytes: never handed to
+    /// a link, or every link that carried them is `lost` (by id). Bytes a
+    /// live link carries arrive without help: TCP repairs its own losses,
+    /// and a link that dies later has its own bytes sent again then.
+    fn maybe_lost(&self, lost: impl Fn(u64) -> bool) -> bool {
+        let Some(sent) = self.sent else {
+            return true;
+        };
+        lost(sent.link) && self.copy.is_none_or(|c| lost(c.link))
+    }
+}
+
 /// The sending direction's state.
 #[derive(Debug, Default)]
 pub struct SendState {
@@ -208,12 +221,16 @@ impl SendState {
 
     /// Frames that re-create what a failed link may have lost for stream
     /// `id`: OPEN if we opened it and the peer has acknowledged nothing,
-    /// every unacknowledged byte, and a pending FIN.
-    pub fn resend(&self, id: StreamId, out: &mut Vec<Resend>) {
+    /// the unacknowledged bytes no live link holds (every link `lost`
+    /// says of its id carried them, or none did yet), and a pending FIN.
+    /// Re-sending every unacknowledged byte instead put up to the whole
+    /// window (megabytes) of duplicates ahead of the missing bytes on the
+    /// links left, and delayed them by that much.
+    pub fn resend(&self, id: StreamId, out: &mut Vec<Resend>, lost: impl Fn(u64) -> bool) {
         if self.acked == 0 && !self.peer_opened {
             out.push(Resend::Control(Frame::Open { stream: id }));
         }
-        for c in &self.unacked {
+        for c in self.unacked.iter().filter(|c| c.maybe_lost(&lost)) {
             out.push(Resend::Data(id, c.offset, c.bytes.clone()));
         }
         if let Some(f) = self.fin
@@ -329,7 +346,7 @@ mod tests {
         s.push(payload(2));
         s.close();
         let mut out = Vec::new();
-        s.resend(7, &mut out);
+        s.resend(7, &mut out, |_| true);
         let kinds: Vec<String> = out
             .iter()
             .map(|r| match r {
@@ -348,10 +365,10 @@ mod tests {
         );
         s.on_ack(6, now(), |_| {}).unwrap();
         out.clear();
-        s.resend(7, &mut out);
+        s.resend(7, &mut out, |_| true);
         assert!(out.is_empty(), "{out:?}");
         out.clear();
-        SendState::opened_by_peer().resend(8, &mut out);
+        SendState::opened_by_peer().resend(8, &mut out, |_| true);
         assert!(out.is_empty(), "an OPEN for the peer's own stream: {out:?}");
     }
 
@@ -365,8 +382,39 @@ mod tests {
         assert_eq!(s.abandon(|_| released += 1), 120);
         assert_eq!(released, 2);
         let mut out = Vec::new();
-        s.resend(1, &mut out);
+        s.resend(1, &mut out, |_| true);
         assert!(out.iter().all(|r| matches!(r, Resend::Control(_))));
+    }
+
+    #[test]
+    fn only_bytes_no_live_link_holds_are_sent_again() {
+        let mut s = SendState::opened_by_peer();
+        let on = |link| Sent {
+            link,
+            at: now(),
+            end: 0,
+        };
+        let on_dead = s.push(payload(1));
+        let on_live = s.push(payload(2));
+        let never_sent = s.push(payload(3));
+        let copied_to_live = s.push(payload(4));
+        let copied_to_dead = s.push(payload(5));
+        s.sent_on(on_dead, on(1));
+        s.sent_on(on_live, on(2));
+        s.sent_on(copied_to_live, on(1));
+        s.copied(copied_to_live, on(2));
+        s.sent_on(copied_to_dead, on(1));
+        s.copied(copied_to_dead, on(3));
+        let mut out = Vec::new();
+        s.resend(9, &mut out, |link| link != 2);
+        let again: Vec<usize> = out
+            .iter()
+            .filter_map(|r| match r {
+                Resend::Data(9, _, b) => Some(b.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again, [1, 3, 5], "{out:?}");
     }
 
     #[test]

@@ -14,16 +14,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Session {
-    /// Re-sends on the live links everything a lost link may have carried.
+    /// Re-sends on the live links what a lost link may have carried: the
+    /// bytes no live link holds (`proto::send::SendState::resend`), the
+    /// RSTs we told and every stream's OPEN, FIN and ACK.
     pub(super) fn reinject(&self) {
         let mut frames: Vec<Resend> = Vec::new();
+        let live: Vec<u64> = lock(&self.links).live.iter().map(|l| l.id).collect();
         let streams: Vec<Arc<Stream>> = {
             let table = lock(&self.streams);
             frames.extend(table.repeats().map(Resend::Control));
             table.streams().cloned().collect()
         };
         for s in &streams {
-            s.resend_frames(&mut frames);
+            s.resend_frames(&mut frames, |link| !live.contains(&link));
         }
         if frames.is_empty() {
             return;

@@ -287,13 +287,14 @@ impl Stream {
     }
 
     /// Frames that re-create what a failed link may have lost for this
-    /// stream: OPEN if the peer has acknowledged nothing, every
-    /// unacknowledged byte, a pending FIN, and our current ACK.
-    pub fn resend_frames(&self, out: &mut Vec<Resend>) {
+    /// stream: OPEN if the peer has acknowledged nothing, the
+    /// unacknowledged bytes only `lost` links (by id) carried, a pending
+    /// FIN, and our current ACK.
+    pub fn resend_frames(&self, out: &mut Vec<Resend>, lost: impl Fn(u64) -> bool) {
         if self.is_reset() {
             return;
         }
-        lock(&self.send).resend(self.id, out);
+        lock(&self.send).resend(self.id, out, lost);
         let ack = lock(&self.recv).ack_sent();
         if ack > 0 {
             out.push(Resend::Control(Frame::Ack {

@@ -311,13 +311,15 @@ impl Endpoint {
         }
     }
 
-    /// Re-sends everything a lost link may have carried, exactly as rt's
+    /// Re-sends what a lost link may have carried, exactly as rt's
     /// `Session::reinject`: RSTs we told, then per live stream its
     /// `SendState::resend` frames and its current ACK.
     fn reinject(&mut self, net: &mut Network, now: Instant) {
         let mut frames: Vec<Resend> = self.table.repeats().map(Resend::Control).collect();
         for (&id, st) in &self.streams {
-            st.send.resend(id, &mut frames);
+            st.send.resend(id, &mut frames, |link| {
+                !self.links.contains(&(link as LinkId))
+            });
             let ack = st.recv.ack_sent();
             if ack > 0 {
                 frames.push(Resend::Control(Frame::Ack {
