@@ -396,7 +396,7 @@ mod tests {
         };
         let on_dead = s.push(payload(1));
         let on_live = s.push(payload(2));
-        let never_sent = s.push(payload(3));
+        s.push(payload(3)); // never handed to a link
         let copied_to_live = s.push(payload(4));
         let copied_to_dead = s.push(payload(5));
         s.sent_on(on_dead, on(1));
