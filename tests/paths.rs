@@ -497,3 +497,119 @@ fn a_stalled_uplink_does_not_hold_the_other_back() {
         assert_eq!(hash, pattern_hash(71, size));
     });
 }
+
+/// An address on the loopback device for one test (TEST-NET-2, on no
+/// network), removed and restored at will and always removed at the end.
+/// While it is removed an `unreachable` route stands for it, so that
+/// nothing sent to it leaves the machine by the default route.
+struct TempAddress {
+    ip: &'static str,
+}
+
+impl TempAddress {
+    /// `None` when it cannot be added (not root, no `ip`).
+    fn add(ip: &'static str) -> Option<TempAddress> {
+        let t = TempAddress { ip };
+        t.ip(&["route", "add", "unreachable", &t.host()])
+            .then_some(())?;
+        t.ip(&["addr", "add", &t.host(), "dev", "lo"]).then_some(t)
+    }
+
+    fn host(&self) -> String {
+        format!("{}/32", self.ip)
+    }
+
+    fn ip(&self, args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn remove(&self) {
+        assert!(self.ip(&["addr", "del", &self.host(), "dev", "lo"]));
+    }
+
+    fn restore(&self) {
+        assert!(self.ip(&["addr", "add", &self.host(), "dev", "lo"]));
+    }
+}
+
+impl Drop for TempAddress {
+    fn drop(&mut self) {
+        self.ip(&["addr", "del", &self.host(), "dev", "lo"]);
+        self.ip(&["route", "del", "unreachable", &self.host()]);
+    }
+}
+
+/// An uplink's address goes away (a lost DHCP lease, an interface taken
+/// down) and comes back: its links die by keepalive, the attempts to
+/// reconnect them fail fast and are logged, the other path carries
+/// everything meanwhile, and once the address is back the path's links
+/// come up again and carry data.
+#[test]
+fn links_come_back_when_a_removed_address_returns() {
+    const GONE: &str = "198.51.100.77";
+    within(Duration::from_secs(120), || {
+        let Some(address) = TempAddress::add(GONE) else {
+            eprintln!("SKIPPED: cannot add {GONE} to lo (needs root and iproute2)");
+            return;
+        };
+        let paths = format!(
+            "[[client.path]]\nbind_ip = \"{PRIMARY}\"\nlinks = 2\n\
+             [[client.path]]\nbind_ip = \"{GONE}\"\nlinks = 2\n"
+        );
+        let keys = "keepalive_interval_ms = 200\nkeepalive_timeout_ms = 1000\n\
+                    reconnect_min_ms = 50\nreconnect_max_ms = 300";
+        let (_backend, _server, relay, client) = bed(4, keys, &paths);
+        wait_links(&client, 4);
+        let id = client.monitor.snapshot().sessions[0].id;
+        download(&client, 61, 8 * MIB);
+        assert!(relay.carried(GONE) > 0, "the path carried nothing");
+
+        address.remove();
+        wait_links(&client, 2);
+        let gone = format!("source address {GONE} is not on this host");
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[&format!("session {id:016x}"), &gone]
+            )
+            .is_some(),
+            "no log line names the missing source address"
+        );
+        let (accepted, carried) = (relay.accepted(GONE), relay.carried(GONE));
+        download(&client, 62, 8 * MIB);
+        upload(&client, 63, 8 * MIB);
+        // Only what the dead links' sockets had written before may still
+        // trickle in (loopback carries it whatever the address).
+        assert_eq!(
+            relay.accepted(GONE),
+            accepted,
+            "a link came up from a gone address"
+        );
+        assert!(
+            relay.carried(GONE) - carried < MIB,
+            "bytes left from a gone address: {}",
+            relay.carried(GONE) - carried
+        );
+
+        address.restore();
+        wait_links(&client, 4);
+        let snap = client.monitor.snapshot();
+        assert_eq!(snap.sessions.len(), 1, "the session was replaced");
+        assert_eq!(snap.sessions[0].id, id);
+        assert!(
+            relay.accepted(GONE) >= accepted + 2,
+            "the path's links did not come back"
+        );
+        let before = relay.carried(GONE);
+        download(&client, 64, 16 * MIB);
+        upload(&client, 65, 16 * MIB);
+        assert!(
+            relay.carried(GONE) > before,
+            "the returned path carries nothing"
+        );
+    });
+}
