@@ -255,14 +255,39 @@ const UNMEASURED_RATE: u64 = 1_000_000;
 
 impl LinkLoad {
     /// When a frame handed to this link now is expected to arrive, in µs
-    /// from now: the measured round trip plus the time to drain our queue.
+    /// from now: the round trip plus the time to drain our queue.
     pub fn expected_delay_us(&self) -> u64 {
+        let rtt = self.round_trip_us();
         if self.queued_bytes == 0 {
-            return self.srtt_us;
+            return rtt;
         }
-        let rate = self.rate.max(UNMEASURED_RATE);
-        self.srtt_us
-            .saturating_add(self.queued_bytes.saturating_mul(1_000_000) / rate)
+        rtt.saturating_add(self.queued_bytes.saturating_mul(1_000_000) / self.drain_rate())
+    }
+
+    /// The round trip in µs: measured by PINGs, else TCP's own estimate
+    /// (known from the handshake on). A new link on a 70 ms uplink beside
+    /// one on a 10 ms uplink would otherwise look as near, and take a
+    /// share of a transfer's first bytes it needs a second or more to
+    /// deliver (bench scenario B's first two seconds).
+    fn round_trip_us(&self) -> u64 {
+        match self.tcp {
+            Some(t) if self.srtt_us == 0 => t.rtt_us,
+            _ => self.srtt_us,
+        }
+    }
+
+    /// Bytes per second our queue drains at: measured, else what TCP's
+    /// window sends per round trip, else [`UNMEASURED_RATE`].
+    fn drain_rate(&self) -> u64 {
+        if self.rate > 0 {
+            return self.rate.max(UNMEASURED_RATE);
+        }
+        match self.tcp {
+            Some(t) if t.rtt_us > 0 && t.cwnd_bytes > 0 => {
+                (t.cwnd_bytes.saturating_mul(1_000_000) / t.rtt_us).max(1)
+            }
+            _ => UNMEASURED_RATE,
+        }
     }
 
     /// Bytes waiting to be sent: in MTCP's queue and, as far as the last
@@ -626,6 +651,49 @@ mod tests {
         assert_eq!(load(2_000_000, 0, 0).expected_delay_us(), 2_000_000);
         assert_eq!(load(0, 7, 0).expected_delay_us(), 7);
         assert_eq!(load(u64::MAX, u64::MAX, 1).expected_delay_us(), u64::MAX);
+    }
+
+    #[test]
+    fn a_link_not_measured_yet_is_weighed_by_what_its_tcp_knows() {
+        let new_link = |rtt_us, cwnd_bytes, queued| LinkLoad {
+            queued_bytes: queued,
+            tcp: Some(TcpState {
+                rtt_us,
+                cwnd_bytes,
+                ..tcp(OPEN, 0, 0).tcp.unwrap()
+            }),
+            ..LinkLoad::default()
+        };
+        let near = new_link(10_000, 100_000, 0);
+        let far = new_link(70_000, 100_000, 0);
+        assert_eq!(near.expected_delay_us(), 10_000);
+        assert_eq!(far.expected_delay_us(), 70_000);
+        // 50 kB queued at 100 kB per 10 ms: 5 ms more.
+        assert_eq!(
+            new_link(10_000, 100_000, 50_000).expected_delay_us(),
+            15_000
+        );
+        let mut s = Scheduler::new(SchedulerKind::Adaptive);
+        for _ in 0..3 {
+            assert_eq!(s.pick(2, |i| [far, near][i]), Some(1));
+        }
+        // PINGs measured it: their figures win.
+        let measured = LinkLoad {
+            srtt_us: 30_000,
+            rate: 2_000_000,
+            queued_bytes: 2_000_000,
+            ..far
+        };
+        assert_eq!(measured.expected_delay_us(), 1_030_000);
+        // A window or round trip of 0 never divides.
+        assert_eq!(
+            new_link(0, 100_000, 1_000_000).expected_delay_us(),
+            1_000_000
+        );
+        assert_eq!(
+            new_link(10_000, 0, 1_000_000).expected_delay_us(),
+            1_010_000
+        );
     }
 
     #[test]
