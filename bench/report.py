@@ -201,35 +201,59 @@ def reinjected(rs):
             f"duplicated {100 * total('duplicated') / sent:.2f} % of {size}")
 
 
+def l_row(sc, name, rs, plain, iperf, mptcp, n):
+    vals = sorted(r["mbit"] for r in rs if r.get("mbit") is not None)
+    v = med(rs, "mbit")
+    spread = f" ({vals[0]:.1f}–{vals[-1]:.1f}, {len(vals)} rounds)" if len(vals) > 1 else ""
+    cmp_ = f(ratio(v, plain), "{:.2f}") + "× plain"
+    target, ok = "", ""
+    if name.startswith("MTCP"):
+        to_iperf, to_mptcp = ratio(v, iperf), ratio(v, mptcp)
+        cmp_ += f", {f(to_iperf, '{:.2f}')}× iperf3 -P {n}"
+        if mptcp is not None:
+            cmp_ += f", {f(to_mptcp, '{:.2f}')}× kernel MPTCP"
+        if name == f"MTCP {n} links":
+            target = "≥ 1.0× MPTCP, ≥ 0.95× iperf3 (medians)"
+            ok = verdict(None if to_iperf is None else
+                         to_iperf >= 0.95 and (to_mptcp is None or to_mptcp >= 1.0))
+    add(sc, name, f(v) + " Mbit/s" + spread + reinjected(rs), cmp_, target, ok)
+
+
 if pick("L"):
-    sc = f"L {knobs.get('loss', '?')}% random loss, {rtt} ms RTT, no cap, download"
-    plain = med(pick("L", "plain TCP"), "mbit")
-    iperf4 = med(pick("L", "iperf3 -P 4"), "mbit")
-    mptcp4 = med(pick("L", "kernel MPTCP 4 subflows"), "mbit")
-    names = []
+    for r in pick("L", "kernel MPTCP"):
+        add("L lossy path", "kernel MPTCP", r["note"], "", "", "")
+    cases = []
     for r in pick("L"):
-        if r["row"] not in names:
-            names.append(r["row"])
-    for name in names:
-        rs = pick("L", name)
-        if "note" in rs[0]:
-            add(sc, name, rs[0]["note"], "", "", "")
+        if "dir" in r and (r["loss"], r["dir"]) not in cases:
+            cases.append((r["loss"], r["dir"]))
+    for loss, dir_ in cases:
+        sc = f"L {loss}% random loss, {rtt} ms RTT, no cap, {dir_}"
+        at = dict(loss=loss, dir=dir_)
+        plain = med(pick("L", "plain TCP", **at), "mbit")
+        add(sc, "plain TCP", f(plain) + " Mbit/s", "", "", "")
+        links = sorted({r["n"] for r in pick("L", **at) if r.get("n", 1) > 1})
+        for n in links:
+            iperf = med(pick("L", f"iperf3 -P {n}", **at), "mbit")
+            mptcp = med(pick("L", f"kernel MPTCP {n} subflows", **at), "mbit")
+            names = []
+            for r in pick("L", n=n, **at):
+                if r["row"] not in names:
+                    names.append(r["row"])
+            for name in names:
+                l_row(sc, name, pick("L", name, n=n, **at), plain, iperf, mptcp, n)
+    for r in pick("L"):
+        if "ttfb" not in r:
             continue
-        if "ttfb" in rs[0]:
-            t = rs[0]["ttfb"]
-            add(sc, name, f"TTFB p50 {f(t['p50'])} ms, p90 {f(t['p90'])} ms, p99 {f(t['p99'])} ms, "
-                f"max {f(t['max'])} ms ({t['n']} requests){reinjected(rs)}",
-                f"{t['p50'] / float(rtt):.2f} RTT p50", "", "")
-            continue
-        vals = sorted(r["mbit"] for r in rs if r.get("mbit") is not None)
-        v = med(rs, "mbit")
-        spread = f" ({vals[0]:.1f}–{vals[-1]:.1f}, {len(vals)} rounds)" if len(vals) > 1 else ""
-        cmp_ = f(ratio(v, plain), "{:.2f}") + "× plain"
-        if name.startswith("MTCP"):
-            cmp_ += f", {f(ratio(v, iperf4), '{:.2f}')}× iperf3 -P 4"
-            if mptcp4 is not None:
-                cmp_ += f", {f(ratio(v, mptcp4), '{:.2f}')}× kernel MPTCP"
-        add(sc, name, f(v) + " Mbit/s" + spread + reinjected(rs), cmp_, "", "")
+        sc = f"L {r['loss']}% random loss, {rtt} ms RTT: small requests"
+        t = r["ttfb"]
+        rtt_ms = float(rtt)
+        target, ok = "", ""
+        if r["row"] != "small requests, direct":
+            target = f"p50 ≤ {rtt_ms + 5:.0f} ms, p99 ≤ {rtt_ms + 20:.0f} ms"
+            ok = verdict(t["p50"] <= rtt_ms + 5 and t["p99"] <= rtt_ms + 20)
+        add(sc, r["row"], f"TTFB p50 {f(t['p50'])} ms, p90 {f(t['p90'])} ms, p99 {f(t['p99'])} ms, "
+            f"max {f(t['max'])} ms ({t['n']} requests){reinjected([r])}",
+            f"{t['p50'] / rtt_ms:.2f} RTT p50", target, ok)
 
 # F. a fleet behind HAProxy
 for r in pick("F", "haproxy"):
