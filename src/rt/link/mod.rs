@@ -288,6 +288,15 @@ impl LinkHandle {
         self.queue_data(msg, Wait::Never)
     }
 
+    /// Sends a DATA frame ahead of the DATA already queued (with the
+    /// control frames), for bytes re-sent after another link died: they
+    /// are the ones the far end waits for, and behind this link's own
+    /// queue they would wait for all of it. Fails only when the link has
+    /// died.
+    pub fn send_data_ahead(&self, msg: Outbound) -> Result<u64, Outbound> {
+        self.queue_data(msg, Wait::Ahead)
+    }
+
     /// Offers a DATA frame without waiting (a re-send, a copy): written at
     /// once when the link is idle, queued behind the DATA already queued
     /// when there is room. Returns where it ends in the link's byte stream;
@@ -314,6 +323,7 @@ impl LinkHandle {
         self.queued.fetch_add(load, Ordering::Relaxed);
         let refused = match wait {
             Wait::Forever => self.data.send(msg).err().map(|e| e.into_inner()),
+            Wait::Ahead => self.control.send(msg).err().map(|e| e.into_inner()),
             Wait::Never => self.data.try_send(msg).err().map(|e| e.into_inner()),
             Wait::Within(grace) => self.data.send_timeout(msg, grace).err().map(|e| {
                 if e.is_timeout() {
@@ -549,6 +559,9 @@ fn wire_len(msg: &Outbound) -> u64 {
 #[derive(Clone, Copy)]
 enum Wait {
     Forever,
+    /// In the control queue, ahead of the queued DATA (deep: it waits only
+    /// when thousands of frames wait there).
+    Ahead,
     Never,
     /// Up to the grace, then the link is marked stalled.
     Within(Duration),

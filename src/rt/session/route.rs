@@ -53,7 +53,7 @@ impl Session {
                         offset,
                         bytes,
                     };
-                    if let Some((link, sent)) = self.route_data(data) {
+                    if let Some((link, sent)) = self.route_resent(data) {
                         link.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
                         link.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
                         self.stats.bytes_resent.fetch_add(len, Ordering::Relaxed);
@@ -79,11 +79,7 @@ impl Session {
         self.measure_links(true);
         loop {
             let Some(link) = self.pick_data_link() else {
-                self.reinject_pending.store(true, Ordering::SeqCst);
-                // A link may have come up between the pick and the flag.
-                if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
-                    self.reinject();
-                }
+                self.await_a_link();
                 return None;
             };
             if self.tunnel.scheduler.waits_for_its_pick() {
@@ -123,6 +119,31 @@ impl Session {
                 Ok((taken, end)) => return Some(sent_on(taken, end)),
                 Err(back) => msg = back,
             }
+        }
+    }
+
+    /// Hands bytes re-sent after a link died to the link the scheduler
+    /// picks, ahead of the DATA queued there (`LinkHandle::send_data_ahead`);
+    /// `None`, as for [`route_data`](Self::route_data), when no link is up.
+    pub(super) fn route_resent(&self, mut msg: Outbound) -> Option<(Arc<LinkHandle>, Sent)> {
+        loop {
+            let Some(link) = self.pick_data_link() else {
+                self.await_a_link();
+                return None;
+            };
+            match link.send_data_ahead(msg) {
+                Ok(end) => return Some(sent_on(link, end)),
+                Err(back) => msg = back,
+            }
+        }
+    }
+
+    /// No link can take a frame: everything is re-sent when one comes up.
+    fn await_a_link(&self) {
+        self.reinject_pending.store(true, Ordering::SeqCst);
+        // A link may have come up between the pick and the flag.
+        if self.link_count() > 0 && self.reinject_pending.swap(false, Ordering::SeqCst) {
+            self.reinject();
         }
     }
 
