@@ -276,16 +276,19 @@ impl LinkLoad {
         }
     }
 
-    /// Bytes per second our queue drains at: measured, else what TCP's
-    /// window sends per round trip, else [`UNMEASURED_RATE`].
+    /// Bytes per second our queue drains at: what TCP's window sends per
+    /// round trip now, else the rate PINGs measured (at least
+    /// [`UNMEASURED_RATE`]), else that. The window follows the link at
+    /// once (slow start after idle, a loss); the PINGs' rate is what the
+    /// socket took over the last round trip, which for a link that was
+    /// idle is the keepalives' trickle: every link then looked alike at a
+    /// transfer's start, and a slow uplink took as much as a fast one.
     fn drain_rate(&self) -> u64 {
-        if self.rate > 0 {
-            return self.rate.max(UNMEASURED_RATE);
-        }
         match self.tcp {
             Some(t) if t.rtt_us > 0 && t.cwnd_bytes > 0 => {
                 (t.cwnd_bytes.saturating_mul(1_000_000) / t.rtt_us).max(1)
             }
+            _ if self.rate > 0 => self.rate.max(UNMEASURED_RATE),
             _ => UNMEASURED_RATE,
         }
     }
@@ -677,14 +680,21 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(s.pick(2, |i| [far, near][i]), Some(1));
         }
-        // PINGs measured it: their figures win.
+        // PINGs measured its round trip: that wins (it includes our
+        // socket's queue); the rate is still the window's.
         let measured = LinkLoad {
             srtt_us: 30_000,
             rate: 2_000_000,
             queued_bytes: 2_000_000,
             ..far
         };
-        assert_eq!(measured.expected_delay_us(), 1_030_000);
+        assert_eq!(measured.expected_delay_us(), 30_000 + 1_400_000);
+        // Without TCP_INFO, the PINGs' rate.
+        let no_tcp = LinkLoad {
+            tcp: None,
+            ..measured
+        };
+        assert_eq!(no_tcp.expected_delay_us(), 1_030_000);
         // A window or round trip of 0 never divides.
         assert_eq!(
             new_link(0, 100_000, 1_000_000).expected_delay_us(),

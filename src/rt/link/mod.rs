@@ -15,6 +15,8 @@
 
 mod reader;
 mod tcp;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use crate::config::{SchedulerKind, TunnelConfig};
