@@ -209,6 +209,14 @@ pub enum Health {
     Stalled,
 }
 
+/// Fewest bytes a link's writer gathers into one write (more syscalls
+/// than this per byte cost CPU on fast links).
+pub const BATCH_MIN_BYTES: usize = 64 * 1024;
+/// Most bytes a link's writer gathers into one write.
+pub const BATCH_MAX_BYTES: usize = 256 * 1024;
+/// How long one batch should take the link to drain, µs.
+pub const BATCH_TIME_US: u64 = 10_000;
+
 /// Shortest wait for room on a picked link before it counts as stalled, µs.
 pub const STALL_GRACE_MIN_US: u64 = 100_000;
 /// Longest such wait, µs.
@@ -274,6 +282,18 @@ impl LinkLoad {
             Some(t) if self.srtt_us == 0 => t.rtt_us,
             _ => self.srtt_us,
         }
+    }
+
+    /// How many bytes the link's writer gathers into one blocking write:
+    /// what the link drains in [`BATCH_TIME_US`], within bounds. A control
+    /// frame (an ACK, bytes re-sent after another link died) that arrives
+    /// meanwhile waits for the whole batch: 256 KiB took 0.4 s on a
+    /// 10 Mbit/s uplink's link, and a failover stalled that much longer.
+    pub fn batch_bytes(&self) -> usize {
+        let bytes = self.drain_rate().saturating_mul(BATCH_TIME_US) / 1_000_000;
+        usize::try_from(bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(BATCH_MIN_BYTES, BATCH_MAX_BYTES)
     }
 
     /// Bytes per second our queue drains at: what TCP's window sends per
@@ -704,6 +724,26 @@ mod tests {
             new_link(10_000, 0, 1_000_000).expected_delay_us(),
             1_010_000
         );
+    }
+
+    #[test]
+    fn a_batch_is_what_the_link_drains_in_ten_milliseconds_within_bounds() {
+        let with_window = |rtt_us, cwnd_bytes| LinkLoad {
+            tcp: Some(TcpState {
+                rtt_us,
+                cwnd_bytes,
+                ..tcp(OPEN, 0, 0).tcp.unwrap()
+            }),
+            ..LinkLoad::default()
+        };
+        // A 10 Mbit/s uplink's link: one 64 KiB frame at a time.
+        assert_eq!(with_window(70_000, 87_500).batch_bytes(), BATCH_MIN_BYTES);
+        // 100 MB/s: 1 MB in 10 ms, capped.
+        assert_eq!(with_window(1_000, 100_000).batch_bytes(), BATCH_MAX_BYTES);
+        // 15 MB/s: 150 kB.
+        assert_eq!(with_window(10_000, 150_000).batch_bytes(), 150_000);
+        assert_eq!(LinkLoad::default().batch_bytes(), BATCH_MIN_BYTES);
+        assert_eq!(with_window(1, u64::MAX).batch_bytes(), BATCH_MAX_BYTES);
     }
 
     #[test]

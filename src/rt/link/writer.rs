@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// The writer stops collecting frames into one `write` past this many bytes.
-const BATCH_BYTES: usize = 256 * 1024;
-
 pub(super) struct Writer {
     link: Arc<LinkHandle>,
     control: Receiver<Outbound>,
@@ -85,12 +82,14 @@ impl Writer {
     }
 
     /// Gathers `first` and whatever else is queued, control first, up to
-    /// one batch; true when the batch ends with `Finish`.
+    /// one batch (`LinkLoad::batch_bytes`: what the link drains in 10 ms);
+    /// true when the batch ends with `Finish`.
     fn collect(&self, first: Outbound, batch: &mut Vec<Outbound>) -> bool {
         let mut finish = matches!(first, Outbound::Finish);
         let mut bytes = load_of(&first);
         batch.push(first);
-        while bytes < BATCH_BYTES && !finish {
+        let limit = self.link.load().batch_bytes();
+        while bytes < limit && !finish {
             let next = match self.control.try_recv() {
                 Ok(m) => m,
                 Err(TryRecvError::Empty) => match self.data.try_recv() {
