@@ -423,6 +423,11 @@ fn init_logging() -> LogControl {
                 record.args()
             )
         });
+    } else {
+        // Milliseconds: a failover, a reconnect and a keepalive timeout
+        // happen within one second, and their order is what a reader of
+        // the log looks for.
+        builder.format_timestamp_millis();
     }
     // Only fails if a logger is already set, which cannot happen here.
     let _ = builder.try_init();
