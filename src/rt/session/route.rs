@@ -1,7 +1,7 @@
 //! Which link carries each frame: the scheduler's pick, the grace a
 //! weighing scheduler gives it before handing the frame to another link,
 //! the links' `TCP_INFO` samples and probes taken as frames are sent, and
-//! the re-send of everything a lost link may have carried.
+//! the re-send, ahead of queued DATA, of what a lost link carried.
 
 use super::{Links, Session, Wait};
 use crate::proto::scheduler::{carriers, stall_grace_us};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 impl Session {
     /// Re-sends on the live links what a lost link may have carried: the
-    /// bytes no live link holds (`proto::send::SendState::resend`), the
+    /// bytes no live link holds (`proto::send::SendState::resend`; see
+    /// [`links_holding_their_bytes`](Self::links_holding_their_bytes)), the
     /// RSTs we told and every stream's OPEN, FIN and ACK.
     pub(super) fn reinject(&self) {
         let mut frames: Vec<Resend> = Vec::new();
