@@ -43,15 +43,21 @@ impl Writer {
         let kill = self.link.kill.receiver().clone();
         let mut batch = Vec::new();
         loop {
-            let first = select! {
-                recv(self.control) -> m => m.ok(),
-                recv(self.data) -> m => m.ok(),
-                recv(kill) -> _ => return Ok(()),
-                default(self.interval) => {
-                    let ping = Outbound::Control(self.link.probe_frame());
-                    self.link.hand(&ping);
-                    Some(ping)
-                }
+            // Control first: `select!` picks at random among ready queues,
+            // so an ACK (or bytes re-sent after a failover) would wait
+            // behind a batch of DATA every other time.
+            let first = match self.control.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => select! {
+                    recv(self.control) -> m => m.ok(),
+                    recv(self.data) -> m => m.ok(),
+                    recv(kill) -> _ => return Ok(()),
+                    default(self.interval) => {
+                        let ping = Outbound::Control(self.link.probe_frame());
+                        self.link.hand(&ping);
+                        Some(ping)
+                    }
+                },
             };
             let Some(first) = first else {
                 return Ok(());
