@@ -38,22 +38,36 @@ impl Endpoint {
         let Some(i) = self.scheduler.pick_spare(links.len(), |i| loads[i], avoid) else {
             return;
         };
-        let f = Frame::Data {
-            stream: id,
-            offset,
-            data: &bytes,
-        };
-        self.send_on(links[i], f, net, now);
-        let copy = Sent {
-            link: links[i] as u64,
-            at: now,
-            end: net.handed(links[i], self.side),
-        };
+        let copy = self.send_again(links[i], id, offset, &bytes, net, now);
         if let Some(st) = self.streams.get_mut(&id) {
             st.send.copied(offset, copy);
         }
         self.stats.frames_duplicated += 1;
         self.stats.bytes_duplicated += bytes.len() as u64;
+    }
+
+    /// Sends `bytes` of stream `id` at `offset` once more on `link` (a copy
+    /// or a re-send); returns where they went, as rt's `Sent`.
+    fn send_again(
+        &mut self,
+        link: LinkId,
+        id: StreamId,
+        offset: u64,
+        bytes: &[u8],
+        net: &mut Network,
+        now: Instant,
+    ) -> Sent {
+        let f = Frame::Data {
+            stream: id,
+            offset,
+            data: bytes,
+        };
+        self.send_on(link, f, net, now);
+        Sent {
+            link: link as u64,
+            at: now,
+            end: net.handed(link, self.side),
+        }
     }
 
     /// Looks at every stream with bytes in flight at `now`; rt's thread
@@ -92,17 +106,7 @@ impl Endpoint {
             else {
                 continue;
             };
-            let f = Frame::Data {
-                stream: id,
-                offset,
-                data: &bytes,
-            };
-            self.send_on(links[i], f, net, now);
-            let copy = Sent {
-                link: links[i] as u64,
-                at: now,
-                end: net.handed(links[i], self.side),
-            };
+            let copy = self.send_again(links[i], id, offset, &bytes, net, now);
             if let Some(st) = self.streams.get_mut(&id) {
                 st.send.resent(offset, copy);
             }
