@@ -283,6 +283,61 @@ if alone and hap:
     add(sc, "one mtcp server alone", f"{f(a, '{:.0f}')} requests/s", "", "", "")
     add(sc, "HAProxy + 2 mtcp servers", f"{f(h, '{:.0f}')} requests/s",
         f"{f(ratio(h, a), '{:.2f}')}× one server alone ({failed} connections failed in all)", "", "")
+# R. request/response and bulk vs what a user would otherwise deploy
+for r in pick("R", "haproxy"):
+    add("R relays on loopback", "HAProxy", r.get("note", ""), "", "", "")
+r_names = {"haproxy2": "2 chained HAProxys", "socat2": "2 chained socats",
+           "mtcp4": "MTCP 4 links", "mtcp4s": "MTCP 4 links, secret"}
+r_conns = sorted({r["conns"] for r in pick("R", what="rr")})
+for conns in r_conns:
+    sc = f"R request/response 64 B, {conns} connections, loopback (median of {len(pick('R', 'haproxy2', what='rr', conns=conns))})"
+    hap = med(pick("R", "haproxy2", what="rr", conns=conns), "rps")
+    for k, name in r_names.items():
+        rs = pick("R", k, what="rr", conns=conns)
+        if not rs:
+            continue
+        rps = med(rs, "rps")
+        per100k = med([{"c": 1e5 * r["cpu"] / r["requests"]} for r in rs if r["requests"]], "c")
+        failed = sum(r["failed"] for r in rs)
+        target, ok, cmp_ = "", "", ""
+        if k != "haproxy2":
+            x = ratio(rps, hap)
+            cmp_ = f"{f(x, '{:.2f}')}× HAProxy pair"
+            want = {"mtcp4": 0.9, "mtcp4s": 0.8}.get(k)
+            if want:
+                target = f"≥ {want}× HAProxy pair"
+                ok = verdict(None if x is None else x >= want)
+        add(sc, name, f"{f(rps, '{:.0f}')} req/s, {f(per100k, '{:.2f}')} CPU-s/100k req"
+            + (f", {failed} failed" if failed else ""), cmp_, target, ok)
+for d in ("down", "up"):
+    if not pick("R", what="bulk", dir=d):
+        continue
+    sc = (f"R {knobs.get('r_bulk', '1G')} {'download' if d == 'down' else 'upload'}, loopback "
+          f"(median of {len(pick('R', 'haproxy2', what='bulk', dir=d))})")
+    def bulk(k):
+        rs = pick("R", k, what="bulk", dir=d)
+        if not rs:
+            return None, None
+        return med(rs, "mbit"), med([{"c": r["cpu"] * 2**30 / r["bytes"]} for r in rs], "c")
+    ht, _ = bulk("haproxy2")
+    pt, pc = bulk("mtcp4")
+    for k, name in r_names.items():
+        thr, cpu = bulk(k)
+        if thr is None:
+            continue
+        cmp_, target, ok = "", "", ""
+        if k.startswith("mtcp"):
+            x = ratio(thr, ht)
+            cmp_ = f"{f(x, '{:.2f}')}× HAProxy pair"
+            target, good = "≥ 1.0× HAProxy pair", None if x is None else x >= 1.0
+            if k == "mtcp4s":
+                et, ec = ratio(thr, pt), ratio(cpu, pc)
+                cmp_ += f"; {f(et, '{:.2f}')}× throughput, {f(ec, '{:.2f}')}× CPU of plain"
+                target += "; ≥ 0.85× plain at ≤ 1.3× CPU"
+                if good is not None and et is not None and ec is not None:
+                    good = good and et >= 0.85 and ec <= 1.3
+            ok = verdict(good)
+        add(sc, name, f"{f(thr, '{:.0f}')} Mbit/s, {f(cpu, '{:.2f}')} CPU-s/GiB", cmp_, target, ok)
 # B. bonded uplinks of unequal rate and RTT
 bed = pick("B", "bed")
 if bed:
@@ -356,7 +411,17 @@ for r in pick("B", "MTCP failover") + pick("B", "MTCP backup"):
         back += f", uplink B below a tenth of its rate in {f(t['b_quiet_s'], '{:.2f}')} s"
     else:
         back = (f"before: A {f(t['a_mbit_before'])} + B {f(t['b_mbit_before'])} Mbit/s; " + back)
-    add(sc, f"MTCP, 2 paths × 2 links, {r['dir']}", meas, back, "0 bytes lost", verdict(x["intact"]))
+    # The limits: a stall of at most keepalive_timeout_ms plus a
+    # second; a backup at work within that too, and idle again (failback)
+    # within a few seconds of the primary's return.
+    most = r["ka_timeout_ms"] / 1000 + 1
+    target = f"0 bytes lost; stall ≤ {most:g} s"
+    ok = x["intact"] and t["stall_s"] <= most
+    if backup:
+        target += f"; B at work ≤ {most:g} s; B idle again ≤ 5 s"
+        ok = ok and t["b_half_s"] is not None and t["b_half_s"] <= most
+        ok = ok and t["b_quiet_s"] is not None and t["b_quiet_s"] <= 5
+    add(sc, f"MTCP, 2 paths × 2 links, {r['dir']}", meas, back, target, verdict(ok))
 
 print()
 print("## MTCP benchmark (bench/run)")

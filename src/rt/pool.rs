@@ -29,15 +29,20 @@ impl PayloadPool {
         }
     }
 
-    /// A buffer of `len` zero-or-stale bytes, to read into.
+    /// A buffer of `len` zero-or-stale bytes, to read into. Pooled when
+    /// it would fill most of one: on a sealed link the largest read is a
+    /// little short of `buffer_size` (`rt::secure::MAX_SEALED_PAYLOAD`), and
+    /// recycling only exact sizes put the page faults back.
     pub fn take(&self, len: usize) -> Vec<u8> {
-        if len == self.size
-            && let Some(mut buf) = lock(&self.free).pop()
-        {
-            buf.resize(len, 0);
-            return buf;
+        if len > self.size || 2 * len < self.size {
+            return vec![0; len];
         }
-        vec![0; len]
+        let mut buf = lock(&self.free).pop().unwrap_or_else(|| {
+            // The pool's size, so that it can come back.
+            Vec::with_capacity(self.size)
+        });
+        buf.resize(len, 0);
+        buf
     }
 
     /// A copy of `bytes` (a frame that arrived out of order and must wait),
@@ -70,5 +75,28 @@ impl PayloadPool {
                 free.push(buf);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_a_little_short_of_the_size_reuses_a_buffer() {
+        let pool = PayloadPool::new(65536);
+        let first = pool.take(65536);
+        let at = first.as_ptr();
+        pool.give_vec(first);
+        let again = pool.take(crate::rt::secure::MAX_SEALED_PAYLOAD);
+        assert_eq!(
+            again.as_ptr(),
+            at,
+            "a fresh buffer for a sealed link's read"
+        );
+        assert_eq!(again.len(), crate::rt::secure::MAX_SEALED_PAYLOAD);
+        pool.give_vec(again);
+        let small = pool.take(1000);
+        assert_ne!(small.as_ptr(), at, "a small read took a whole buffer");
     }
 }

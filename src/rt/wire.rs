@@ -12,8 +12,9 @@
 //! which finishes it before anything else, so frames never interleave.
 //!
 //! On a plain channel payloads go to the kernel straight from the stream's
-//! retransmission copy (`writev`); an encrypted channel seals them into
-//! records first, which is the one copy encryption needs anyway.
+//! retransmission copy (`writev`); an encrypted channel copies them into
+//! its records and seals them there, which is the one copy encryption needs
+//! anyway.
 
 use crate::proto::frame::{self, Frame, StreamId};
 use crate::proto::send::Payload;
@@ -61,8 +62,6 @@ pub struct Wire {
     socket: Arc<TcpStream>,
     /// Scratch: encoded control frames and DATA headers of one write.
     heads: Vec<u8>,
-    /// Scratch: the plaintext of one write on an encrypted channel.
-    plain: Vec<u8>,
     /// The unwritten tail of a frame the fast path could write only in part.
     pending: Vec<u8>,
     /// The queue load the pending frame was counted with.
@@ -76,7 +75,6 @@ impl Wire {
             sealer,
             socket,
             heads: Vec::with_capacity(4096),
-            plain: Vec::new(),
             pending: Vec::new(),
             pending_load: 0,
         }
@@ -110,8 +108,7 @@ impl Wire {
             let mut slices = slices(&self.heads, &pieces);
             write_all_vectored(&self.socket, &mut slices)
         } else {
-            self.flatten(frames);
-            let wire = self.sealer.seal(&self.plain)?;
+            let wire = seal_frames(&mut self.sealer, &mut self.heads, frames)?;
             (&*self.socket).write_all(wire)?;
             Ok(wire.len())
         }
@@ -140,8 +137,7 @@ impl Wire {
             (sent, total)
         } else {
             // Once sealed the records must go out: their nonces are spent.
-            self.flatten(frames);
-            let wire = self.sealer.seal(&self.plain)?;
+            let wire = seal_frames(&mut self.sealer, &mut self.heads, frames)?;
             let total = wire.len();
             let sent = match send_now(&self.socket, &[IoSlice::new(wire)]) {
                 Ok(n) => n,
@@ -180,16 +176,6 @@ impl Wire {
             }
         }
         pieces
-    }
-
-    /// Encodes the frames whole into `plain`, for sealing.
-    fn flatten(&mut self, frames: &[Outbound]) {
-        self.plain.clear();
-        for msg in frames {
-            if let Some(p) = encode_head(msg, &mut self.plain) {
-                self.plain.extend_from_slice(p);
-            }
-        }
     }
 }
 
@@ -252,4 +238,20 @@ fn write_all_vectored(mut socket: &TcpStream, mut slices: &mut [IoSlice<'_>]) ->
         }
     }
     Ok(written)
+}
+
+/// Encodes `frames` straight into sealed records (`heads` is scratch for
+/// their headers); returns the bytes to write.
+fn seal_frames<'a>(
+    sealer: &'a mut Sealer,
+    heads: &mut Vec<u8>,
+    frames: &[Outbound],
+) -> io::Result<&'a [u8]> {
+    sealer.begin();
+    for msg in frames {
+        heads.clear();
+        let payload = encode_head(msg, heads).unwrap_or_default();
+        sealer.push_frame(heads, payload)?;
+    }
+    sealer.finish()
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::proto::frame::decode;
 use crate::rt::secure;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 
 /// A host that takes every frame and ignores the link's life.
@@ -98,5 +98,79 @@ fn bytes_sent_ahead_overtake_the_queued_data() {
         seen.len(),
         at(first_waiting)
     );
+    link.kill(LinkError::ClosedByUs);
+}
+
+/// A host that keeps the DATA it is handed: (offset, payload).
+#[derive(Default)]
+struct Keeper(Mutex<Vec<(u64, Vec<u8>)>>);
+
+impl LinkHost for Keeper {
+    fn on_frame(&self, _: &LinkHandle, f: Frame<'_>) -> Result<(), FrameError> {
+        if let Frame::Data { offset, data, .. } = f {
+            lock(&self.0).push((offset, data.to_vec()));
+        }
+        Ok(())
+    }
+    fn link_up(&self, _: Arc<LinkHandle>) {}
+    fn link_down(&self, _: &LinkHandle, _: &LinkError) {}
+}
+
+/// Frames that straddle records (another sender's layout) and records that
+/// hold many frames are all delivered whole from a sealed link.
+#[test]
+fn a_sealed_link_delivers_frames_however_records_cut_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut far, _) = listener.accept().unwrap();
+    let (ours, (mut theirs, _)) = secure::sealed_pair(secure::Cipher::AesGcm);
+    let settings = LinkSettings {
+        path: LinkPath::default(),
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(20),
+        notsent_lowat: NOTSENT_LOWAT,
+        max_payload: 1 << 17,
+    };
+    let keeper = Arc::new(Keeper::default());
+    let link = start(
+        keeper.clone(),
+        near,
+        0,
+        &ThreadCount::default(),
+        ours,
+        settings,
+    )
+    .unwrap();
+    // Payloads from 1 byte to 100 KiB (larger than a record), each filled
+    // with its own number.
+    let sizes: Vec<usize> = (0..60).map(|i| 1 + (i * i * 37) % 100_000).collect();
+    let mut stream = Vec::new();
+    let mut offset = 0u64;
+    for (i, &n) in sizes.iter().enumerate() {
+        let f = Frame::Data {
+            stream: 1,
+            offset,
+            data: &vec![i as u8; n],
+        };
+        frame::encode(&f, &mut stream);
+        offset += n as u64;
+    }
+    // Records of odd sizes: most frames straddle one or more.
+    for piece in stream.chunks(7_919) {
+        far.write_all(theirs.seal(piece).unwrap()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lock(&keeper.0).len() < sizes.len() {
+        assert!(Instant::now() < deadline, "frames went missing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = lock(&keeper.0);
+    let mut offset = 0u64;
+    for (i, (at, data)) in got.iter().enumerate() {
+        assert_eq!(*at, offset, "frame {i} out of place");
+        assert_eq!(data.len(), sizes[i], "frame {i} cut");
+        assert!(data.iter().all(|&b| b == i as u8), "frame {i} changed");
+        offset += data.len() as u64;
+    }
     link.kill(LinkError::ClosedByUs);
 }

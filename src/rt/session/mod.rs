@@ -569,8 +569,16 @@ impl StreamHost for Session {
         &self.payloads
     }
 
+    /// On sealed links a DATA frame fits in one record, so the receiver
+    /// decodes it where it was opened (`rt::secure::record`).
     fn send_payload_limit(&self) -> usize {
-        (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst)) as usize
+        let limit =
+            (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst));
+        if self.tunnel.secret.is_some() && self.tunnel.encrypt {
+            (limit as usize).min(crate::rt::secure::MAX_SEALED_PAYLOAD)
+        } else {
+            limit as usize
+        }
     }
 
     fn peer_window(&self) -> u64 {

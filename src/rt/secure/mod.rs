@@ -24,16 +24,13 @@ use crate::proto::handshake::{
 };
 use crate::proto::preamble::{self, PREAMBLE_LEN, Preamble};
 use crate::proto::secret::Secret;
-use snow::StatelessTransportState;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+
+mod record;
 
 pub use crate::proto::preamble::{SECURE_MAGIC, SECURE_MAGIC_V1};
-/// Largest record on the wire, ciphertext included.
-const MAX_RECORD: usize = 65535;
-const TAG_LEN: usize = 16;
-/// Largest plaintext one record carries.
-pub const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
+use record::RecordKey;
+pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, Sealer};
 /// Payload of the first handshake message: protocol version and whether the
 /// initiator wants encryption, so a mismatch is refused by name.
 const HS_VERSION: u8 = frame::VERSION;
@@ -112,39 +109,19 @@ fn aes_accelerated() -> bool {
 const HS_OK: u8 = 0;
 const HS_MISMATCH: u8 = 1;
 
-/// The sending half of a link's channel (owned by the link writer).
-pub struct Sealer {
-    keys: Option<Arc<StatelessTransportState>>,
-    nonce: u64,
-    wire: Vec<u8>,
-}
-
-/// The receiving half of a link's channel (owned by the link reader).
-pub struct Opener {
-    keys: Option<Arc<StatelessTransportState>>,
-    nonce: u64,
-    wire: Vec<u8>,
-    start: usize,
-}
-
 /// A plain (unauthenticated, unencrypted) channel.
 pub fn plain() -> (Sealer, Opener) {
-    halves(None)
+    (Sealer::new(None), Opener::new(None))
 }
 
-fn halves(keys: Option<Arc<StatelessTransportState>>) -> (Sealer, Opener) {
+/// Two ends of an encrypted channel under fixed keys, each end's sealer
+/// matching the other's opener (tests of what reads sealed links).
+#[cfg(test)]
+pub fn sealed_pair(cipher: Cipher) -> ((Sealer, Opener), (Sealer, Opener)) {
+    let key = |k: u8| Some(RecordKey::new(cipher, &[k; 32]).expect("a 32-byte key"));
     (
-        Sealer {
-            keys: keys.clone(),
-            nonce: 0,
-            wire: Vec::new(),
-        },
-        Opener {
-            keys,
-            nonce: 0,
-            wire: Vec::new(),
-            start: 0,
-        },
+        (Sealer::new(key(1)), Opener::new(key(2))),
+        (Sealer::new(key(2)), Opener::new(key(1))),
     )
 }
 
@@ -153,43 +130,6 @@ fn noise_err(e: snow::Error) -> HandshakeError {
 }
 
 impl Sealer {
-    /// Writes `plain` to `out`, sealed when the channel is encrypted.
-    pub fn write_all(&mut self, out: &mut impl Write, plain: &[u8]) -> io::Result<()> {
-        if self.keys.is_none() {
-            return out.write_all(plain);
-        }
-        let wire = self.seal(plain)?;
-        out.write_all(wire)
-    }
-
-    /// True when the channel neither encrypts nor authenticates: the link
-    /// writer can then hand payloads to the kernel without copying them.
-    pub fn is_plain(&self) -> bool {
-        self.keys.is_none()
-    }
-
-    /// Seals `plain` into records and returns the bytes to put on the wire
-    /// (valid until the next call). On a plain channel that is `plain`
-    /// itself, copied.
-    pub fn seal(&mut self, plain: &[u8]) -> io::Result<&[u8]> {
-        self.wire.clear();
-        let Some(keys) = &self.keys else {
-            self.wire.extend_from_slice(plain);
-            return Ok(&self.wire);
-        };
-        for chunk in plain.chunks(MAX_PLAIN) {
-            let at = self.wire.len();
-            self.wire.resize(at + 2 + chunk.len() + TAG_LEN, 0);
-            let n = keys
-                .write_message(self.nonce, chunk, &mut self.wire[at + 2..])
-                .map_err(|e| io::Error::other(format!("seal: {e}")))?;
-            self.nonce += 1;
-            self.wire[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
-            self.wire.truncate(at + 2 + n);
-        }
-        Ok(&self.wire)
-    }
-
     /// Encodes and writes one frame (handshake phase).
     pub fn send_frame(&mut self, out: &mut impl Write, f: &Frame<'_>) -> io::Result<()> {
         let mut buf = Vec::with_capacity(64);
@@ -199,61 +139,6 @@ impl Sealer {
 }
 
 impl Opener {
-    /// Reads from `socket` and puts plaintext into `plain`, returning how many
-    /// bytes (0 = the peer closed). `plain` must hold at least [`MAX_PLAIN`]
-    /// bytes when the channel is encrypted.
-    pub fn read(&mut self, socket: &mut impl Read, plain: &mut [u8]) -> io::Result<usize> {
-        let Some(keys) = self.keys.clone() else {
-            return socket.read(plain);
-        };
-        loop {
-            if let Some(n) = self.open_buffered(&keys, plain)? {
-                return Ok(n);
-            }
-            if self.start > 0 {
-                self.wire.drain(..self.start);
-                self.start = 0;
-            }
-            let have = self.wire.len();
-            self.wire.resize(have + 2 * MAX_RECORD, 0);
-            let n = socket.read(&mut self.wire[have..]);
-            self.wire.truncate(have + *n.as_ref().unwrap_or(&0));
-            match n? {
-                0 => return Ok(0),
-                _ => continue,
-            }
-        }
-    }
-
-    fn open_buffered(
-        &mut self,
-        keys: &StatelessTransportState,
-        plain: &mut [u8],
-    ) -> io::Result<Option<usize>> {
-        let avail = &self.wire[self.start..];
-        if avail.len() < 2 {
-            return Ok(None);
-        }
-        let len = u16::from_be_bytes([avail[0], avail[1]]) as usize;
-        if len < TAG_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "record too short",
-            ));
-        }
-        if avail.len() < 2 + len {
-            return Ok(None);
-        }
-        let n = keys
-            .read_message(self.nonce, &avail[2..2 + len], plain)
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, "record failed authentication")
-            })?;
-        self.nonce += 1;
-        self.start += 2 + len;
-        Ok(Some(n))
-    }
-
     /// Reads exactly one handshake-phase frame (no bytes beyond it).
     /// `prefix` holds its first four bytes when the caller already read them
     /// (the server peeks to tell a plain HELLO from a Noise handshake).
@@ -263,31 +148,27 @@ impl Opener {
         prefix: Option<[u8; 4]>,
         buf: &'b mut [u8; HANDSHAKE_BUF_LEN],
     ) -> Result<Frame<'b>, HandshakeError> {
-        let total = match self.keys.clone() {
-            None => {
-                match prefix {
-                    Some(p) => buf[..4].copy_from_slice(&p),
-                    None => socket.read_exact(&mut buf[..4])?,
-                }
-                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                check_frame_len(len)?;
-                let total = 4 + len as usize;
-                socket.read_exact(&mut buf[4..total])?;
-                total
+        let total = if self.is_sealed() {
+            let mut record = read_record(socket)?;
+            let plain = self
+                .open_one(&mut record)
+                .map_err(|_| HandshakeError::Refused(frame::LinkReason::Auth))?;
+            let n = plain.len();
+            if !(4..=buf.len()).contains(&n) {
+                return Err(HandshakeFault::RecordLength(n).into());
             }
-            Some(keys) => {
-                let record = read_record(socket)?;
-                let mut plain = [0u8; MAX_RECORD];
-                let n = keys
-                    .read_message(self.nonce, &record, &mut plain)
-                    .map_err(|_| HandshakeError::Refused(frame::LinkReason::Auth))?;
-                self.nonce += 1;
-                if !(4..=buf.len()).contains(&n) {
-                    return Err(HandshakeFault::RecordLength(n).into());
-                }
-                buf[..n].copy_from_slice(&plain[..n]);
-                n
+            buf[..n].copy_from_slice(plain);
+            n
+        } else {
+            match prefix {
+                Some(p) => buf[..4].copy_from_slice(&p),
+                None => socket.read_exact(&mut buf[..4])?,
             }
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            check_frame_len(len)?;
+            let total = 4 + len as usize;
+            socket.read_exact(&mut buf[4..total])?;
+            total
         };
         handshake::decode_frame(&buf[..total])
     }
@@ -379,7 +260,7 @@ pub fn client_handshake_with(
     if n != 1 || payload[0] != HS_OK {
         return Err(HandshakeFault::EncryptMismatch.into());
     }
-    finish(hs, encrypt)
+    finish(hs, encrypt, cipher)
 }
 
 /// Runs the server side after the clear preamble was read. A wrong secret,
@@ -413,15 +294,32 @@ pub fn server_handshake(
     if !agree {
         return Err(HandshakeFault::EncryptMismatch.into());
     }
-    finish(hs, encrypt)
+    finish(hs, encrypt, cipher)
 }
 
-fn finish(hs: snow::HandshakeState, encrypt: bool) -> Result<(Sealer, Opener), HandshakeError> {
+/// The channel halves after a completed handshake: the two directions'
+/// keys from the handshake's split (the initiator sends with the first),
+/// each sealing records as a Noise transport message would.
+fn finish(
+    mut hs: snow::HandshakeState,
+    encrypt: bool,
+    cipher: Cipher,
+) -> Result<(Sealer, Opener), HandshakeError> {
     if !encrypt {
         return Ok(plain());
     }
-    let keys = hs.into_stateless_transport_mode().map_err(noise_err)?;
-    Ok(halves(Some(Arc::new(keys))))
+    if !hs.is_handshake_finished() {
+        return Err(HandshakeFault::Noise("handshake not finished".into()).into());
+    }
+    let (first, second) = hs.dangerously_get_raw_split();
+    let (send, recv) = if hs.is_initiator() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let sealer = Sealer::new(Some(RecordKey::new(cipher, &send)?));
+    let opener = Opener::new(Some(RecordKey::new(cipher, &recv)?));
+    Ok((sealer, opener))
 }
 
 /// How a link began, which the server needs to read and check its HELLO.
