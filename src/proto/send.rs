@@ -17,7 +17,7 @@ mod stall;
 use crate::proto::error::Violation;
 use crate::proto::frame::{Frame, StreamId};
 pub use crate::proto::recv::STREAM_FLOOR;
-pub use stall::{MAX_RESENDS, RESEND_SHARE, StallCheck, stall_limit};
+pub use stall::{FIRST_LOOK, MAX_RESENDS, RESEND_SHARE, StallCheck, stall_limit, worth_watching};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;

@@ -255,6 +255,12 @@ impl LinkHandle {
         self.tcp.due(self.now_us())
     }
 
+    /// True when the link's TCP retransmitted lately (a cheap read of the
+    /// last sample, no system call).
+    pub fn lossy(&self) -> bool {
+        self.tcp.lossy(self.now_us())
+    }
+
     /// Samples the link's `TCP_INFO` if the last sample is old. A system
     /// call that may wait for the socket's lock: never call it under the
     /// session's locks.

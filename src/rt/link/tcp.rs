@@ -99,6 +99,13 @@ impl TcpSample {
         self.taking.store(false, Ordering::Release);
     }
 
+    /// True when a sample saw TCP retransmit within [`LOSS_MEMORY_US`]
+    /// before `now_us`.
+    pub(super) fn lossy(&self, now_us: u64) -> bool {
+        let loss = self.loss_at_us.load(Ordering::Relaxed);
+        loss != 0 && now_us.saturating_sub(loss) < LOSS_MEMORY_US
+    }
+
     /// The last sample as the scheduler sees it at `now_us` (link clock of
     /// a link born at `born`), with `bytes_out` written to the link by now;
     /// `None` when there is none recent.
@@ -127,10 +134,7 @@ impl TcpSample {
             unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
             since_ack_us: u64::from(self.since_ack_ms.load(Ordering::Relaxed)) * 1000,
             rtt_us: u64::from(self.rtt_us.load(Ordering::Relaxed)),
-            lossy: {
-                let loss = self.loss_at_us.load(Ordering::Relaxed);
-                loss != 0 && now_us.saturating_sub(loss) < LOSS_MEMORY_US
-            },
+            lossy: self.lossy(now_us),
             at: born + Duration::from_micros(at_us),
         })
     }

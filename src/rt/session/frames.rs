@@ -88,7 +88,7 @@ impl Session {
                 if finished {
                     let final_ack = s.ack_sent();
                     self.drop_stream(s.id, Outcome::Finished { final_ack });
-                } else if s.claim_watch() {
+                } else if self.stalls_matter() && s.claim_watch() {
                     // The ACK moved to bytes that may be held up.
                     self.watch(s);
                 }

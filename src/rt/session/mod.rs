@@ -122,6 +122,9 @@ pub struct Session {
     streams: Mutex<StreamTable<Arc<Stream>>>,
     /// Streams with bytes in flight, watched for a stall (`stall.rs`).
     watch: stall::Watch,
+    /// Some live link's TCP retransmitted lately (refreshed whenever the
+    /// links are measured): stalls are watched only then.
+    links_lossy: AtomicBool,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     /// Client: a link is connecting to start the session; the others wait.
@@ -169,6 +172,7 @@ impl Session {
             }),
             streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
             watch: stall::Watch::default(),
+            links_lossy: AtomicBool::new(false),
             tunnel,
             backend,
             threads,
@@ -601,7 +605,7 @@ impl StreamHost for Session {
         }) else {
             return;
         };
-        let on = stream.sent_on(offset, sent);
+        let on = stream.sent_on(offset, sent, self.stalls_matter());
         if on.watch {
             self.watch(stream);
         }

@@ -62,7 +62,7 @@ impl Session {
                         // and judged there.
                         let s = lock(&self.streams).get(stream).cloned();
                         if let Some(s) = s
-                            && s.sent_on(offset, sent).watch
+                            && s.sent_on(offset, sent, self.tunnel.reinject).watch
                         {
                             self.watch(&s);
                         }
@@ -189,6 +189,8 @@ impl Session {
         let (due, probe): (Vec<Arc<LinkHandle>>, bool) = {
             let links = lock(&self.links);
             let probe = probe && links.scheduler.measures_links();
+            let lossy = links.live.iter().any(|l| l.lossy());
+            self.links_lossy.store(lossy, Ordering::Relaxed);
             let due = links
                 .live
                 .iter()

@@ -16,7 +16,7 @@
 use super::Session;
 use crate::proto::frame::StreamId;
 use crate::proto::scheduler::{LinkLoad, carriers};
-use crate::proto::send::{Payload, Sent, StallCheck};
+use crate::proto::send::{FIRST_LOOK, Payload, Sent, StallCheck, worth_watching};
 use crate::rt::link::LinkHandle;
 use crate::rt::stream::{Stream, StreamHost};
 use crate::util::sync::{Bell, lock};
@@ -104,6 +104,15 @@ impl Session {
         }
     }
 
+    /// True when a stream's bytes sent now should be watched for a stall
+    /// (`proto::send::worth_watching`).
+    pub(super) fn stalls_matter(&self) -> bool {
+        worth_watching(
+            self.tunnel.reinject,
+            self.links_lossy.load(Ordering::Relaxed),
+        )
+    }
+
     /// Watches `stream` for a stall from now on (it has bytes in flight
     /// and was not watched).
     pub(super) fn watch(&self, stream: &Arc<Stream>) {
@@ -113,7 +122,8 @@ impl Session {
         {
             let mut w = lock(&self.watch.watched);
             w.streams.insert(stream.id, Arc::downgrade(stream));
-            w.due.push(Reverse((Instant::now(), stream.id)));
+            w.due
+                .push(Reverse((Instant::now() + FIRST_LOOK, stream.id)));
         }
         if self.watch.parked.swap(false, Ordering::SeqCst) {
             self.watch.bell.ring();

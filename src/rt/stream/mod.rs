@@ -305,13 +305,13 @@ impl Stream {
     }
 
     /// Records where the bytes at `offset` went: whether the session must
-    /// start watching the stream for a stall, and whether nothing else of
-    /// it is in flight.
-    pub fn sent_on(&self, offset: u64, sent: Sent) -> SentOn {
+    /// start watching the stream for a stall (if it wants stalls watched:
+    /// `watch`), and whether nothing else of it is in flight.
+    pub fn sent_on(&self, offset: u64, sent: Sent, watch: bool) -> SentOn {
         let mut send = lock(&self.send);
         let alone = send.sent_on(offset, sent);
         SentOn {
-            watch: !self.watched.swap(true, Ordering::SeqCst),
+            watch: watch && !self.watched.swap(true, Ordering::SeqCst),
             alone,
         }
     }

@@ -8,7 +8,7 @@ use super::Endpoint;
 use crate::sim::network::{LinkId, Network};
 use mtcp::proto::frame::{Frame, StreamId};
 use mtcp::proto::scheduler::{LinkLoad, duplicates};
-use mtcp::proto::send::{Payload, Sent, StallCheck};
+use mtcp::proto::send::{Payload, Sent, StallCheck, worth_watching};
 use std::time::{Duration, Instant};
 
 /// How soon the stall thread looks again after a re-send, or after finding
@@ -74,11 +74,16 @@ impl Endpoint {
     /// looks at the watched ones when the earliest is due, which the
     /// decision itself answers with a `Wait` when asked early.
     pub(super) fn check_stalls(&mut self, net: &mut Network, now: Instant) {
-        if !self.cfg.reinject {
-            return;
-        }
         let links: Vec<LinkId> = self.links.clone();
         let loads: Vec<LinkLoad> = links.iter().map(|&l| self.load(l, net, now)).collect();
+        let lossy = loads.iter().any(|l| l.tcp.is_some_and(|t| t.lossy));
+        if !worth_watching(self.cfg.reinject, lossy) {
+            // Nothing watched: no look falls due.
+            for st in self.streams.values_mut() {
+                st.stall_due = None;
+            }
+            return;
+        }
         let index_of = |id: u64| links.iter().position(|&l| l as u64 == id);
         let window = self.peer_window();
         let mut resends: Vec<(StreamId, u64, Payload, u64)> = Vec::new();
