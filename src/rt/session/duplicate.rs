@@ -18,6 +18,12 @@ impl Session {
     /// and are alone in flight on their stream, to a second fine link too,
     /// if the setting and the links' state say so. Never waits.
     pub(super) fn duplicate(&self, stream: &Arc<Stream>, offset: u64, bytes: Payload, first: u64) {
+        // Most small frames go out on a clean path: decided without the
+        // links' lock when no link lost anything lately.
+        let lossy_now = self.links_lossy.load(Ordering::Relaxed);
+        if !duplicates(self.tunnel.duplicate, bytes.len(), true, lossy_now) {
+            return;
+        }
         let spare = {
             let links = lock(&self.links);
             let count = carriers(links.primaries, links.live.len());
