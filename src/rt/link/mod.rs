@@ -255,6 +255,12 @@ impl LinkHandle {
         self.tcp.due(self.now_us())
     }
 
+    /// The link's TCP sending segment size as last sampled (`TCP_INFO`;
+    /// at connect time the kernel reports a provisional one), if known.
+    pub fn segment_size(&self) -> Option<u32> {
+        Some(self.tcp.snd_mss()).filter(|&m| m > 0)
+    }
+
     /// True when the link's TCP retransmitted lately (a cheap read of the
     /// last sample, no system call).
     pub fn lossy(&self) -> bool {

@@ -45,6 +45,8 @@ pub(super) struct TcpSample {
     total_retrans: AtomicU32,
     /// Link clock of the last sample that saw the count grow; 0 = never.
     loss_at_us: AtomicU64,
+    /// TCP's sending segment size (`tcpi_snd_mss`); 0 = not known yet.
+    snd_mss: AtomicU32,
 }
 
 impl TcpSample {
@@ -63,6 +65,7 @@ impl TcpSample {
         match tcpinfo::read(socket) {
             Ok(info) => {
                 self.bytes_out.store(bytes_out, Ordering::Relaxed);
+                self.snd_mss.store(info.mss.unwrap_or(0), Ordering::Relaxed);
                 let mss = u64::from(info.mss.unwrap_or(0).max(1));
                 // Without a window reading the link never counts as full.
                 let cwnd = info
@@ -97,6 +100,11 @@ impl TcpSample {
             Err(_) => {}
         }
         self.taking.store(false, Ordering::Release);
+    }
+
+    /// TCP's sending segment size at the last sample (0: not known).
+    pub(super) fn snd_mss(&self) -> u32 {
+        self.snd_mss.load(Ordering::Relaxed)
     }
 
     /// True when a sample saw TCP retransmit within [`LOSS_MEMORY_US`]

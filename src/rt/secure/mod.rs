@@ -10,9 +10,9 @@
 //!
 //! After the handshake the byte stream of frames is cut into records of at
 //! most 65,535 bytes (`u16 len | ciphertext`), each sealed with the cipher
-//! the client chose ([`Cipher`]) under an implicit per-direction counter. The reader and
-//! writer thread of a link each own one direction's counter and share the
-//! (immutable) keys, which is what `snow`'s stateless transport allows.
+//! the client chose ([`Cipher`]) under an implicit per-direction counter
+//! (`record`). The link's writer side owns the sending direction's key and
+//! counter, its reader the receiving one's.
 //!
 //! The secret is hashed into the 32-byte Noise PSK; it must be long and
 //! random (generate it with `head -c 32 /dev/urandom | base64`), because an
@@ -30,7 +30,7 @@ mod record;
 
 pub use crate::proto::preamble::{SECURE_MAGIC, SECURE_MAGIC_V1};
 use record::RecordKey;
-pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, Sealer};
+pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, RECORD_OVERHEAD, Sealer};
 /// Payload of the first handshake message: protocol version and whether the
 /// initiator wants encryption, so a mismatch is refused by name.
 const HS_VERSION: u8 = frame::VERSION;

@@ -24,7 +24,9 @@ mod stall;
 use crate::config::TunnelConfig;
 use crate::proto::Role;
 use crate::proto::error::FrameError;
-use crate::proto::frame::{Frame, LinkReason, RstReason, StreamId};
+use crate::proto::frame::{
+    DATA_OVERHEAD, Frame, LinkReason, RstReason, StreamId, segment_aligned_payload,
+};
 use crate::proto::handshake::{PeerLimits, kind_name};
 use crate::proto::scheduler::{DUPLICATE_MAX, DuplicateMode, Scheduler};
 use crate::proto::send::Payload;
@@ -35,6 +37,7 @@ pub use crate::rt::counters::SessionStats;
 use crate::rt::counters::{DaemonCounters, PathTotals, SlotUps};
 use crate::rt::link::{LinkError, LinkHandle, LinkHost, LinkSettings, Outbound};
 use crate::rt::pool::PayloadPool;
+use crate::rt::secure;
 use crate::rt::stream::{self, Stream, StreamHost};
 use crate::util::shutdown::Shutdown;
 use crate::util::sync::lock;
@@ -125,6 +128,10 @@ pub struct Session {
     /// Some live link's TCP retransmitted lately (refreshed whenever the
     /// links are measured): stalls are watched only then.
     links_lossy: AtomicBool,
+    /// The smallest TCP sending segment size of the live links, as last
+    /// sampled (0: none known; refreshed whenever the links are measured):
+    /// DATA payloads fill whole segments of it.
+    link_mss: AtomicU32,
     reinject_pending: AtomicBool,
     had_link: AtomicBool,
     /// Client: a link is connecting to start the session; the others wait.
@@ -173,6 +180,7 @@ impl Session {
             streams: Mutex::new(StreamTable::new(role, tunnel.max_streams)),
             watch: stall::Watch::default(),
             links_lossy: AtomicBool::new(false),
+            link_mss: AtomicU32::new(0),
             tunnel,
             backend,
             threads,
@@ -575,13 +583,17 @@ impl StreamHost for Session {
 
     /// On sealed links a DATA frame fits in one record, so the receiver
     /// decodes it where it was opened (`rt::secure::record`).
+    /// Frames also fill whole TCP segments of the links
+    /// (`proto::frame::segment_aligned_payload`).
     fn send_payload_limit(&self) -> usize {
         let limit =
             (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst));
+        let mss = self.link_mss.load(Ordering::Relaxed) as usize;
         if self.tunnel.secret.is_some() && self.tunnel.encrypt {
-            (limit as usize).min(crate::rt::secure::MAX_SEALED_PAYLOAD)
+            let limit = (limit as usize).min(secure::MAX_SEALED_PAYLOAD);
+            segment_aligned_payload(limit, mss, DATA_OVERHEAD + secure::RECORD_OVERHEAD)
         } else {
-            limit as usize
+            segment_aligned_payload(limit as usize, mss, DATA_OVERHEAD)
         }
     }
 

@@ -191,6 +191,8 @@ impl Session {
             let probe = probe && links.scheduler.measures_links();
             let lossy = links.live.iter().any(|l| l.lossy());
             self.links_lossy.store(lossy, Ordering::Relaxed);
+            let mss = links.live.iter().filter_map(|l| l.segment_size()).min();
+            self.link_mss.store(mss.unwrap_or(0), Ordering::Relaxed);
             let due = links
                 .live
                 .iter()

@@ -16,10 +16,11 @@ const INITIAL_READ: usize = 8 * 1024;
 /// Reads the local socket until it ends, the stream is reset or the session
 /// closes.
 pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpStream>) {
-    let max = host.send_payload_limit();
     // Starts small and doubles while reads fill it: a thousand idle or
     // chatty streams then hold kilobytes each, a bulk stream soon reads
-    // `max` bytes per call.
+    // `max` bytes per call. `max` follows the session's limit, which learns
+    // the links' segment size once they carry data.
+    let mut max = host.send_payload_limit();
     let mut size = max.min(INITIAL_READ);
     let mut buf = Vec::new();
     // The last read emptied the socket, so the next one would most likely
@@ -62,9 +63,11 @@ pub(super) fn run(host: &dyn StreamHost, stream: &Arc<Stream>, socket: Arc<TcpSt
             return;
         }
         drained = n < want;
+        max = host.send_payload_limit();
         if n == size && size < max {
             size = (size * 2).min(max);
         }
+        size = size.min(max);
         let bytes = Arc::new(take_payload(&mut buf, n));
         let offset = lock(&stream.send).push(bytes.clone());
         stream.budget.charge(n as u64);
