@@ -581,10 +581,10 @@ impl StreamHost for Session {
         &self.payloads
     }
 
-    /// On sealed links a DATA frame fits in one record, so the receiver
-    /// decodes it where it was opened (`rt::secure::record`).
-    /// Frames also fill whole TCP segments of the links
-    /// (`proto::frame::segment_aligned_payload`).
+    /// Frames fill whole TCP segments of the links
+    /// (`proto::frame::segment_aligned_payload`); on sealed links a frame
+    /// also fits in one record, so the receiver decodes it where it was
+    /// opened (`rt::secure::record`).
     fn send_payload_limit(&self) -> usize {
         let limit =
             (self.tunnel.buffer_size as u32).min(self.peer_max_payload.load(Ordering::SeqCst));
