@@ -842,3 +842,73 @@ fn no_new_stream_opens_once_the_clients_drain_began() {
         assert_eq!(t.backend.accepted.load(Ordering::SeqCst), 1);
     });
 }
+
+/// Relays links to `target` and records the payload length of every DATA
+/// frame the client sends.
+fn frame_tap(target: std::net::SocketAddr, sizes: Arc<Mutex<Vec<usize>>>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tap");
+    let addr = listener.local_addr().expect("tap addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut from_client) = conn else { continue };
+            let Ok(mut to_server) = TcpStream::connect(target) else {
+                continue;
+            };
+            let (Ok(mut back_from), Ok(mut back_to)) =
+                (to_server.try_clone(), from_client.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut back_from, &mut back_to);
+                let _ = back_to.shutdown(Direction::Write);
+            });
+            let sizes = sizes.clone();
+            std::thread::spawn(move || {
+                let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 20]);
+                while let Ok(n) = from_client.read(&mut chunk) {
+                    if n == 0 || to_server.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut used = 0;
+                    while let Ok(Some((f, len))) = mtcp::proto::frame::decode(&buf[used..], 1 << 24)
+                    {
+                        if let mtcp::proto::frame::Frame::Data { data, .. } = f {
+                            sizes.lock().unwrap().push(data.len());
+                        }
+                        used += len;
+                    }
+                    buf.drain(..used);
+                }
+                let _ = to_server.shutdown(Direction::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// A bulk upload's DATA frames fill whole TCP segments of the links: on
+/// loopback (MSS 65,483) a 64 KiB frame would leave as a full segment and a
+/// tiny one; the payload is trimmed to 65,462 once TCP reports the MSS.
+#[test]
+fn bulk_frames_fill_whole_segments_of_the_links() {
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 2, ""));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let tap = frame_tap(server.addr, sizes.clone());
+        let client = start_client_toml(&client_toml(tap, 2, true, ""));
+        upload(&client, 7, 32 * MIB);
+        let sizes = sizes.lock().unwrap();
+        // Until TCP has measured the links (the first milliseconds), frames
+        // are sized as configured; after that, one segment's worth each.
+        let aligned: usize = sizes.iter().filter(|&&n| n == 65_462).sum();
+        assert!(
+            aligned as u64 > 16 * MIB,
+            "{aligned} of 32 MiB in one-segment frames; payload sizes: {:?}",
+            sizes.iter().filter(|&&n| n > 60_000).collect::<Vec<_>>()
+        );
+    });
+}
