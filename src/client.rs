@@ -52,6 +52,8 @@ pub struct Client {
 enum Next {
     /// Try again after the backoff.
     Retry,
+    /// Try again at once (the server asked for something we can change).
+    Again,
     /// The slot's work is over (its session is lost or closing).
     Stop,
 }
@@ -77,6 +79,9 @@ struct Pool {
     epoch: Instant,
     /// Shared by the current session and the retiring ones.
     send_budget: Arc<SendBudget>,
+    /// The record cipher new links propose: this machine's preferred one
+    /// until a server refuses it.
+    cipher: Mutex<secure::Cipher>,
     /// The daemon's counters (from its monitor), for sessions and handshakes.
     counters: Arc<DaemonCounters>,
     /// Rung when an application arrives while no link is up: a slot waiting
@@ -158,6 +163,7 @@ impl Client {
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
+            cipher: Mutex::new(secure::Cipher::preferred()),
             counters: self.monitor.counters(),
             retry_now: Bell::new(),
         });
@@ -373,8 +379,10 @@ impl Pool {
                 }
                 Err(e) => e,
             };
-            if self.after_failure(session, index, e, &mut failures) == Next::Stop {
-                return;
+            match self.after_failure(session, index, e, &mut failures) {
+                Next::Stop => return,
+                Next::Again => continue,
+                Next::Retry => {}
             }
             self.back_off(session, jitter(backoff));
             backoff = (backoff * 2).min(self.config.reconnect_max);
@@ -448,6 +456,11 @@ impl Pool {
                 self.session_lost(session, &why);
                 Next::Stop
             }
+            HandshakeError::Fault(HandshakeFault::CipherRefused(refused))
+                if self.cipher_after_refusal(refused) =>
+            {
+                Next::Again
+            }
             _ if session.is_closed() || self.shutdown.is_triggered() => {
                 // Our own teardown (an idle on-demand pool closing) cut the
                 // handshake short; the server did not fail. Counted as a
@@ -476,6 +489,29 @@ impl Pool {
         }
     }
 
+    /// After a server refused the record cipher `refused`: the links
+    /// propose one it knows from now on (AEGIS-256X2 is newer than the
+    /// servers of this protocol version that lack it). False when no other
+    /// cipher is left to try.
+    fn cipher_after_refusal(&self, refused: &str) -> bool {
+        let mut cipher = lock(&self.cipher);
+        if cipher.name() != refused {
+            // Another slot already moved on.
+            return true;
+        }
+        let Some(older) = cipher.fallback() else {
+            return false;
+        };
+        log::warn!(
+            "the server {} does not know the record cipher {refused} (it runs an older MTCP); \
+             links use {} instead until the client restarts",
+            self.config.server,
+            older.name()
+        );
+        *cipher = older;
+        true
+    }
+
     fn connect_link(
         &self,
         session: &Arc<Session>,
@@ -498,7 +534,10 @@ impl Pool {
         let hello = handshake::hello(session.id, role, index, session.our_limits());
         let tunnel = &self.config.tunnel;
         let (mut sealer, mut opener) = match &tunnel.secret {
-            Some(secret) => secure::client_handshake(&mut sock, secret, tunnel.encrypt, &hello)?,
+            Some(secret) => {
+                let cipher = *lock(&self.cipher);
+                secure::client_handshake_with(&mut sock, secret, tunnel.encrypt, &hello, cipher)?
+            }
             None => secure::plain(),
         };
         sealer.send_frame(&mut sock, &Frame::Hello(hello))?;

@@ -896,3 +896,80 @@ fn the_clients_max_streams_counts_a_retiring_sessions_streams_too() {
         old.stop();
     });
 }
+
+/// A front for `server` that behaves as a server of this protocol version
+/// from before AEGIS-256X2: it refuses a secured link whose preamble names
+/// cipher 3 with a plain REFUSE(protocol) and closes it, and relays the
+/// others. Returns its address and the cipher byte of every link, in order.
+fn server_without_aegis(
+    server: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut inbound) = conn else { continue };
+            let mut head = [0u8; 6];
+            if inbound.read_exact(&mut head).is_err() {
+                continue;
+            }
+            log.lock().unwrap().push(head[5]);
+            if &head[..4] == b"MTCS" && head[5] == 3 {
+                let mut refuse = 2u32.to_be_bytes().to_vec();
+                refuse.extend_from_slice(&refuse_frame(8));
+                let _ = inbound.write_all(&refuse);
+                continue;
+            }
+            let Ok(mut outbound) = TcpStream::connect(server) else {
+                continue;
+            };
+            if outbound.write_all(&head).is_ok() {
+                std::thread::spawn(move || relay(inbound, outbound));
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis() {
+    use mtcp::rt::secure::Cipher;
+    if Cipher::preferred() != Cipher::Aegis256X2 {
+        return skip(
+            "a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis",
+            "this CPU has no AES instructions, so links propose ChaCha20-Poly1305",
+        );
+    }
+    within(Duration::from_secs(60), || {
+        init_logging();
+        let backend = Backend::start();
+        let server = start_server_toml(&server_toml(backend.addr, 2, SECRET));
+        let (front, ciphers) = server_without_aegis(server.addr);
+        let client = start_client_toml(&client_toml(front, 2, true, SECRET));
+        download(&client, 11, 4 * MIB);
+        upload(&client, 12, 4 * MIB);
+        let said = wait_log(
+            Duration::from_secs(5),
+            &["does not know the record cipher aegis-256x2", "aes-256-gcm"],
+        );
+        assert!(said.is_some(), "the fallback was not logged");
+        let ciphers = ciphers.lock().unwrap().clone();
+        assert_eq!(
+            ciphers.first(),
+            Some(&3),
+            "the first link proposed {ciphers:?}"
+        );
+        assert_eq!(
+            ciphers.iter().filter(|&&c| c == 3).count(),
+            1,
+            "links went on proposing AEGIS after the refusal: {ciphers:?}"
+        );
+        assert!(ciphers[1..].iter().all(|&c| c == 2), "{ciphers:?}");
+        // A server of this version takes AEGIS: the same client setup
+        // straight to it proposes nothing else.
+        let direct = start_client_toml(&client_toml(server.addr, 2, true, SECRET));
+        download(&direct, 13, MIB);
+    });
+}

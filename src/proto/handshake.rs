@@ -59,6 +59,9 @@ pub enum HandshakeFault {
     EncryptMismatch,
     /// A secured link names a record cipher this build does not know.
     UnknownCipher(u8),
+    /// The server refused, in plain text, the record cipher we proposed
+    /// (named): it runs an MTCP older than that cipher.
+    CipherRefused(&'static str),
     /// A secured link's clear preamble has non-zero reserved bytes.
     Preamble,
     /// A secured link's HELLO names another session or other flags than its
@@ -87,6 +90,7 @@ impl HandshakeFault {
             HandshakeFault::PeerHasSecret => "peer_has_secret",
             HandshakeFault::EncryptMismatch => "encrypt_mismatch",
             HandshakeFault::UnknownCipher(_) => "unknown_cipher",
+            HandshakeFault::CipherRefused(_) => "cipher_refused",
             HandshakeFault::Preamble => "preamble",
             HandshakeFault::HelloMismatch => "hello_mismatch",
             HandshakeFault::Noise(_) => "noise",
@@ -130,6 +134,10 @@ impl fmt::Display for HandshakeFault {
                 write!(f, "server and client disagree on `encrypt`")
             }
             HandshakeFault::UnknownCipher(c) => write!(f, "unknown record cipher {c}"),
+            HandshakeFault::CipherRefused(name) => write!(
+                f,
+                "the server does not know the record cipher {name}: it runs an older MTCP"
+            ),
             HandshakeFault::Preamble => write!(f, "malformed secure preamble"),
             HandshakeFault::HelloMismatch => write!(
                 f,
@@ -479,6 +487,7 @@ mod tests {
             HandshakeFault::PeerHasSecret,
             HandshakeFault::EncryptMismatch,
             HandshakeFault::UnknownCipher(9),
+            HandshakeFault::CipherRefused("aegis-256x2"),
             HandshakeFault::Preamble,
             HandshakeFault::HelloMismatch,
             HandshakeFault::Noise(String::new()),

@@ -11,7 +11,8 @@
 //! offset  size  field
 //! 0       4     "MTCS"
 //! 4       1     protocol version (3)
-//! 5       1     record cipher (1 = ChaCha20-Poly1305, 2 = AES-256-GCM)
+//! 5       1     record cipher (1 = ChaCha20-Poly1305, 2 = AES-256-GCM,
+//!               3 = AEGIS-256X2)
 //! 6       4     reserved, zero
 //! 10      1     HELLO flags (bit 0: the link joins a known session)
 //! 11      8     session id

@@ -1,18 +1,21 @@
 //! The record layer of a secured link: the byte stream of frames cut into
 //! records of at most 65,535 bytes (`u16 len | ciphertext | 16-byte tag`),
-//! each sealed under an implicit per-direction counter, exactly as a Noise
-//! transport message (empty associated data; the nonce is four zero bytes
-//! and the counter, big-endian for AES-GCM, little-endian for
-//! ChaCha20-Poly1305).
+//! each sealed under an implicit per-direction counter with empty
+//! associated data. With AES-256-GCM and ChaCha20-Poly1305 a record is
+//! exactly a Noise transport message (the nonce is four zero bytes and the
+//! counter, big-endian for AES-GCM, little-endian for ChaCha20-Poly1305);
+//! with AEGIS-256X2, which Noise does not name, the 32-byte nonce is the
+//! counter, little-endian, then zeros.
 //!
 //! The keys come from the Noise handshake's split (`snow`), but the records
-//! are sealed and opened here, with ring's AEAD, in place: `snow`'s transport
-//! API copies every byte into a second buffer before it seals or opens it
-//! (and the code around it zero-filled 128 KiB per read). What it would put on the
-//! wire and what this module puts there are the same bytes (the tests seal
-//! with one and open with the other), so the protocol did not change.
+//! are sealed and opened here, in place: `snow`'s transport API copies
+//! every byte into a second buffer before it seals or opens it (and the
+//! code around it zero-filled 128 KiB per read). What it would put on the
+//! wire for its two ciphers and what this module puts there are the same
+//! bytes (the tests seal with one and open with the other).
 
 use super::Cipher;
+use aegis::aegis256x2::{Aegis256X2, Encryptor};
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use std::io::{self, Read, Write};
 
@@ -37,53 +40,143 @@ const READ_BUF: usize = 4 * (LEN_BYTES + MAX_RECORD);
 
 /// One direction's key and record counter.
 pub(super) struct RecordKey {
-    key: LessSafeKey,
-    cipher: Cipher,
+    aead: Aead,
     next: u64,
+}
+
+/// The cipher of one direction, keyed. There is one per link direction, so
+/// the size of ring's key schedule beside AEGIS's bare key does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Aead {
+    /// AES-256-GCM or ChaCha20-Poly1305 through ring, with the Noise
+    /// nonce layout (big-endian counter for AES-GCM, little-endian for
+    /// ChaCha20-Poly1305).
+    Ring { key: LessSafeKey, big_endian: bool },
+    /// AEGIS-256X2 (libaegis through the `aegis` crate). Its nonce is 32
+    /// bytes: the counter little-endian, then zeros.
+    Aegis { key: [u8; 32] },
 }
 
 impl RecordKey {
     /// The key of one direction, from the handshake's split.
     pub(super) fn new(cipher: Cipher, raw: &[u8; 32]) -> io::Result<RecordKey> {
-        let algorithm = match cipher {
-            Cipher::AesGcm => &aead::AES_256_GCM,
-            Cipher::ChaChaPoly => &aead::CHACHA20_POLY1305,
+        let ring_key = |algorithm: &'static aead::Algorithm| {
+            UnboundKey::new(algorithm, raw)
+                .map(LessSafeKey::new)
+                .map_err(|_| io::Error::other("record key of the wrong length"))
         };
-        let key = UnboundKey::new(algorithm, raw)
-            .map_err(|_| io::Error::other("record key of the wrong length"))?;
-        Ok(RecordKey {
-            key: LessSafeKey::new(key),
-            cipher,
-            next: 0,
-        })
+        let aead = match cipher {
+            Cipher::AesGcm => Aead::Ring {
+                key: ring_key(&aead::AES_256_GCM)?,
+                big_endian: true,
+            },
+            Cipher::ChaChaPoly => Aead::Ring {
+                key: ring_key(&aead::CHACHA20_POLY1305)?,
+                big_endian: false,
+            },
+            Cipher::Aegis256X2 => Aead::Aegis { key: *raw },
+        };
+        Ok(RecordKey { aead, next: 0 })
     }
 
-    /// The next record's nonce. Noise reserves the counter's last value, and
-    /// a counter never repeats under one key: a link that reached it (2^64
-    /// records) fails rather than wrap.
-    fn nonce(&mut self) -> io::Result<Nonce> {
+    /// The next record's counter. Noise reserves the counter's last value,
+    /// and a counter never repeats under one key: a link that reached it
+    /// (2^64 records) fails rather than wrap.
+    fn next_counter(&mut self) -> io::Result<u64> {
         let n = self.next;
         if n == u64::MAX {
             return Err(io::Error::other("record counter exhausted"));
         }
         self.next = n + 1;
-        let mut bytes = [0u8; 12];
-        match self.cipher {
-            Cipher::AesGcm => bytes[4..].copy_from_slice(&n.to_be_bytes()),
-            Cipher::ChaChaPoly => bytes[4..].copy_from_slice(&n.to_le_bytes()),
+        Ok(n)
+    }
+
+    /// For AEGIS, the state that seals the next record as its plaintext is
+    /// appended (under the next counter); `None` for ring's ciphers, which
+    /// seal a whole record in place ([`RecordKey::seal`]).
+    fn stream_sealer(&mut self) -> io::Result<Option<Encryptor<TAG_LEN>>> {
+        let Aead::Aegis { key } = self.aead else {
+            return Ok(None);
+        };
+        let n = self.next_counter()?;
+        Ok(Some(
+            Aegis256X2::<TAG_LEN>::new(&key, &aegis_nonce(n)).encryptor(&[]),
+        ))
+    }
+
+    /// Seals `text` where it lies under the next counter; returns the tag.
+    fn seal(&mut self, text: &mut [u8]) -> io::Result<[u8; TAG_LEN]> {
+        let n = self.next_counter()?;
+        match &self.aead {
+            Aead::Ring { key, big_endian } => {
+                let tag = key
+                    .seal_in_place_separate_tag(ring_nonce(n, *big_endian), Aad::empty(), text)
+                    .map_err(|_| io::Error::other("seal failed"))?;
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                Ok(out)
+            }
+            Aead::Aegis { key } => {
+                Ok(Aegis256X2::<TAG_LEN>::new(key, &aegis_nonce(n)).encrypt_in_place(text, &[]))
+            }
         }
-        Ok(Nonce::assume_unique_for_key(bytes))
+    }
+
+    /// Opens a record's ciphertext and tag where they lie under the next
+    /// counter; returns the plaintext.
+    fn open<'a>(&mut self, record: &'a mut [u8]) -> io::Result<&'a [u8]> {
+        let n = self.next_counter()?;
+        let failed = || io::Error::new(io::ErrorKind::InvalidData, "record failed authentication");
+        match &self.aead {
+            Aead::Ring { key, big_endian } => key
+                .open_in_place(ring_nonce(n, *big_endian), Aad::empty(), record)
+                .map(|text| &*text)
+                .map_err(|_| failed()),
+            Aead::Aegis { key } => {
+                let text_len = record.len().checked_sub(TAG_LEN).ok_or_else(failed)?;
+                let (text, tag) = record.split_at_mut(text_len);
+                let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| failed())?;
+                Aegis256X2::<TAG_LEN>::new(key, &aegis_nonce(n))
+                    .decrypt_in_place(text, tag, &[])
+                    .map_err(|_| failed())?;
+                Ok(text)
+            }
+        }
     }
 }
 
+/// The 12-byte Noise nonce: four zero bytes and the counter.
+fn ring_nonce(n: u64, big_endian: bool) -> Nonce {
+    let mut bytes = [0u8; 12];
+    if big_endian {
+        bytes[4..].copy_from_slice(&n.to_be_bytes());
+    } else {
+        bytes[4..].copy_from_slice(&n.to_le_bytes());
+    }
+    Nonce::assume_unique_for_key(bytes)
+}
+
+/// AEGIS-256X2's 32-byte nonce: the counter, little-endian, then zeros.
+fn aegis_nonce(n: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&n.to_le_bytes());
+    bytes
+}
+
 /// The sending half of a link's channel (owned by whoever holds the link's
-/// `Wire`). Plaintext is appended straight into the outgoing records and
-/// sealed where it lies.
+/// `Wire`). Plaintext goes straight into the outgoing records: AEGIS seals
+/// it on the way in (one pass over the bytes), ring's ciphers where it lies
+/// once the record is full.
 pub struct Sealer {
     key: Option<RecordKey>,
+    /// The outgoing bytes are `wire[..used]`; the rest is room kept from
+    /// earlier writes, so that the buffer is zero-filled once, not per write.
     wire: Vec<u8>,
+    used: usize,
     /// Where the record being filled starts (its length prefix).
     open: Option<usize>,
+    /// The AEGIS state of the record being filled.
+    stream: Option<Encryptor<TAG_LEN>>,
 }
 
 impl Sealer {
@@ -91,7 +184,9 @@ impl Sealer {
         Sealer {
             key,
             wire: Vec::new(),
+            used: 0,
             open: None,
+            stream: None,
         }
     }
 
@@ -107,30 +202,43 @@ impl Sealer {
     /// [`push`]: Sealer::push
     /// [`finish`]: Sealer::finish
     pub fn begin(&mut self) {
-        self.wire.clear();
+        self.used = 0;
         self.open = None;
+        self.stream = None;
+    }
+
+    /// The next `n` bytes of the outgoing buffer, counted as used.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let start = self.used;
+        self.used += n;
+        if self.wire.len() < self.used {
+            self.wire.resize(self.used, 0);
+        }
+        &mut self.wire[start..self.used]
     }
 
     /// Appends plaintext, sealing each record as it fills.
     pub fn push(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         if self.key.is_none() {
-            self.wire.extend_from_slice(bytes);
+            self.room(bytes.len()).copy_from_slice(bytes);
             return Ok(());
         }
         while !bytes.is_empty() {
             let start = match self.open {
                 Some(start) => start,
-                None => {
-                    let start = self.wire.len();
-                    self.wire.extend_from_slice(&[0; LEN_BYTES]);
-                    self.open = Some(start);
-                    start
-                }
+                None => self.open_record()?,
             };
-            let filled = self.wire.len() - start - LEN_BYTES;
+            let filled = self.used - start - LEN_BYTES;
             let n = (MAX_PLAIN - filled).min(bytes.len());
-            self.wire.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
+            let (now, later) = bytes.split_at(n);
+            let mut stream = self.stream.take();
+            let into = self.room(n);
+            match stream.as_mut() {
+                Some(stream) => stream.update(now, into),
+                None => into.copy_from_slice(now),
+            }
+            self.stream = stream;
+            bytes = later;
             if filled + n == MAX_PLAIN {
                 self.close_record()?;
             }
@@ -144,7 +252,7 @@ impl Sealer {
     pub fn push_frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
         let len = head.len() + payload.len();
         if let Some(start) = self.open {
-            let filled = self.wire.len() - start - LEN_BYTES;
+            let filled = self.used - start - LEN_BYTES;
             if filled + len > MAX_PLAIN && len <= MAX_PLAIN {
                 self.close_record()?;
             }
@@ -160,22 +268,34 @@ impl Sealer {
     /// [`begin`]: Sealer::begin
     pub fn finish(&mut self) -> io::Result<&[u8]> {
         self.close_record()?;
-        Ok(&self.wire)
+        Ok(&self.wire[..self.used])
     }
 
-    /// Seals the record being filled, if any, in place.
+    /// Starts a record (its length prefix, filled in when it closes);
+    /// returns where it starts.
+    fn open_record(&mut self) -> io::Result<usize> {
+        let start = self.used;
+        if let Some(key) = self.key.as_mut() {
+            self.stream = key.stream_sealer()?;
+        }
+        self.room(LEN_BYTES);
+        self.open = Some(start);
+        Ok(start)
+    }
+
+    /// Seals the record being filled, if any: finishes its AEGIS state, or
+    /// seals its plaintext in place with ring.
     fn close_record(&mut self) -> io::Result<()> {
         let (Some(start), Some(key)) = (self.open.take(), self.key.as_mut()) else {
             return Ok(());
         };
         let body = start + LEN_BYTES;
-        let nonce = key.nonce()?;
-        let tag = key
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.wire[body..])
-            .map_err(|_| io::Error::other("seal failed"))?;
-        self.wire.extend_from_slice(tag.as_ref());
-        let len = self.wire.len() - body;
+        let tag = match self.stream.take() {
+            Some(stream) => stream.finalize(),
+            None => key.seal(&mut self.wire[body..self.used])?,
+        };
+        self.room(TAG_LEN).copy_from_slice(&tag);
+        let len = self.used - body;
         let len = u16::try_from(len).map_err(|_| io::Error::other("record too long"))?;
         self.wire[start..body].copy_from_slice(&len.to_be_bytes());
         Ok(())
@@ -305,11 +425,7 @@ fn open_record<'a>(key: &mut Option<RecordKey>, record: &'a mut [u8]) -> io::Res
     let Some(key) = key.as_mut() else {
         return Ok(record);
     };
-    let nonce = key.nonce()?;
-    key.key
-        .open_in_place(nonce, Aad::empty(), record)
-        .map(|text| &*text)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "record failed authentication"))
+    key.open(record)
 }
 
 #[cfg(test)]
@@ -404,9 +520,42 @@ mod tests {
         }
     }
 
+    /// AEGIS records, sealed as their plaintext is appended piece by
+    /// piece, are what libaegis seals in one call under the counter nonce
+    /// (the layout the README gives), and open again.
+    #[test]
+    fn aegis_records_are_libaegis_messages_under_the_counter_nonce() {
+        let key = [9u8; 32];
+        let mut sealer = Sealer::new(Some(RecordKey::new(Cipher::Aegis256X2, &key).unwrap()));
+        let text = data(2 * MAX_PLAIN + 1000);
+        sealer.begin();
+        sealer.push_frame(&text[..21], &text[21..30_000]).unwrap();
+        for piece in text[30_000..].chunks(7_777) {
+            sealer.push(piece).unwrap();
+        }
+        let wire = sealer.finish().unwrap().to_vec();
+        let mut got = Vec::new();
+        for (n, record) in records(&wire).into_iter().enumerate() {
+            let mut nonce = [0u8; 32];
+            nonce[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            let (ciphertext, tag) = record.split_at(record.len() - TAG_LEN);
+            let tag: [u8; TAG_LEN] = tag.try_into().unwrap();
+            let plain = Aegis256X2::<TAG_LEN>::new(&key, &nonce)
+                .decrypt(ciphertext, &tag, &[])
+                .expect("libaegis opens our record");
+            got.extend_from_slice(&plain);
+        }
+        assert_eq!(got, text);
+        let (_, mut opener) = one_direction_with(Cipher::Aegis256X2, key);
+        assert_eq!(read_all(&mut opener, &mut &wire[..]).unwrap(), text);
+    }
+
     /// A sealer and an opener of one direction under one key.
     fn one_direction(cipher: Cipher) -> (Sealer, Opener) {
-        let key = [42u8; 32];
+        one_direction_with(cipher, [42u8; 32])
+    }
+
+    fn one_direction_with(cipher: Cipher, key: [u8; 32]) -> (Sealer, Opener) {
         (
             Sealer::new(Some(RecordKey::new(cipher, &key).unwrap())),
             Opener::new(Some(RecordKey::new(cipher, &key).unwrap())),
@@ -449,23 +598,32 @@ mod tests {
         assert_eq!(got, text);
     }
 
+    const ALL: [Cipher; 3] = [Cipher::AesGcm, Cipher::ChaChaPoly, Cipher::Aegis256X2];
+
     #[test]
     fn a_changed_byte_fails_authentication() {
-        let (mut sealer, mut opener) = one_direction(Cipher::AesGcm);
-        let mut wire = sealer.seal(b"hello, world").unwrap().to_vec();
-        wire[5] ^= 1;
-        let e = read_all(&mut opener, &mut &wire[..]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(e.to_string(), "record failed authentication");
+        for cipher in ALL {
+            // In the ciphertext (bytes 2..14), and in the tag (14..30).
+            for at in [2, 5, 29] {
+                let (mut sealer, mut opener) = one_direction(cipher);
+                let mut wire = sealer.seal(b"hello, world").unwrap().to_vec();
+                wire[at] ^= 1;
+                let e = read_all(&mut opener, &mut &wire[..]).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{cipher:?}");
+                assert_eq!(e.to_string(), "record failed authentication");
+            }
+        }
     }
 
     #[test]
     fn a_replayed_record_fails_authentication() {
-        let (mut sealer, mut opener) = one_direction(Cipher::AesGcm);
-        let once = sealer.seal(b"pay 100").unwrap().to_vec();
-        let twice = [once.clone(), once].concat();
-        let e = read_all(&mut opener, &mut &twice[..]).unwrap_err();
-        assert_eq!(e.to_string(), "record failed authentication");
+        for cipher in ALL {
+            let (mut sealer, mut opener) = one_direction(cipher);
+            let once = sealer.seal(b"pay 100").unwrap().to_vec();
+            let twice = [once.clone(), once].concat();
+            let e = read_all(&mut opener, &mut &twice[..]).unwrap_err();
+            assert_eq!(e.to_string(), "record failed authentication", "{cipher:?}");
+        }
     }
 
     #[test]
