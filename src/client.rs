@@ -8,7 +8,7 @@
 //! `client-pool` reacts to session events: with `enable_zero_rtt = false` it
 //! closes the pool when the last stream ends.
 
-use crate::config::{ClientConfig, Role, SchedulerKind};
+use crate::config::{ClientConfig, Role, SchedulerKind, TunnelConfig};
 use crate::proto::frame::{self, Frame, LinkReason, RstReason};
 use crate::proto::handshake::{self, HANDSHAKE_BUF_LEN, HandshakeError, HandshakeFault, LinkRole};
 use crate::rt::budget::SendBudget;
@@ -45,6 +45,12 @@ pub struct Client {
     config: ClientConfig,
     threads: ThreadCount,
     monitor: Monitor,
+}
+
+/// The record cipher the client's links propose first: the one the config
+/// names, else this CPU's fastest.
+fn proposed_cipher(tunnel: &TunnelConfig) -> secure::Cipher {
+    tunnel.cipher.unwrap_or_else(secure::preferred_cipher)
 }
 
 /// What a slot does after a failed attempt.
@@ -145,7 +151,7 @@ impl Client {
         if tunnel.secret.is_some() && tunnel.encrypt {
             log::info!(
                 "links are encrypted with {}",
-                secure::Cipher::preferred().name()
+                proposed_cipher(&self.config.tunnel).name()
             );
         }
         let (events_tx, events_rx) = bounded(1024);
@@ -163,7 +169,7 @@ impl Client {
             last_failure_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             send_budget: Arc::new(SendBudget::new(self.config.tunnel.send_budget)),
-            cipher: Mutex::new(secure::Cipher::preferred()),
+            cipher: Mutex::new(proposed_cipher(&self.config.tunnel)),
             counters: self.monitor.counters(),
             retry_now: Bell::new(),
         });
@@ -490,10 +496,14 @@ impl Pool {
     }
 
     /// After a server refused the record cipher `refused`: the links
-    /// propose one it knows from now on (AEGIS-256X2 is newer than the
-    /// servers of this protocol version that lack it). False when no other
-    /// cipher is left to try.
+    /// propose the next one ([`secure::Cipher::fallback`]) from now on. An
+    /// older server lacks AEGIS-256X2; a server's `cipher` setting may name
+    /// any one. False when the config names our cipher, or none is left.
     fn cipher_after_refusal(&self, refused: &str) -> bool {
+        if self.config.tunnel.cipher.is_some() {
+            // The config named this one cipher: nothing else to try.
+            return false;
+        }
         let mut cipher = lock(&self.cipher);
         if cipher.name() != refused {
             // Another slot already moved on.
@@ -503,8 +513,8 @@ impl Pool {
             return false;
         };
         log::warn!(
-            "the server {} does not know the record cipher {refused} (it runs an older MTCP); \
-             links use {} instead until the client restarts",
+            "the server {} refused the record cipher {refused} (it runs an older MTCP, or its \
+             `cipher` setting names another); links propose {} instead until the client restarts",
             self.config.server,
             older.name()
         );

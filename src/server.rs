@@ -298,7 +298,12 @@ fn handshake(reg: &Registry, mut sock: TcpStream, peer: SocketAddr) {
         return;
     };
     let tunnel = &reg.config.tunnel;
-    let channel = secure::open_server_channel(&mut sock, tunnel.secret.as_ref(), tunnel.encrypt);
+    let channel = secure::open_server_channel(
+        &mut sock,
+        tunnel.secret.as_ref(),
+        tunnel.encrypt,
+        tunnel.cipher,
+    );
     let (mut sealer, mut opener, start) = match channel {
         Ok(channel) => channel,
         Err(HandshakeError::Io(e)) if health_check && is_close(&e) => {

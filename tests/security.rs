@@ -935,8 +935,8 @@ fn server_without_aegis(
 
 #[test]
 fn a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis() {
-    use mtcp::rt::secure::Cipher;
-    if Cipher::preferred() != Cipher::Aegis256X2 {
+    use mtcp::rt::secure::{Cipher, preferred_cipher};
+    if preferred_cipher() != Cipher::Aegis256X2 {
         return skip(
             "a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis",
             "this CPU has no AES instructions, so links propose ChaCha20-Poly1305",
@@ -952,7 +952,10 @@ fn a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis() {
         upload(&client, 12, 4 * MIB);
         let said = wait_log(
             Duration::from_secs(5),
-            &["does not know the record cipher aegis-256x2", "aes-256-gcm"],
+            &[
+                "refused the record cipher aegis-256x2",
+                "propose aes-256-gcm",
+            ],
         );
         assert!(said.is_some(), "the fallback was not logged");
         let ciphers = ciphers.lock().unwrap().clone();
@@ -971,5 +974,56 @@ fn a_client_falls_back_to_aes_gcm_with_a_server_that_predates_aegis() {
         // straight to it proposes nothing else.
         let direct = start_client_toml(&client_toml(server.addr, 2, true, SECRET));
         download(&direct, 13, MIB);
+    });
+}
+
+/// The cipher bytes of the secured links a proxy relayed that carried more
+/// than `least` bytes downstream.
+fn ciphers_of_busy_links(proxy: &FaultProxy, least: u64) -> Vec<u8> {
+    let counts = proxy.relayed_counts(true);
+    (0..counts.len())
+        .filter(|&i| counts[i] > least)
+        .map(|i| proxy.tapped_upstream(i))
+        .filter(|up| up.starts_with(b"MTCS") && up.len() > 5)
+        .map(|up| up[5])
+        .collect()
+}
+
+#[test]
+fn a_servers_cipher_setting_admits_that_cipher_only() {
+    within(Duration::from_secs(60), || {
+        let server_extra = format!("{SECRET}\ncipher = \"chacha20-poly1305\"");
+        // A client left to choose ends on the server's cipher, whatever it
+        // proposed first.
+        let b = bed(&server_extra, SECRET);
+        download(&b.client, 21, 4 * MIB);
+        let busy = ciphers_of_busy_links(&b.proxy, MIB / 2);
+        assert!(
+            !busy.is_empty() && busy.iter().all(|&c| c == 1),
+            "busy links' ciphers {busy:?}, want ChaCha20-Poly1305 (1)"
+        );
+        // A client that names another cipher is refused, and says why.
+        let pinned = bed(
+            &server_extra,
+            &format!("{SECRET}\ncipher = \"aes-256-gcm\""),
+        );
+        expect_refused(&pinned);
+        assert!(
+            wait_log(
+                Duration::from_secs(5),
+                &[
+                    "the client proposes the record cipher aes-256-gcm",
+                    "chacha20-poly1305"
+                ],
+            )
+            .is_some(),
+            "the server did not say why it refused"
+        );
+        // The client that names the server's cipher gets it.
+        let same = bed(
+            &server_extra,
+            &format!("{SECRET}\ncipher = \"chacha20-poly1305\""),
+        );
+        download(&same.client, 22, MIB);
     });
 }

@@ -125,6 +125,13 @@ impl TunnelConfig {
             }
         }
         push_kv(out, "encrypt", self.encrypt);
+        if self.encrypt {
+            push_kv(
+                out,
+                "cipher",
+                format!("{:?}", self.cipher.map_or("auto", |c| c.name())),
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! are caught (with the key's position) before any value is judged.
 
 use super::types::{DuplicateMode, LogLevel, SchedulerKind};
+use crate::proto::cipher::Cipher;
 use serde::Deserialize;
 
 #[derive(Deserialize, Clone, Copy)]
@@ -61,6 +62,7 @@ pub(super) struct RawServer {
     pub(super) secret: Option<String>,
     pub(super) secret_file: Option<String>,
     pub(super) encrypt: Option<bool>,
+    pub(super) cipher: Option<CipherSetting>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) stats_interval_ms: Option<u64>,
     pub(super) metrics_listen: Option<String>,
@@ -94,6 +96,7 @@ pub(super) struct RawClient {
     pub(super) secret: Option<String>,
     pub(super) secret_file: Option<String>,
     pub(super) encrypt: Option<bool>,
+    pub(super) cipher: Option<CipherSetting>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) stats_interval_ms: Option<u64>,
     pub(super) metrics_listen: Option<String>,
@@ -107,6 +110,31 @@ pub(super) struct RawPath {
     pub(super) interface: Option<String>,
     pub(super) links: u64,
     pub(super) backup: Option<bool>,
+}
+
+/// `cipher` as written: `auto` or one cipher's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub(super) enum CipherSetting {
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "aegis-256x2")]
+    Aegis256X2,
+    #[serde(rename = "aes-256-gcm")]
+    AesGcm,
+    #[serde(rename = "chacha20-poly1305")]
+    ChaChaPoly,
+}
+
+impl CipherSetting {
+    /// The one cipher named, `None` for `auto`.
+    pub(super) fn cipher(self) -> Option<Cipher> {
+        match self {
+            CipherSetting::Auto => None,
+            CipherSetting::Aegis256X2 => Some(Cipher::Aegis256X2),
+            CipherSetting::AesGcm => Some(Cipher::AesGcm),
+            CipherSetting::ChaChaPoly => Some(Cipher::ChaChaPoly),
+        }
+    }
 }
 
 /// The tunnel keys, gathered from either table (serde's `flatten` cannot be
@@ -125,4 +153,5 @@ pub(super) struct RawTunnel {
     pub(super) secret: Option<String>,
     pub(super) secret_file: Option<String>,
     pub(super) encrypt: Option<bool>,
+    pub(super) cipher: Option<CipherSetting>,
 }

@@ -65,3 +65,44 @@ fn accept_proxy_protocol_is_a_server_key_off_by_default() {
         "x.toml:10: unknown key `client.accept_proxy_protocol`"
     );
 }
+
+#[test]
+fn cipher_is_auto_by_default_or_names_one_for_encrypted_links() {
+    use crate::proto::cipher::Cipher;
+    const SECRET: &str = "secret = \"0123456789abcdef0123\"";
+    let s = server_with(SECRET).unwrap();
+    assert_eq!(s.tunnel.cipher, None);
+    assert!(
+        s.describe().contains("\ncipher = \"auto\"\n"),
+        "{}",
+        s.describe()
+    );
+    for (name, cipher) in [
+        ("aegis-256x2", Cipher::Aegis256X2),
+        ("aes-256-gcm", Cipher::AesGcm),
+        ("chacha20-poly1305", Cipher::ChaChaPoly),
+    ] {
+        let c = client_with(&format!("{SECRET}\ncipher = \"{name}\"")).unwrap();
+        assert_eq!(c.tunnel.cipher, Some(cipher));
+        assert!(c.describe().contains(&format!("\ncipher = \"{name}\"\n")));
+    }
+    assert_eq!(
+        client_with(&format!("{SECRET}\ncipher = \"auto\""))
+            .unwrap()
+            .tunnel
+            .cipher,
+        None
+    );
+    let e = err_of(server_with(&format!("{SECRET}\ncipher = \"aes-128-gcm\"")));
+    assert_eq!(e.key(), Some("server.cipher"));
+    assert!(e.to_string().contains("aegis-256x2"), "{e}");
+    // A cipher named for links that are not sealed is a mistake.
+    for extra in [
+        "cipher = \"aes-256-gcm\"".to_string(),
+        format!("{SECRET}\nencrypt = false\ncipher = \"aes-256-gcm\""),
+    ] {
+        let e = err_of(client_with(&extra));
+        assert_eq!(e.key(), Some("client.cipher"), "{extra}");
+        assert!(e.to_string().contains("needs encrypted links"), "{e}");
+    }
+}

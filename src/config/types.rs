@@ -80,6 +80,7 @@ pub(super) fn default_budget(window: u64) -> u64 {
 // ---------------------------------------------------------------------------
 
 pub use crate::proto::Role;
+pub use crate::proto::cipher::Cipher;
 pub use crate::proto::scheduler::{DuplicateMode, SchedulerKind};
 
 /// How much the daemon logs (`log_level`), unless `RUST_LOG` is set.
@@ -237,6 +238,10 @@ pub struct TunnelConfig {
     pub secret_file: Option<PathBuf>,
     /// `encrypt`: seal link traffic (default: on when a secret is set).
     pub encrypt: bool,
+    /// `cipher`: the one record cipher a client's links propose and a
+    /// server accepts; `None` (`auto`, the default): a client proposes its
+    /// CPU's fastest and a server accepts any.
+    pub cipher: Option<Cipher>,
 }
 
 impl TunnelConfig {
@@ -259,6 +264,7 @@ impl TunnelConfig {
             secret: None,
             secret_file: None,
             encrypt: false,
+            cipher: None,
         }
     }
 }

@@ -238,10 +238,23 @@ impl Ctx<'_> {
             ));
         }
         let encrypt = raw.encrypt.unwrap_or(secret.is_some());
+        let cipher = raw.cipher.and_then(|c| c.cipher());
+        if let Some(cipher) = cipher
+            && !encrypt
+        {
+            return Err(self.err(
+                "cipher",
+                format!(
+                    "\"{}\" needs encrypted links (a `secret` or `secret_file`, and `encrypt` not false): it names their record cipher",
+                    cipher.name()
+                ),
+            ));
+        }
         Ok(TunnelConfig {
             secret,
             secret_file,
             encrypt,
+            cipher,
             buffer_size,
             stream_window,
             send_budget,
@@ -295,6 +308,7 @@ impl RawServer {
             secret: self.secret,
             secret_file: self.secret_file,
             encrypt: self.encrypt,
+            cipher: self.cipher,
         })?;
         Ok(ServerConfig {
             listen,
@@ -389,6 +403,7 @@ impl RawClient {
             secret: self.secret,
             secret_file: self.secret_file,
             encrypt: self.encrypt,
+            cipher: self.cipher,
         })?;
         let connect_timeout = ctx.millis(
             "connect_timeout_ms",

@@ -155,9 +155,15 @@ impl Identity {
         Identity {
             role: config.role(),
             cipher: if tunnel.encrypt {
-                // The client chooses per link; this is what this build
-                // chooses (and so what its client links use).
-                crate::rt::secure::Cipher::preferred().name()
+                // The client chooses for its links: what the config names,
+                // else this CPU's fastest (a client that fell back for an
+                // older server still says the latter). A server accepts
+                // the one its config names, else any.
+                match (tunnel.cipher, config) {
+                    (Some(cipher), _) => cipher.name(),
+                    (None, Config::Client(_)) => crate::rt::secure::preferred_cipher().name(),
+                    (None, Config::Server(_)) => "any",
+                }
             } else {
                 "none"
             },

@@ -60,8 +60,15 @@ pub enum HandshakeFault {
     /// A secured link names a record cipher this build does not know.
     UnknownCipher(u8),
     /// The server refused, in plain text, the record cipher we proposed
-    /// (named): it runs an MTCP older than that cipher.
+    /// (named): it runs an MTCP older than that cipher, or its `cipher`
+    /// setting names another.
     CipherRefused(&'static str),
+    /// A client proposed another record cipher than the one our `cipher`
+    /// setting accepts.
+    CipherNotAccepted {
+        proposed: &'static str,
+        accepted: &'static str,
+    },
     /// A secured link's clear preamble has non-zero reserved bytes.
     Preamble,
     /// A secured link's HELLO names another session or other flags than its
@@ -91,6 +98,7 @@ impl HandshakeFault {
             HandshakeFault::EncryptMismatch => "encrypt_mismatch",
             HandshakeFault::UnknownCipher(_) => "unknown_cipher",
             HandshakeFault::CipherRefused(_) => "cipher_refused",
+            HandshakeFault::CipherNotAccepted { .. } => "cipher_not_accepted",
             HandshakeFault::Preamble => "preamble",
             HandshakeFault::HelloMismatch => "hello_mismatch",
             HandshakeFault::Noise(_) => "noise",
@@ -136,7 +144,13 @@ impl fmt::Display for HandshakeFault {
             HandshakeFault::UnknownCipher(c) => write!(f, "unknown record cipher {c}"),
             HandshakeFault::CipherRefused(name) => write!(
                 f,
-                "the server does not know the record cipher {name}: it runs an older MTCP"
+                "the server refused the record cipher {name}: it runs an older MTCP, or its \
+                 `cipher` setting names another"
+            ),
+            HandshakeFault::CipherNotAccepted { proposed, accepted } => write!(
+                f,
+                "the client proposes the record cipher {proposed}; `cipher` here accepts only \
+                 {accepted}"
             ),
             HandshakeFault::Preamble => write!(f, "malformed secure preamble"),
             HandshakeFault::HelloMismatch => write!(
@@ -488,6 +502,10 @@ mod tests {
             HandshakeFault::EncryptMismatch,
             HandshakeFault::UnknownCipher(9),
             HandshakeFault::CipherRefused("aegis-256x2"),
+            HandshakeFault::CipherNotAccepted {
+                proposed: "aegis-256x2",
+                accepted: "aes-256-gcm",
+            },
             HandshakeFault::Preamble,
             HandshakeFault::HelloMismatch,
             HandshakeFault::Noise(String::new()),

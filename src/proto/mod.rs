@@ -8,6 +8,7 @@
 //! (`tests/simulation.rs`) drive two cores over an in-memory network on a
 //! fake clock.
 
+pub mod cipher;
 pub mod error;
 pub mod estimator;
 pub mod frame;

@@ -28,6 +28,7 @@ use std::io::{self, Read, Write};
 
 mod record;
 
+pub use crate::proto::cipher::Cipher;
 pub use crate::proto::preamble::{SECURE_MAGIC, SECURE_MAGIC_V1};
 use record::RecordKey;
 pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, RECORD_OVERHEAD, Sealer};
@@ -35,81 +36,17 @@ pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, RECORD_OVERHEAD, Sealer}
 /// initiator wants encryption, so a mismatch is refused by name.
 const HS_VERSION: u8 = frame::VERSION;
 
-/// The record cipher of a link. The client chooses it for both directions
-/// and says which in its clear preamble (`proto::preamble`), which is the
-/// Noise prologue, so an attacker who changes it breaks the handshake. The
-/// server accepts all three.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cipher {
-    /// ChaCha20-Poly1305: constant-time and fast in software.
-    ChaChaPoly,
-    /// AES-256-GCM: several times faster where the CPU has AES and
-    /// carry-less multiply instructions (ring's assembly uses them).
-    AesGcm,
-    /// AEGIS-256X2: built from AES rounds alone, with no GHASH, so about
-    /// 2.5x AES-256-GCM's speed on the same AES instructions.
-    Aegis256X2,
-}
-
-impl Cipher {
-    fn code(self) -> u8 {
-        match self {
-            Cipher::ChaChaPoly => 1,
-            Cipher::AesGcm => 2,
-            Cipher::Aegis256X2 => 3,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<Cipher> {
-        match code {
-            1 => Some(Cipher::ChaChaPoly),
-            2 => Some(Cipher::AesGcm),
-            3 => Some(Cipher::Aegis256X2),
-            _ => None,
-        }
-    }
-
-    fn noise_params(self) -> &'static str {
-        match self {
-            Cipher::ChaChaPoly => "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s",
-            // Noise knows no AEGIS: the handshake's own two messages are
-            // sealed with AES-GCM, the records with AEGIS under the split.
-            Cipher::AesGcm | Cipher::Aegis256X2 => "Noise_NNpsk0_25519_AESGCM_BLAKE2s",
-        }
-    }
-
-    /// The cipher's name, for logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Cipher::ChaChaPoly => "chacha20-poly1305",
-            Cipher::AesGcm => "aes-256-gcm",
-            Cipher::Aegis256X2 => "aegis-256x2",
-        }
-    }
-
-    /// The cipher to propose to a server that refused this one: AES-256-GCM
-    /// for AEGIS-256X2 (both need the AES instructions; servers older than
-    /// AEGIS know AES-256-GCM). `None` for the two ciphers every server of
-    /// this protocol version knows.
-    pub fn fallback(self) -> Option<Cipher> {
-        match self {
-            Cipher::Aegis256X2 => Some(Cipher::AesGcm),
-            Cipher::AesGcm | Cipher::ChaChaPoly => None,
-        }
-    }
-
-    /// What this machine's links propose: AEGIS-256X2 where the CPU has AES
-    /// instructions (on loopback its links cost 1.15x the CPU per GiB of
-    /// plain ones, AES-256-GCM's 1.3x: it spends about a third of
-    /// AES-GCM's time per byte and is sealed as it is copied into the
-    /// record), ChaCha20-Poly1305 elsewhere, where table-free AES would be
-    /// slow.
-    pub fn preferred() -> Cipher {
-        if aes_accelerated() {
-            Cipher::Aegis256X2
-        } else {
-            Cipher::ChaChaPoly
-        }
+/// What this machine's links propose: AEGIS-256X2 where the CPU has AES
+/// instructions (on loopback its links cost 1.15x the CPU per GiB of
+/// plain ones, AES-256-GCM's 1.3x: it spends about a third of
+/// AES-GCM's time per byte and is sealed as it is copied into the
+/// record), ChaCha20-Poly1305 elsewhere, where table-free AES would be
+/// slow.
+pub fn preferred_cipher() -> Cipher {
+    if aes_accelerated() {
+        Cipher::Aegis256X2
+    } else {
+        Cipher::ChaChaPoly
     }
 }
 
@@ -236,7 +173,7 @@ pub fn client_handshake(
     encrypt: bool,
     hello: &Hello,
 ) -> Result<(Sealer, Opener), HandshakeError> {
-    client_handshake_with(socket, secret, encrypt, hello, Cipher::preferred())
+    client_handshake_with(socket, secret, encrypt, hello, preferred_cipher())
 }
 
 /// [`client_handshake`] with a given cipher.
@@ -383,18 +320,20 @@ pub type Channel = (Sealer, Opener, LinkStart);
 /// The server's first step on a new connection: reads four bytes, and when
 /// they are [`SECURE_MAGIC`] the rest of the preamble and the Noise
 /// handshake. Refuses (with a plain REFUSE frame) a peer whose use of a
-/// secret does not match ours, or that speaks an older protocol version.
+/// secret does not match ours, that speaks an older protocol version, or
+/// that proposes another record cipher than `only` (when it is set).
 pub fn open_server_channel(
     io: &mut (impl Read + Write),
     secret: Option<&Secret>,
     encrypt: bool,
+    only: Option<Cipher>,
 ) -> Result<Channel, HandshakeError> {
     let mut first = [0u8; 4];
     io.read_exact(&mut first)?;
     let secured = first == SECURE_MAGIC || first == SECURE_MAGIC_V1;
     let refusal = match (secret, secured) {
         (Some(secret), true) if first == SECURE_MAGIC => {
-            match open_secured(io, secret, encrypt, first) {
+            match open_secured(io, secret, encrypt, only, first) {
                 Ok(channel) => return Ok(channel),
                 Err(Refusal::Now(reason, fault)) => (reason, fault),
                 Err(Refusal::Done(e)) => return Err(e),
@@ -429,6 +368,7 @@ fn open_secured(
     io: &mut (impl Read + Write),
     secret: &Secret,
     encrypt: bool,
+    only: Option<Cipher>,
     magic: [u8; 4],
 ) -> Result<Channel, Refusal> {
     let mut bytes = [0u8; PREAMBLE_LEN];
@@ -447,6 +387,15 @@ fn open_secured(
             HandshakeFault::UnknownCipher(pre.cipher),
         ));
     };
+    if let Some(only) = only.filter(|&only| only != cipher) {
+        return Err(Refusal::Now(
+            frame::LinkReason::Protocol,
+            HandshakeFault::CipherNotAccepted {
+                proposed: cipher.name(),
+                accepted: only.name(),
+            },
+        ));
+    }
     let (sealer, opener) =
         server_handshake(io, secret, encrypt, &pre, cipher).map_err(Refusal::Done)?;
     Ok((sealer, opener, LinkStart::Secured(pre)))
@@ -487,7 +436,7 @@ pub fn server_accept(
     secret: Option<&Secret>,
     encrypt: bool,
 ) -> Result<Hello, HandshakeError> {
-    let (_, mut opener, start) = open_server_channel(io, secret, encrypt)?;
+    let (_, mut opener, start) = open_server_channel(io, secret, encrypt, None)?;
     recv_hello(io, &mut opener, start)
 }
 
@@ -521,7 +470,7 @@ mod tests {
         secret: Secret,
         encrypt: bool,
     ) -> Result<(Sealer, Opener, TcpStream), HandshakeError> {
-        let (sealer, opener, start) = open_server_channel(&mut s, Some(&secret), encrypt)?;
+        let (sealer, opener, start) = open_server_channel(&mut s, Some(&secret), encrypt, None)?;
         assert!(
             matches!(start, LinkStart::Secured(_)),
             "a secured link read as a plain one"
@@ -568,7 +517,8 @@ mod tests {
             "{e}"
         );
         assert_eq!(Cipher::Aegis256X2.fallback(), Some(Cipher::AesGcm));
-        assert_eq!(Cipher::AesGcm.fallback(), None);
+        assert_eq!(Cipher::AesGcm.fallback(), Some(Cipher::ChaChaPoly));
+        assert_eq!(Cipher::ChaChaPoly.fallback(), None);
         let e = refused_in_plain_text(frame::LinkReason::Auth);
         assert!(
             matches!(e, HandshakeError::Fault(HandshakeFault::ServerHasNoSecret)),
