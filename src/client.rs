@@ -429,6 +429,12 @@ impl Pool {
         e: HandshakeError,
         failures: &mut u32,
     ) -> Next {
+        if let HandshakeError::Fault(HandshakeFault::CipherRefused(refused)) = e
+            && self.cipher_after_refusal(refused)
+        {
+            self.counters.handshake_error(&e);
+            return Next::Again;
+        }
         match e {
             HandshakeError::Refused(LinkReason::UnknownSession) if session.link_count() > 0 => {
                 // The session lives on its other links, so this one reached
@@ -461,11 +467,6 @@ impl Pool {
                 let why = format!("the server refused a new link ({e}): it is not running");
                 self.session_lost(session, &why);
                 Next::Stop
-            }
-            HandshakeError::Fault(HandshakeFault::CipherRefused(refused))
-                if self.cipher_after_refusal(refused) =>
-            {
-                Next::Again
             }
             _ if session.is_closed() || self.shutdown.is_triggered() => {
                 // Our own teardown (an idle on-demand pool closing) cut the

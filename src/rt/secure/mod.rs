@@ -37,8 +37,8 @@ pub use record::{MAX_PLAIN, MAX_SEALED_PAYLOAD, Opener, RECORD_OVERHEAD, Sealer}
 const HS_VERSION: u8 = frame::VERSION;
 
 /// What this machine's links propose: AEGIS-256X2 where the CPU has AES
-/// instructions (on loopback its links cost 1.15x the CPU per GiB of
-/// plain ones, AES-256-GCM's 1.3x: it spends about a third of
+/// instructions (on loopback its links cost about 1.15x the CPU per GiB
+/// of plain ones, AES-256-GCM's about 1.3x: it spends less than half of
 /// AES-GCM's time per byte and is sealed as it is copied into the
 /// record), ChaCha20-Poly1305 elsewhere, where table-free AES would be
 /// slow.
