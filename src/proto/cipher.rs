@@ -1,25 +1,21 @@
 //! The record ciphers of secured links, by the code a link's clear
-//! preamble names them with and the name a config file and the logs use.
-
-use serde::Deserialize;
+//! preamble names them with and the name a config file (`config::raw`'s
+//! `CipherSetting`) and the logs use.
 
 /// The record cipher of a link. The client chooses it for both directions
 /// and says which in its clear preamble (`proto::preamble`), which is the
 /// Noise prologue, so an attacker who changes it breaks the handshake. A
 /// server accepts all three unless its `cipher` setting names one. Which
 /// one a machine prefers asks its CPU: `rt::secure::preferred_cipher`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cipher {
     /// ChaCha20-Poly1305: constant-time and fast in software.
-    #[serde(rename = "chacha20-poly1305")]
     ChaChaPoly,
     /// AES-256-GCM: several times faster where the CPU has AES and
     /// carry-less multiply instructions (ring's assembly uses them).
-    #[serde(rename = "aes-256-gcm")]
     AesGcm,
     /// AEGIS-256X2: built from AES rounds alone, with no GHASH, so about
     /// 2.5x AES-256-GCM's speed on the same AES instructions.
-    #[serde(rename = "aegis-256x2")]
     Aegis256X2,
 }
 
