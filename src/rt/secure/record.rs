@@ -169,10 +169,7 @@ fn aegis_nonce(n: u64) -> [u8; 32] {
 /// once the record is full.
 pub struct Sealer {
     key: Option<RecordKey>,
-    /// The outgoing bytes are `wire[..used]`; the rest is room kept from
-    /// earlier writes, so that the buffer is zero-filled once, not per write.
-    wire: Vec<u8>,
-    used: usize,
+    wire: OutBuf,
     /// Where the record being filled starts (its length prefix).
     open: Option<usize>,
     /// The AEGIS state of the record being filled.
@@ -183,8 +180,7 @@ impl Sealer {
     pub(super) fn new(key: Option<RecordKey>) -> Sealer {
         Sealer {
             key,
-            wire: Vec::new(),
-            used: 0,
+            wire: OutBuf::default(),
             open: None,
             stream: None,
         }
@@ -202,25 +198,15 @@ impl Sealer {
     /// [`push`]: Sealer::push
     /// [`finish`]: Sealer::finish
     pub fn begin(&mut self) {
-        self.used = 0;
+        self.wire.used = 0;
         self.open = None;
         self.stream = None;
-    }
-
-    /// The next `n` bytes of the outgoing buffer, counted as used.
-    fn room(&mut self, n: usize) -> &mut [u8] {
-        let start = self.used;
-        self.used += n;
-        if self.wire.len() < self.used {
-            self.wire.resize(self.used, 0);
-        }
-        &mut self.wire[start..self.used]
     }
 
     /// Appends plaintext, sealing each record as it fills.
     pub fn push(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         if self.key.is_none() {
-            self.room(bytes.len()).copy_from_slice(bytes);
+            self.wire.room(bytes.len()).copy_from_slice(bytes);
             return Ok(());
         }
         while !bytes.is_empty() {
@@ -228,16 +214,14 @@ impl Sealer {
                 Some(start) => start,
                 None => self.open_record()?,
             };
-            let filled = self.used - start - LEN_BYTES;
+            let filled = self.wire.used - start - LEN_BYTES;
             let n = (MAX_PLAIN - filled).min(bytes.len());
             let (now, later) = bytes.split_at(n);
-            let mut stream = self.stream.take();
-            let into = self.room(n);
-            match stream.as_mut() {
+            let into = self.wire.room(n);
+            match self.stream.as_mut() {
                 Some(stream) => stream.update(now, into),
                 None => into.copy_from_slice(now),
             }
-            self.stream = stream;
             bytes = later;
             if filled + n == MAX_PLAIN {
                 self.close_record()?;
@@ -252,7 +236,7 @@ impl Sealer {
     pub fn push_frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
         let len = head.len() + payload.len();
         if let Some(start) = self.open {
-            let filled = self.used - start - LEN_BYTES;
+            let filled = self.wire.used - start - LEN_BYTES;
             if filled + len > MAX_PLAIN && len <= MAX_PLAIN {
                 self.close_record()?;
             }
@@ -268,17 +252,17 @@ impl Sealer {
     /// [`begin`]: Sealer::begin
     pub fn finish(&mut self) -> io::Result<&[u8]> {
         self.close_record()?;
-        Ok(&self.wire[..self.used])
+        Ok(&self.wire.bytes[..self.wire.used])
     }
 
     /// Starts a record (its length prefix, filled in when it closes);
     /// returns where it starts.
     fn open_record(&mut self) -> io::Result<usize> {
-        let start = self.used;
+        let start = self.wire.used;
         if let Some(key) = self.key.as_mut() {
             self.stream = key.stream_sealer()?;
         }
-        self.room(LEN_BYTES);
+        self.wire.room(LEN_BYTES);
         self.open = Some(start);
         Ok(start)
     }
@@ -292,12 +276,12 @@ impl Sealer {
         let body = start + LEN_BYTES;
         let tag = match self.stream.take() {
             Some(stream) => stream.finalize(),
-            None => key.seal(&mut self.wire[body..self.used])?,
+            None => key.seal(&mut self.wire.bytes[body..self.wire.used])?,
         };
-        self.room(TAG_LEN).copy_from_slice(&tag);
-        let len = self.used - body;
+        self.wire.room(TAG_LEN).copy_from_slice(&tag);
+        let len = self.wire.used - body;
         let len = u16::try_from(len).map_err(|_| io::Error::other("record too long"))?;
-        self.wire[start..body].copy_from_slice(&len.to_be_bytes());
+        self.wire.bytes[start..body].copy_from_slice(&len.to_be_bytes());
         Ok(())
     }
 
@@ -316,6 +300,26 @@ impl Sealer {
         }
         let wire = self.seal(plain)?;
         out.write_all(wire)
+    }
+}
+
+/// A sealer's outgoing bytes, `bytes[..used]`; the rest is room kept from
+/// earlier writes, so that the buffer is zero-filled once, not per write.
+#[derive(Default)]
+struct OutBuf {
+    bytes: Vec<u8>,
+    used: usize,
+}
+
+impl OutBuf {
+    /// The next `n` bytes, counted as used.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let start = self.used;
+        self.used += n;
+        if self.bytes.len() < self.used {
+            self.bytes.resize(self.used, 0);
+        }
+        &mut self.bytes[start..self.used]
     }
 }
 
